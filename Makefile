@@ -1,0 +1,51 @@
+# Tongban: `make demo` runs the local four-tier federation; `make test` runs the test suite.
+# Both do all set-up first (Debian packages, Python venv, npm packages) and say what they do.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_VENV := $(VENV)/.installed
+STAMP_NPM := deploy/docstore/node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv npm demo test lint bench clean
+
+setup: system venv npm
+
+system:
+	@bash deploy/setup-system.sh
+
+venv: $(STAMP_VENV)
+$(STAMP_VENV): pyproject.toml
+	@echo "[setup] creating Python venv in $(VENV) and installing Tongban (a few minutes on first run) …"
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "[setup] error: Python 3.11 is required (set PYTHON=python3.11)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@# face_recognition's own metadata would make pip compile dlib; dlib-bin provides it prebuilt.
+	@$(PY) -m pip install -q --no-deps 'face_recognition==1.3.0'
+	@touch $@
+	@echo "[setup] Python packages installed"
+
+npm: $(STAMP_NPM)
+$(STAMP_NPM): deploy/docstore/package-lock.json
+	@echo "[setup] installing pouchdb-server 4.2.0 from the lock file (npm ci, about 2 minutes on first run) …"
+	@cd deploy/docstore && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+	@echo "[setup] pouchdb-server installed"
+
+demo: setup
+	@echo "[demo] starting the local federation (Ctrl-C stops every process) …"
+	@$(VENV)/bin/tongban federation up
+
+test: setup
+	@bash deploy/run-tests.sh $(PYTEST_ARGS)
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+
+bench: setup
+	@$(PY) bench/run_all.py
+
+clean:
+	rm -rf var test-artifacts .pytest_cache

@@ -1,0 +1,129 @@
+"""The node's document store (CouchDB API: Apache CouchDB 3 in production, pouchdb-server here).
+
+Only the API subset both servers honour is used (ARCHITECTURE §3). Sequence values are opaque:
+they are stored and passed back, never compared or computed with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pycouchdb
+import requests
+from pycouchdb import exceptions as couch_errors
+
+Doc = dict[str, Any]
+
+
+class StoreUnavailable(Exception):
+    """The document store did not answer."""
+
+
+class DocStore:
+    def __init__(self, base_url: str, db_name: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.db_name = db_name
+        self.timeout = timeout
+        self.server = pycouchdb.Server(self.base_url, timeout=timeout)
+        self._db: pycouchdb.client.Database | None = None
+
+    @property
+    def db(self) -> pycouchdb.client.Database:
+        if self._db is None:
+            try:
+                if self.db_name not in self.server:
+                    try:
+                        self.server.create(self.db_name)
+                    except couch_errors.Conflict:
+                        pass  # another process of this node created it first
+                self._db = self.server.database(self.db_name)
+            except requests.RequestException as exc:
+                raise StoreUnavailable(f"document store at {self.base_url} unreachable: {exc}") from exc
+        return self._db
+
+    @property
+    def db_url(self) -> str:
+        return f"{self.base_url}/{self.db_name}"
+
+    def reachable(self) -> bool:
+        try:
+            response = requests.get(self.base_url + "/", timeout=2)
+            welcome = response.json()
+            # CouchDB answers {"couchdb": "Welcome", …}; pouchdb-server {"express-pouchdb": "Welcome!", …}.
+            return response.ok and ("couchdb" in welcome or "express-pouchdb" in welcome)
+        except (requests.RequestException, ValueError):
+            return False
+
+    def info(self) -> Doc:
+        return self._request("GET", "")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = f"{self.db_url}/{path}" if path else self.db_url
+        try:
+            response = self.db.resource.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise StoreUnavailable(f"document store at {self.base_url} unreachable: {exc}") from exc
+        if response.status_code == 404:
+            raise couch_errors.NotFound(path)
+        if response.status_code >= 400:
+            raise couch_errors.GenericError(response.text)
+        return response.json()
+
+    def get(self, doc_id: str, **params: Any) -> Doc | None:
+        try:
+            return self.db.get(doc_id, **params)
+        except couch_errors.NotFound:
+            return None
+        except requests.RequestException as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def put(self, doc: Doc) -> Doc:
+        try:
+            return self.db.save(doc)
+        except requests.RequestException as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def bulk_docs(self, docs: Iterable[Doc], new_edits: bool = True) -> list[Doc]:
+        """Write many documents at once; returns the per-document results (``ok``/``error``)."""
+        body: dict[str, Any] = {"docs": list(docs)}
+        if not new_edits:
+            body["new_edits"] = False
+        return self._request("POST", "_bulk_docs", data=json.dumps(body), headers={"Content-Type": "application/json"})
+
+    def changes(self, since: Any = 0, limit: int | None = None, include_docs: bool = False) -> Doc:
+        params: dict[str, Any] = {"since": json.dumps(since) if not isinstance(since, str | int) else since}
+        if limit is not None:
+            params["limit"] = limit
+        if include_docs:
+            params["include_docs"] = "true"
+        params["style"] = "all_docs"
+        return self._request("GET", "_changes", params=params)
+
+    def find(self, selector: Doc, limit: int = 10_000, **extra: Any) -> list[Doc]:
+        body = {"selector": selector, "limit": limit, **extra}
+        result = self._request("POST", "_find", data=json.dumps(body), headers={"Content-Type": "application/json"})
+        return list(result.get("docs", []))
+
+    def all_docs(self, start_key: str, end_key: str, include_docs: bool = True) -> list[Doc]:
+        params = {
+            "startkey": json.dumps(start_key),
+            "endkey": json.dumps(end_key),
+            "include_docs": "true" if include_docs else "false",
+        }
+        result = self._request("GET", "_all_docs", params=params)
+        return [row["doc"] if include_docs else row for row in result.get("rows", [])]
+
+    def get_local(self, name: str) -> Doc | None:
+        try:
+            return self._request("GET", f"_local/{name}")
+        except couch_errors.NotFound:
+            return None
+
+    def put_local(self, name: str, body: Doc) -> None:
+        current = self.get_local(name)
+        doc = {**body, "_id": f"_local/{name}"}
+        if current and "_rev" in current:
+            doc["_rev"] = current["_rev"]
+        self._request("PUT", f"_local/{name}", data=json.dumps(doc), headers={"Content-Type": "application/json"})

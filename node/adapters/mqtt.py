@@ -1,0 +1,157 @@
+"""MQTT signals (paho-mqtt 2.x, Mosquitto): topic names, a connected client, the node heartbeat.
+
+MQTT carries signals only; data travels through the document stores. A message counts as sent
+once the broker acknowledged it (paho keeps its session in memory only).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+TOPIC_ROOT = "tongban"
+
+
+def node_path(node: str) -> str:
+    """The code as topic levels: city ``4309``, county ``4309/02``, township ``4309/02/005``, village ``…/001``.
+
+    Down topics use it so that one wildcard (``…/4309/02/#``) covers a node and its whole subtree,
+    which is what a child's bridge subscribes to at its parent.
+    """
+    segments = [node[0:4], node[4:6], node[6:9], node[9:12]]
+    while len(segments) > 1 and set(segments[-1]) == {"0"}:
+        segments.pop()
+    return "/".join(segments)
+
+
+def status_topic(node: str) -> str:
+    return f"{TOPIC_ROOT}/up/{node}/status"
+
+
+def ops_topic(node: str) -> str:
+    return f"{TOPIC_ROOT}/up/{node}/ops"
+
+
+def up_pattern() -> str:
+    return f"{TOPIC_ROOT}/up/#"
+
+
+def wake_topic(node: str) -> str:
+    return f"{TOPIC_ROOT}/down/{node_path(node)}/wake"
+
+
+def notice_topic(node: str) -> str:
+    return f"{TOPIC_ROOT}/down/{node_path(node)}/notice"
+
+
+def down_subtree_pattern(node: str) -> str:
+    return f"{TOPIC_ROOT}/down/{node_path(node)}/#"
+
+
+MessageHandler = Callable[[str, dict[str, Any]], None]
+
+
+class MqttLink:
+    """One client connection with automatic reconnect; optionally a last will on the status topic."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        will_node: str | None = None,
+        clean_start: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_start, protocol=mqtt.MQTTv311
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._connected = threading.Event()
+        self._ready = threading.Event()  # connected and every subscription acknowledged
+        self._pending_subacks: set[int] = set()
+        self._subscriptions: dict[str, MessageHandler] = {}
+        if will_node is not None:
+            self.client.will_set(
+                status_topic(will_node), json.dumps({"node": will_node, "status": "offline"}), qos=1, retain=True
+            )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Connect in the background; returns whether the link is up (and subscribed) after ``wait_s`` seconds."""
+        self.client.connect_async(self.host, self.port, keepalive=15)
+        self.client.loop_start()
+        return self._ready.wait(wait_s) if wait_s else self.connected
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        self._subscriptions[topic] = handler
+        if self.connected:
+            self.client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False, timeout: float = 5.0) -> bool:
+        """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            return
+        self._connected.set()
+        for topic in self._subscriptions:
+            _, mid = client.subscribe(topic, qos=1)
+            self._pending_subacks.add(mid)
+        if not self._pending_subacks:
+            self._ready.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        self._pending_subacks.discard(mid)
+        if not self._pending_subacks:
+            self._ready.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+        self._ready.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            payload = json.loads(message.payload or b"{}")
+        except ValueError:
+            return
+        for pattern, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(pattern, message.topic):
+                handler(message.topic, payload)
+
+
+def heartbeat(node: str, version: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"node": node, "status": "online", "version": version, "at": time.time(), **(extra or {})}
+
+
+def probe_broker(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether an MQTT broker accepts a connection (CONNECT → CONNACK) right now."""
+    link = MqttLink(host, port, client_id=f"probe-{time.monotonic_ns()}")
+    try:
+        return link.start(wait_s=timeout)
+    finally:
+        link.stop()

@@ -1,0 +1,88 @@
+"""A node's configuration: which division it serves, where its data lives, which ports it uses.
+
+Saved as ``node.json`` in the node's data directory so every process of the node (web, worker,
+agent) reads the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+DOCSTORE_DB = "tongban"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says what to do (zh / en)."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    code: str
+    data_dir: Path
+    http_port: int
+    docstore_port: int
+    mqtt_port: int
+    redis_url: str
+    parent_url: str | None = None
+    parent_mqtt_port: int | None = None
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    ca_dir: Path | None = None
+    demo_accounts: bool = False
+    sync_interval_s: float = 10.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def docstore_url(self) -> str:
+        return f"http://127.0.0.1:{self.docstore_port}"
+
+    @property
+    def mqtt_host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def readmodel_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'readmodel.sqlite3'}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "node.json"
+
+    def save(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        data["ca_dir"] = str(self.ca_dir) if self.ca_dir else None
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        tmp.replace(self.config_path)
+        return self.config_path
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"配置文件不存在 / config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"配置文件已损坏 / config file is corrupt: {path} ({exc}); "
+                "delete it (or the whole var/ directory) and start again"
+            ) from None
+        known = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name in {"code", "data_dir", "http_port"} and f.name not in raw]
+        if not isinstance(raw, dict) or missing:
+            raise ConfigError(f"配置文件缺少字段 / config file lacks fields {missing}: {path}")
+        try:
+            values = {k: v for k, v in raw.items() if k in known}
+            values["data_dir"] = Path(values["data_dir"])
+            if values.get("ca_dir"):
+                values["ca_dir"] = Path(values["ca_dir"])
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"配置文件格式错误 / config file is malformed: {path} ({exc})") from None

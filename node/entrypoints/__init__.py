@@ -1,0 +1,1 @@
+"""Entry points: the web app, the command line and the Celery tasks. They stay thin."""

@@ -1,0 +1,131 @@
+"""The ``tongban`` command: run a federation or a node, query status, administer a node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from node.config import ConfigError, NodeConfig
+from node.runtime.services import PROJECT_ROOT, SetupError
+from node.runtime.supervisor import StartError
+from tiers import UnknownDivisionError, yiyang
+
+DEFAULT_VAR = PROJECT_ROOT / "var"
+
+
+def _federation_up(args: argparse.Namespace) -> int:
+    from node.runtime import federation as fed
+
+    tree = yiyang()
+    codes = args.nodes.split(",") if args.nodes else fed.demo_node_codes(tree)
+    for code in codes:
+        tree.get(code)
+    fed.run(fed.Federation(Path(args.var), args.base_port, codes), progress=lambda line: print(line, flush=True))
+    return 0
+
+
+def _federation_status(args: argparse.Namespace) -> int:
+    from node.runtime import federation as fed
+
+    rows = fed.status(fed.Federation.load(Path(args.var)))
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for row in rows:
+            mark = "healthy" if row["healthy"] else "DOWN"
+            print(f"{row['code']}  {row['tier']:<8} {row['name']:<16} {row['url']:<26} {mark}")
+    return 0 if all(row["healthy"] for row in rows) else 1
+
+
+def _node_run(args: argparse.Namespace) -> int:
+    from node.runtime import federation as fed
+
+    yiyang().get(args.code)
+    fed.run(fed.Federation(Path(args.data_dir), args.base_port, [args.code]), progress=lambda s: print(s, flush=True))
+    return 0
+
+
+def _node_agent(args: argparse.Namespace) -> int:
+    from node.bootstrap import bootstrap
+    from node.entrypoints.agent import run_agent
+
+    context = bootstrap(NodeConfig.load(Path(args.config)), connect_mqtt=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_agent(context, stop)
+    return 0
+
+
+def _tiers_show(args: argparse.Namespace) -> int:
+    tree = yiyang()
+    division = tree.get(args.code)
+    print(
+        json.dumps(
+            {
+                "code": division.code,
+                "name": division.name,
+                "tier": division.tier.name.lower(),
+                "synthetic": division.synthetic,
+                "parent": division.parent,
+                "children": list(division.children),
+                "path_to_root": tree.path_to_root(division.code),
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tongban", description="通办 Tongban — federated government services")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    federation = sub.add_parser("federation", help="a local four-tier federation").add_subparsers(
+        dest="action", required=True
+    )
+    up = federation.add_parser("up", help="start the local federation in the foreground")
+    up.add_argument("--var", default=str(DEFAULT_VAR), help="data directory (default: var/)")
+    up.add_argument("--base-port", type=int, default=18000)
+    up.add_argument("--nodes", help="comma-separated division codes (default: the demo set of 8 nodes)")
+    up.set_defaults(handler=_federation_up)
+    status = federation.add_parser("status", help="health of every node of the running federation")
+    status.add_argument("--var", default=str(DEFAULT_VAR))
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_federation_status)
+
+    node = sub.add_parser("node", help="one node").add_subparsers(dest="action", required=True)
+    run = node.add_parser("run", help="run one node with all its processes in the foreground")
+    run.add_argument("code", help="12-character division code")
+    run.add_argument("--data-dir", required=True)
+    run.add_argument("--base-port", type=int, default=18000)
+    run.set_defaults(handler=_node_run)
+    agent = node.add_parser("agent", help="the node agent process (started by the supervisor)")
+    agent.add_argument("--config", required=True)
+    agent.set_defaults(handler=_node_agent)
+
+    tiers = sub.add_parser("tiers", help="the division tree").add_subparsers(dest="action", required=True)
+    show = tiers.add_parser("show", help="one division with its parent, children and path")
+    show.add_argument("code")
+    show.set_defaults(handler=_tiers_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, SetupError, StartError, UnknownDivisionError) as exc:
+        print(f"tongban: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

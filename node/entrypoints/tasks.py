@@ -1,0 +1,61 @@
+"""Celery application of a node: its broker, its beat schedule and its background tasks.
+
+Tasks are idempotent and acknowledged late (ARCHITECTURE §6); the worker runs with an embedded
+beat, so each node has exactly one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from node.bootstrap import NodeContext, bootstrap, config_from_env
+
+
+def make_celery(redis_url: str, node_code: str) -> Celery:
+    app = Celery(f"tongban-{node_code}", broker=redis_url, backend=redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": 3600},
+        task_default_queue=f"node-{node_code}",
+        timezone="Asia/Shanghai",
+        broker_connection_retry_on_startup=True,
+        beat_schedule={},
+    )
+    return app
+
+
+_context: NodeContext | None = None
+
+
+def context() -> NodeContext:
+    """The worker's node context, built on first use (the worker process is long-lived)."""
+    global _context
+    if _context is None:
+        _context = bootstrap(config_from_env(), mqtt_client_id=f"{config_from_env().code}-worker-{os.getpid()}")
+    return _context
+
+
+_config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None
+celery_app = make_celery(_config.redis_url, _config.code) if _config else make_celery("redis://127.0.0.1:6379/0", "none")
+
+
+@worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    ready = os.environ.get("TONGBAN_READY_FILE")
+    if ready:
+        Path(ready).parent.mkdir(parents=True, exist_ok=True)
+        Path(ready).touch()
+
+
+@worker_shutdown.connect
+def _withdraw_ready(**_: Any) -> None:
+    ready = os.environ.get("TONGBAN_READY_FILE")
+    if ready:
+        Path(ready).unlink(missing_ok=True)

@@ -1,0 +1,19 @@
+"""The node's Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from node.bootstrap import NodeContext
+
+
+def create_app(context: NodeContext) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = context.config.secret_key
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.extensions["tongban"] = context
+
+    from node.entrypoints.web.health import blueprint as health
+
+    app.register_blueprint(health)
+    return app

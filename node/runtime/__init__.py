@@ -1,0 +1,1 @@
+"""Running processes: service definitions, the supervisor and the local federation."""

@@ -1,0 +1,231 @@
+"""A local federation: several nodes of the tier tree on one machine, each with all its processes.
+
+Layout under ``var/``: ``federation.json`` (which nodes, which ports), ``nodes/<code>/`` (each
+node's config, document store, broker and read model), ``redis/``, ``run/`` (pid files) and
+``logs/``. Data survives a restart; configs are reused so keys and secrets stay stable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.config import ConfigError, NodeConfig
+from node.runtime.services import (
+    ServiceSpec,
+    agent_spec,
+    celery_spec,
+    docstore_spec,
+    gunicorn_spec,
+    mosquitto_spec,
+    redis_spec,
+)
+from node.runtime.supervisor import StartError, Supervisor, pid_alive, signals_set
+from node.adapters.mqtt import down_subtree_pattern, up_pattern
+from tiers import DivisionTree, Tier, yiyang
+
+DEFAULT_BASE_PORT = 18000
+
+
+def demo_node_codes(tree: DivisionTree) -> list[str]:
+    """City, 资阳区 and 赫山区, one town in each, two villages in the first town and one in the second.
+
+    Two counties so that cross-county routing can be shown; two villages under one town so that
+    "no other village ever receives the case" can be checked.
+    """
+    city = tree.root
+    county_a, county_b = "430902000000", "430903000000"
+    town_a = next(c for c in tree.children(county_a) if c[6] == "1")
+    town_b = next(c for c in tree.children(county_b) if c[6] == "1")
+    villages_a = [c for c in tree.children(town_a) if c[9] == "2"][:2]
+    village_b = [c for c in tree.children(town_b) if c[9] == "2"][0]
+    return [city, county_a, county_b, town_a, town_b, *villages_a, village_b]
+
+
+@dataclass
+class Federation:
+    var_dir: Path
+    base_port: int
+    codes: list[str]
+
+    @property
+    def redis_port(self) -> int:
+        return self.base_port
+
+    @property
+    def manifest(self) -> Path:
+        return self.var_dir / "federation.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.var_dir / "run" / "federation.pid"
+
+    def node_dir(self, code: str) -> Path:
+        return self.var_dir / "nodes" / code
+
+    def node_config(self, code: str) -> NodeConfig:
+        index = self.codes.index(code)
+        http_port = self.base_port + 10 + 10 * index
+        tree = yiyang()
+        parent = tree.parent(code)
+        parent_config = self.node_config(parent) if parent in self.codes else None
+        path = self.node_dir(code) / "node.json"
+        fresh = NodeConfig(
+            code=code,
+            data_dir=self.node_dir(code),
+            http_port=http_port,
+            docstore_port=http_port + 1,
+            mqtt_port=http_port + 2,
+            # Redis keeps 64 databases here; one per node keeps the nodes' Celery queues apart.
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/{index % 64}",
+            parent_url=parent_config.url if parent_config else None,
+            parent_mqtt_port=parent_config.mqtt_port if parent_config else None,
+            ca_dir=self.var_dir / "ca",
+            demo_accounts=True,
+        )
+        if path.exists():
+            saved = NodeConfig.load(path)
+            # Keep the saved secret; ports follow the plan.
+            fresh = NodeConfig(**{**fresh.__dict__, "secret_key": saved.secret_key})
+        return fresh
+
+    def save(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest.write_text(json.dumps({"base_port": self.base_port, "nodes": self.codes}, indent=2))
+        for code in self.codes:
+            self.node_config(code).save()
+
+    @classmethod
+    def load(cls, var_dir: Path) -> Federation:
+        manifest = var_dir / "federation.json"
+        try:
+            raw = json.loads(manifest.read_text())
+            return cls(var_dir, int(raw["base_port"]), list(raw["nodes"]))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"没有本地联邦 / no local federation in {var_dir}: start one with `tongban federation up`"
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"联邦配置已损坏 / {manifest} is corrupt ({exc}): delete it and start again") from None
+
+
+def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
+    """(infrastructure, application) processes of one node; the second group needs the first."""
+    code = config.code
+    bridges = []
+    if config.parent_mqtt_port:
+        bridges.append(
+            {
+                "name": f"bridge-{code}",
+                "port": config.parent_mqtt_port,
+                "up_topic": up_pattern(),
+                "down_topic": down_subtree_pattern(code),
+            }
+        )
+    infrastructure = [
+        docstore_spec(f"{code}-docstore", config.data_dir / "docstore", config.docstore_port),
+        mosquitto_spec(f"{code}-mosquitto", config.data_dir / "mosquitto", config.mqtt_port, bridges),
+    ]
+    application = [
+        gunicorn_spec(f"{code}-web", config.config_path, config.http_port, log_dir),
+        celery_spec(f"{code}-worker", config.config_path, config.data_dir, log_dir),
+        agent_spec(f"{code}-agent", config.config_path, config.data_dir, log_dir),
+    ]
+    return infrastructure, application
+
+
+def check_not_running(lock_file: Path) -> None:
+    if lock_file.exists():
+        try:
+            pid = int(lock_file.read_text().strip())
+        except ValueError:
+            pid = -1
+        if pid > 0 and pid != os.getpid() and pid_alive(pid):
+            raise StartError(
+                f"联邦已在运行 (pid {pid}) / the federation is already running (pid {pid}): "
+                "stop it with Ctrl-C in its terminal or `kill {pid}`"
+            )
+        lock_file.unlink()
+
+
+def run(
+    federation: Federation,
+    progress: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[Federation], None] | None = None,
+) -> None:
+    """Start every node, report when all are healthy, keep them running until stopped."""
+    stop = stop or threading.Event()
+    check_not_running(federation.lock_file)
+    federation.save()
+    federation.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    federation.lock_file.write_text(str(os.getpid()))
+    supervisor = Supervisor(federation.var_dir / "run", progress)
+    log_dir = federation.var_dir / "logs"
+    started = time.monotonic()
+    try:
+        with signals_set(stop):
+            progress("starting redis …")
+            supervisor.start([redis_spec("redis", federation.var_dir / "redis", federation.redis_port)])
+            configs = [federation.node_config(code) for code in federation.codes]
+            groups = [node_service_specs(config, log_dir) for config in configs]
+            progress(f"starting {len(configs)} document stores and brokers …")
+            supervisor.start([spec for infra, _ in groups for spec in infra])
+            from node.runtime.provisioning import provision_federation
+
+            provision_federation(federation, configs, progress)
+            progress(f"starting {len(configs)} nodes (web, worker, agent) …")
+            supervisor.start([spec for _, app in groups for spec in app])
+            progress(f"all {len(configs)} nodes healthy after {time.monotonic() - started:.1f}s:")
+            for config in configs:
+                division = yiyang().get(config.code)
+                progress(f"  {division.tier.label_zh:<8} {division.name:<16} {config.code}  {config.url}/")
+            if on_ready:
+                on_ready(federation)
+            progress("press Ctrl-C to stop")
+            supervisor.watch(stop)
+    finally:
+        progress("stopping …")
+        supervisor.stop_all()
+        federation.lock_file.unlink(missing_ok=True)
+        progress("stopped")
+
+
+def node_health(url: str, timeout: float = 3.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
+            return json.loads(response.read())
+    except OSError as exc:
+        body = getattr(exc, "read", None)
+        if body is not None:
+            try:
+                return json.loads(body())
+            except (ValueError, OSError):
+                return None
+        return None
+
+
+def status(federation: Federation) -> list[dict[str, Any]]:
+    tree = yiyang()
+    rows = []
+    for code in federation.codes:
+        division = tree.get(code)
+        config = federation.node_config(code)
+        health = node_health(config.url)
+        rows.append(
+            {
+                "code": code,
+                "name": division.name,
+                "tier": Tier(division.tier).name.lower(),
+                "url": config.url,
+                "healthy": bool(health and health.get("ok")),
+            }
+        )
+    return rows

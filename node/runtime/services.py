@@ -1,0 +1,260 @@
+"""How each local service is started and how we know it is healthy.
+
+One place defines the command line, the generated configuration and the health probe of every
+process a node runs — the document store (pouchdb-server), Mosquitto, Redis, gunicorn, the
+Celery worker and the node agent. The supervisor, the local federation and the test harness
+all build their processes from here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import socket
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_DIR = PROJECT_ROOT / "deploy"
+POUCHDB_SERVER_JS = DEPLOY_DIR / "docstore" / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
+
+
+class SetupError(Exception):
+    """Something the machine lacks; the message says what is wrong and what to do (zh / en)."""
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ports: tuple[int, ...] = ()
+    start_timeout_s: float = 60.0
+    # Processes that say themselves when they are ready touch this file; it is removed before each start.
+    ready_file: Path | None = None
+
+
+def require_executable(name: str, hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SetupError(f"找不到 {name} / {name} not found: {hint}")
+    return path
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def tcp_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def docstore_spec(name: str, data_dir: Path, port: int) -> ServiceSpec:
+    """pouchdb-server 4.2.0 on loopback with its databases under ``data_dir``."""
+    node_bin = require_executable("node", "请安装 Node.js 20 / install Node.js 20 (make setup does it)")
+    if not POUCHDB_SERVER_JS.exists():
+        raise SetupError(
+            f"文档库未安装 / pouchdb-server is not installed at {POUCHDB_SERVER_JS}: run `make setup` "
+            "(npm ci in deploy/docstore)"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "config.json"
+    if not config.exists():
+        config.write_text(json.dumps({"log": {"file": str(data_dir / "log.txt"), "level": "warning"}}))
+    return ServiceSpec(
+        name=name,
+        argv=[
+            node_bin,
+            str(POUCHDB_SERVER_JS),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data_dir),
+            "--config", str(config),
+            "--no-stdout-logs",
+        ],
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/"),
+        log_path=data_dir / "stdout.log",
+        cwd=data_dir,
+        ports=(port,),
+    )
+
+
+def mosquitto_config(data_dir: Path, port: int, bridges: list[dict[str, str | int]] | None = None) -> str:
+    """Persistence on with a short autosave and a raised queue limit (ARCHITECTURE §5).
+
+    ``user`` is the current user: started as root, Mosquitto would otherwise drop to the
+    ``mosquitto`` user and silently stop persisting into a directory it cannot write.
+    """
+    lines = [
+        f"user {getpass.getuser()}",
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 5",
+        "autosave_on_changes false",
+        "max_queued_messages 100000",
+        "max_inflight_messages 100",
+        "persistent_client_expiration 14d",
+        f"log_dest file {data_dir / 'mosquitto.log'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+    for bridge in bridges or []:
+        lines += [
+            "",
+            f"connection {bridge['name']}",
+            f"address 127.0.0.1:{bridge['port']}",
+            f"topic {bridge['up_topic']} out 1",
+            f"topic {bridge['down_topic']} in 1",
+            "cleansession false",
+            f"remote_clientid {bridge['name']}",
+            "restart_timeout 1 10",
+            "bridge_protocol_version mqttv311",
+            "try_private true",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_spec(
+    name: str, data_dir: Path, port: int, bridges: list[dict[str, str | int]] | None = None
+) -> ServiceSpec:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        raise SetupError("找不到 mosquitto / mosquitto not found: run `make setup` (apt-get install mosquitto)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "mosquitto.conf"
+    config.write_text(mosquitto_config(data_dir, port, bridges))
+    return ServiceSpec(
+        name=name,
+        argv=[binary, "-c", str(config)],
+        healthy=lambda: tcp_open(port),
+        log_path=data_dir / "stdout.log",
+        ports=(port,),
+    )
+
+
+def redis_spec(name: str, data_dir: Path, port: int) -> ServiceSpec:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise SetupError("找不到 redis-server / redis-server not found: run `make setup` (apt-get install redis-server)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    def healthy() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    return ServiceSpec(
+        name=name,
+        argv=[
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--save", "60 1",
+            "--databases", "64",
+            "--daemonize", "no",
+            "--logfile", str(data_dir / "redis.log"),
+        ],
+        healthy=healthy,
+        log_path=data_dir / "stdout.log",
+        ports=(port,),
+    )
+
+
+def _python_env(config_path: Path) -> dict[str, str]:
+    return {"TONGBAN_NODE_CONFIG": str(config_path), "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def gunicorn_spec(name: str, config_path: Path, port: int, log_dir: Path, workers: int = 1) -> ServiceSpec:
+    return ServiceSpec(
+        name=name,
+        argv=[
+            sys.executable, "-m", "gunicorn",
+            "--config", str(DEPLOY_DIR / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers),
+            "node.entrypoints.web.wsgi:app",
+        ],
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+        log_path=log_dir / f"{name}.log",
+        env=_python_env(config_path),
+        cwd=PROJECT_ROOT,
+        ports=(port,),
+        start_timeout_s=90.0,
+    )
+
+
+def celery_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
+    """One worker with an embedded beat: exactly one beat per node (ARCHITECTURE §6)."""
+    ready_file = data_dir / "run" / f"{name}.ready"
+    return ServiceSpec(
+        name=name,
+        argv=[
+            sys.executable, "-m", "celery",
+            "--app", "node.entrypoints.tasks:celery_app",
+            "worker", "--beat",
+            "--pool", "threads", "--concurrency", "2",
+            "--schedule", str(data_dir / "celerybeat-schedule"),
+            "--loglevel", "WARNING",
+            "--without-mingle", "--without-gossip",
+        ],
+        healthy=ready_file.exists,
+        log_path=log_dir / f"{name}.log",
+        env={**_python_env(config_path), "TONGBAN_READY_FILE": str(ready_file)},
+        cwd=PROJECT_ROOT,
+        start_timeout_s=90.0,
+        ready_file=ready_file,
+    )
+
+
+def agent_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
+    """The node agent: MQTT heartbeat with last will, wake-ups and the replication loop."""
+    ready_file = data_dir / "run" / f"{name}.ready"
+    return ServiceSpec(
+        name=name,
+        argv=[sys.executable, "-m", "node.entrypoints.cli", "node", "agent", "--config", str(config_path)],
+        healthy=ready_file.exists,
+        log_path=log_dir / f"{name}.log",
+        env={**_python_env(config_path), "TONGBAN_READY_FILE": str(ready_file)},
+        cwd=PROJECT_ROOT,
+        start_timeout_s=90.0,
+        ready_file=ready_file,
+    )

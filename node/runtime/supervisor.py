@@ -1,0 +1,210 @@
+"""Starts local processes, waits until each is healthy, restarts any that die, and stops them all.
+
+Every child runs in its own process group (so gunicorn's and Celery's own children stop with it)
+and gets SIGKILL from the kernel if the supervisor itself dies (``PR_SET_PDEATHSIG``), so a
+crashed supervisor leaves no orphans. Pid files under ``run_dir`` record what is running; a pid
+file whose process is gone is stale and simply replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.runtime.services import ServiceSpec, port_is_free
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartError(Exception):
+    """A service that would not start; carries the tail of its log."""
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited already; only its parent has not reaped it yet.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Running:
+    spec: ServiceSpec
+    process: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+
+
+class Supervisor:
+    """Owns a set of processes. Spawn and stop only from the thread that created it."""
+
+    def __init__(self, run_dir: Path, progress: Callable[[str], None] = print) -> None:
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.running: dict[str, Running] = {}
+        self.max_restarts = 5
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def _clear_stale(self, spec: ServiceSpec) -> None:
+        pid_file = self._pid_file(spec.name)
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            pid = -1
+        if pid > 0 and pid_alive(pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                cmdline = []
+            if [part.decode(errors="replace") for part in cmdline if part] == spec.argv:
+                # Ours, orphaned by a supervisor that was killed before PDEATHSIG could act.
+                self.progress(f"  stopping leftover {spec.name} (pid {pid})")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
+
+    def spawn(self, spec: ServiceSpec) -> Running:
+        self._clear_stale(spec)
+        busy = [port for port in spec.ports if not port_is_free(port)]
+        if busy:
+            raise StartError(
+                f"端口 {busy} 已被占用 / port {busy} already in use, needed by {spec.name}: "
+                "stop whatever uses it or choose other ports (e.g. --base-port)"
+            )
+        if spec.ready_file is not None:
+            spec.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            spec.ready_file.unlink(missing_ok=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=spec.cwd,
+                env={**os.environ, **spec.env},
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self._pid_file(spec.name).write_text(str(process.pid))
+        previous = self.running.get(spec.name)
+        running = Running(spec, process, time.monotonic(), restarts=previous.restarts if previous else 0)
+        self.running[spec.name] = running
+        return running
+
+    def wait_healthy(self, names: Iterable[str]) -> None:
+        pending = set(names)
+        while pending:
+            for name in sorted(pending):
+                entry = self.running[name]
+                if entry.process.poll() is not None:
+                    raise StartError(
+                        f"{name} 启动失败 / {name} exited with code {entry.process.returncode} while starting. "
+                        f"Log {entry.spec.log_path}:\n{log_tail(entry.spec.log_path)}"
+                    )
+                if entry.spec.healthy():
+                    pending.discard(name)
+                    self.progress(f"  {name} healthy ({time.monotonic() - entry.started_at:.1f}s)")
+                elif time.monotonic() - entry.started_at > entry.spec.start_timeout_s:
+                    raise StartError(
+                        f"{name} 未能在 {entry.spec.start_timeout_s:.0f}s 内就绪 / {name} not healthy after "
+                        f"{entry.spec.start_timeout_s:.0f}s. Log {entry.spec.log_path}:\n{log_tail(entry.spec.log_path)}"
+                    )
+            time.sleep(0.2)
+
+    def start(self, specs: list[ServiceSpec]) -> None:
+        """Spawn a group of services together and wait until all are healthy."""
+        for spec in specs:
+            self.spawn(spec)
+        self.wait_healthy(spec.name for spec in specs)
+
+    def restart_dead(self) -> list[str]:
+        """Restart every service that exited; returns their names. Gives up after ``max_restarts``."""
+        restarted = []
+        for name, entry in list(self.running.items()):
+            code = entry.process.poll()
+            if code is None:
+                continue
+            if entry.restarts >= self.max_restarts:
+                raise StartError(f"{name} 反复退出 / {name} keeps dying (exit {code}); see {entry.spec.log_path}")
+            self.progress(f"  {name} exited with {code}; restarting")
+            entry.restarts += 1
+            self.spawn(entry.spec)
+            restarted.append(name)
+        return restarted
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        self.stop_many([name], timeout)
+
+    def stop_many(self, names: list[str], timeout: float = 10.0) -> None:
+        """SIGTERM every group at once, wait up to ``timeout`` for them together, then SIGKILL the rest."""
+        entries = [self.running.pop(name) for name in names if name in self.running]
+        for entry in entries:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for entry in entries:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                entry.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for entry in entries:
+            # The group may still hold children (gunicorn workers, celery pool) after its leader exits.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                entry.process.wait(timeout=5)
+            self._pid_file(entry.spec.name).unlink(missing_ok=True)
+
+    def stop_all(self) -> None:
+        self.stop_many(list(reversed(self.running)))
+
+    def watch(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """Keep everything running until ``stop`` is set."""
+        while not stop.wait(interval):
+            self.restart_dead()
+
+
+@contextlib.contextmanager
+def signals_set(stop: threading.Event) -> Iterable[None]:
+    """Turn SIGINT and SIGTERM into ``stop`` being set, for the duration of the block."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
