@@ -1,4 +1,4 @@
-"""The one place that wires a node: configuration → tree, store, MQTT link and services."""
+"""The one place that wires a node: configuration → tree, store, keys, read model, services, MQTT."""
 
 from __future__ import annotations
 
@@ -8,9 +8,21 @@ from pathlib import Path
 
 from node import __version__
 from node.adapters.docstore import DocStore
+from node.adapters.eventstore import EventStore, EventVerifier
+from node.adapters.keys import NodeIdentity
 from node.adapters.mqtt import MqttLink
-from node.config import DOCSTORE_DB, ConfigError, NodeConfig
+from node.adapters.nodestate import NodeState
+from node.adapters.pii import PersonalData
+from node.adapters.readmodel import Projector, ReadModel
+from node.config import ConfigError, NodeConfig
+from node.domain.catalogue import Catalogue, load_seed_catalogue
+from node.domain.workdays import WorkingDayCalendar
+from node.runtime.provisioning import DATA_KEY, identity_dir
+from node.service_layer.cases import CaseService
 from tiers import Division, DivisionTree, yiyang
+
+CATALOGUE_DOC = "catalogue"
+CALENDAR_OVERRIDES = "workday-overrides.json"
 
 
 @dataclass
@@ -20,6 +32,12 @@ class NodeContext:
     division: Division
     store: DocStore
     mqtt: MqttLink | None
+    identity: NodeIdentity
+    state: NodeState
+    readmodel: ReadModel
+    projector: Projector
+    cases: CaseService
+    catalogue: Catalogue
     version: str = __version__
 
 
@@ -30,9 +48,43 @@ def config_from_env() -> NodeConfig:
     return NodeConfig.load(Path(path))
 
 
+def load_catalogue(store: DocStore) -> Catalogue:
+    """The catalogue the city published into the store, or the shipped seed before it arrives."""
+    doc = store.get(CATALOGUE_DOC)
+    return Catalogue.from_dict(doc) if doc else load_seed_catalogue()
+
+
 def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str | None = None) -> NodeContext:
     tree = yiyang()
     division = tree.get(config.code)
+    try:
+        identity = NodeIdentity.load(identity_dir(config))
+    except Exception as exc:
+        raise ConfigError(
+            f"节点 {config.code} 尚未签发证书 / node {config.code} has no key and certificate in "
+            f"{identity_dir(config)} ({exc}): provision it (tongban federation up does)"
+        ) from None
+    store = DocStore(config.docstore_url, config.docstore_db)
+    calendar_file = config.data_dir / CALENDAR_OVERRIDES
+    calendar = WorkingDayCalendar.from_json(calendar_file) if calendar_file.exists() else WorkingDayCalendar()
+    events = EventStore(store)
+    verifier = EventVerifier(events, identity.ca_pem)
+    state = NodeState(config.data_dir / "state.sqlite3")
+    readmodel = ReadModel(config.data_dir / "readmodel.sqlite3")
+    catalogue = load_catalogue(store)
+    cases = CaseService(
+        config.code,
+        tree,
+        catalogue,
+        events,
+        verifier,
+        identity,
+        state,
+        PersonalData.ensure(identity_dir(config) / DATA_KEY),
+        calendar,
+    )
+    projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name)
+    cases.on_written = projector.project_case
     mqtt = None
     if connect_mqtt:
         mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")
@@ -41,6 +93,19 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         config=config,
         tree=tree,
         division=division,
-        store=DocStore(config.docstore_url, DOCSTORE_DB),
+        store=store,
         mqtt=mqtt,
+        identity=identity,
+        state=state,
+        readmodel=readmodel,
+        projector=projector,
+        cases=cases,
+        catalogue=catalogue,
     )
+
+
+def publish_own_documents(context: NodeContext) -> None:
+    """Put this node's certificate (and, at the city, the catalogue) into its store for replication."""
+    context.cases.events.publish_certificate(context.identity.certificate_pem)
+    if context.division.parent is None and context.store.get(CATALOGUE_DOC) is None:
+        context.store.bulk_docs([{**context.catalogue.to_dict(), "_id": CATALOGUE_DOC}])

@@ -32,6 +32,7 @@ class NodeConfig:
     ca_dir: Path | None = None
     demo_accounts: bool = False
     sync_interval_s: float = 10.0
+    docstore_db: str = DOCSTORE_DB
 
     @property
     def url(self) -> str:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from flask.testing import FlaskClient
+
 from node.adapters.docstore import DocStore
+from node.bootstrap import NodeContext
+from node.config import NodeConfig
 from node.runtime.services import docstore_spec, free_port, mosquitto_spec, redis_spec
 from node.runtime.supervisor import Supervisor
 
@@ -56,3 +60,69 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.fail(f"shared material not found at {SHARED} (CI lays it beside the clone)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def city_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from node.runtime.provisioning import ensure_city_authority
+
+    ca_dir = tmp_path_factory.mktemp("ca")
+    ensure_city_authority(ca_dir)
+    return ca_dir
+
+
+def make_node(services: Services, ca_dir: Path, data_dir: Path, code: str, demo_accounts: bool = False) -> NodeContext:
+    """A provisioned node whose store is a fresh database on the session's pouchdb-server."""
+    from node.adapters.keys import CertificateAuthority
+    from node.bootstrap import bootstrap, publish_own_documents
+    from node.runtime.provisioning import provision_node
+
+    config = NodeConfig(
+        code=code,
+        data_dir=data_dir,
+        http_port=0,
+        docstore_port=int(services.docstore_url.rsplit(":", 1)[1]),
+        mqtt_port=services.mqtt_port,
+        redis_url=services.redis_url,
+        ca_dir=ca_dir,
+        demo_accounts=demo_accounts,
+        docstore_db=f"node-{code}-{uuid.uuid4().hex[:8]}",
+    )
+    config.save()
+    provision_node(config, CertificateAuthority.load(ca_dir))
+    context = bootstrap(config, connect_mqtt=False)
+    publish_own_documents(context)
+    return context
+
+
+@pytest.fixture
+def county_node(services: Services, city_ca: Path, tmp_path: Path) -> NodeContext:
+    """赫山区 (county) — holds authority for county-level matters of its residents."""
+    return make_node(services, city_ca, tmp_path / "county", "430903000000")
+
+
+@pytest.fixture
+def village_node(services: Services, city_ca: Path, tmp_path: Path) -> NodeContext:
+    """八字哨第1村, a village of 赫山区."""
+    return make_node(services, city_ca, tmp_path / "village", "430903101201")
+
+
+def client_for(context: NodeContext) -> FlaskClient:
+    from node.entrypoints.web import create_app
+
+    app = create_app(context)
+    app.testing = True
+    return app.test_client()
+
+
+TEST_PASSWORD = "test-password-1"
+
+
+def token_for(client: FlaskClient, context: NodeContext, username: str) -> dict[str, str]:
+    """Sign in as ``role`` or ``approver.<department>``, creating the account on first use."""
+    if context.state.account(username) is None:
+        role, _, department = username.partition(".")
+        context.state.add_account(username, TEST_PASSWORD, role, department or None)
+    response = client.post("/api/v1/auth/token", json={"username": username, "password": TEST_PASSWORD})
+    assert response.status_code == 200, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['token']}"}

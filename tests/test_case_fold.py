@@ -590,3 +590,14 @@ def test_timestamps_in_the_timeline_are_iso() -> None:
     case = lifecycle().case()
     for entry in case.timeline:
         assert entry["at"] == Timestamp.parse(entry["hlc"]).iso
+
+
+def test_the_case_shares_nothing_mutable_with_its_events() -> None:
+    h = lifecycle()
+    case = h.case()
+    case.applicant["name"] = "改名"
+    case.materials.append({"code": "X"})
+    assert case.result is not None
+    case.result["summary"] = "改"
+    assert h.case() == fold(h.events) != case
+    assert h.events[0].payload["applicant"]["name"] == "张三"

@@ -3,4 +3,13 @@
 from tiers.roles import Capability, capabilities
 from tiers.tree import Division, DivisionTree, Tier, UnknownDivisionError, infer_tier, yiyang
 
-__all__ = ["Capability", "Division", "DivisionTree", "Tier", "UnknownDivisionError", "capabilities", "infer_tier", "yiyang"]
+__all__ = [
+    "Capability",
+    "Division",
+    "DivisionTree",
+    "Tier",
+    "UnknownDivisionError",
+    "capabilities",
+    "infer_tier",
+    "yiyang",
+]

@@ -19,6 +19,7 @@ department rules, and :func:`event_type_for` says which event a permitted comman
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -281,13 +282,13 @@ def _anomaly(event: Event, problem: str, detail: str) -> dict[str, Any]:
 
 
 def _start(event: Event, at: str) -> Case:
-    p = event.payload
+    p = copy.deepcopy(event.payload)  # the case must not share mutable parts with the immutable event
     refused = event.type is EventType.REFUSED
     handling = p.get("handling_node") or event.node
     return Case(
         case_no=event.case_no,
         matter_code=p.get("matter_code") or "",
-        applicant=dict(p.get("applicant") or {}),
+        applicant=p.get("applicant") or {},
         state=CaseState.REFUSED if refused else CaseState.ACCEPTED,
         accepting_node=event.node,
         handling_node=handling,
@@ -295,7 +296,7 @@ def _start(event: Event, at: str) -> Case:
         deadline=None if refused else _iso_date(p.get("deadline")),
         reason=p.get("reason") if refused else None,
         accepted_at=at,
-        materials=list(p.get("materials") or []),
+        materials=p.get("materials") or [],
         location_code=p.get("location_code"),
         promised_days=p.get("promised_days"),
         handling_type=p.get("handling_type"),
@@ -333,7 +334,7 @@ def _rejection(case: Case, event: Event) -> tuple[str, str] | None:
 
 
 def _apply(case: Case, event: Event, at: str) -> None:
-    p = event.payload
+    p = copy.deepcopy(event.payload)
     kind = event.type
     if kind is EventType.SETTLED:
         case.state, case.decision, case.reason = CaseState.DELIVERED, "approved", None

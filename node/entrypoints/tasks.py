@@ -43,7 +43,9 @@ def context() -> NodeContext:
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None
-celery_app = make_celery(_config.redis_url, _config.code) if _config else make_celery("redis://127.0.0.1:6379/0", "none")
+celery_app = (
+    make_celery(_config.redis_url, _config.code) if _config else make_celery("redis://127.0.0.1:6379/0", "none")
+)
 
 
 @worker_ready.connect

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.adapters.mqtt import down_subtree_pattern, up_pattern
 from node.config import ConfigError, NodeConfig
 from node.runtime.services import (
     ServiceSpec,
@@ -28,7 +29,6 @@ from node.runtime.services import (
     redis_spec,
 )
 from node.runtime.supervisor import StartError, Supervisor, pid_alive, signals_set
-from node.adapters.mqtt import down_subtree_pattern, up_pattern
 from tiers import DivisionTree, Tier, yiyang
 
 DEFAULT_BASE_PORT = 18000
@@ -45,7 +45,7 @@ def demo_node_codes(tree: DivisionTree) -> list[str]:
     town_a = next(c for c in tree.children(county_a) if c[6] == "1")
     town_b = next(c for c in tree.children(county_b) if c[6] == "1")
     villages_a = [c for c in tree.children(town_a) if c[9] == "2"][:2]
-    village_b = [c for c in tree.children(town_b) if c[9] == "2"][0]
+    village_b = next(c for c in tree.children(town_b) if c[9] == "2")
     return [city, county_a, county_b, town_a, town_b, *villages_a, village_b]
 
 
@@ -180,7 +180,7 @@ def run(
             supervisor.start([spec for infra, _ in groups for spec in infra])
             from node.runtime.provisioning import provision_federation
 
-            provision_federation(federation, configs, progress)
+            provision_federation(configs, progress)
             progress(f"starting {len(configs)} nodes (web, worker, agent) …")
             supervisor.start([spec for _, app in groups for spec in app])
             progress(f"all {len(configs)} nodes healthy after {time.monotonic() - started:.1f}s:")

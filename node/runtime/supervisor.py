@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -28,9 +29,15 @@ class StartError(Exception):
     """A service that would not start; carries the tail of its log."""
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# Loaded once here: loading a library between fork and exec (in ``preexec_fn``) can deadlock.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died between fork and prctl; then the signal will never come.
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pid_alive(pid: int) -> bool:
@@ -45,6 +52,33 @@ def pid_alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
             return False
     return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is still in process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def kill_group(pgid: int, leader_alive: bool = False, timeout: float = 5.0) -> None:
+    """SIGKILL process group ``pgid`` (and, if ``leader_alive``, process ``pgid`` itself) and wait until
+    all of it is gone, so that the ports it held are free again when this returns."""
+    if leader_alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pgid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (group_alive(pgid) or (leader_alive and pid_alive(pgid))):
+        time.sleep(0.02)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -70,6 +104,7 @@ class Supervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.running: dict[str, Running] = {}
+        self.groups: list[list[str]] = []  # in start order; stopped in reverse so apps go before their stores
         self.max_restarts = 5
 
     def _pid_file(self, name: str) -> Path:
@@ -91,18 +126,26 @@ class Supervisor:
             if [part.decode(errors="replace") for part in cmdline if part] == spec.argv:
                 # Ours, orphaned by a supervisor that was killed before PDEATHSIG could act.
                 self.progress(f"  stopping leftover {spec.name} (pid {pid})")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                kill_group(pid, leader_alive=True)
+        elif pid > 0 and group_alive(pid):
+            # The leader is gone (PDEATHSIG) but PDEATHSIG does not reach its own children (a Celery
+            # beat, gunicorn workers): they are still in its group. A pid that is some group's id is
+            # never handed out again while the group lives, so the group can only be ours.
+            self.progress(f"  stopping leftovers of {spec.name} (process group {pid})")
+            kill_group(pid)
         pid_file.unlink(missing_ok=True)
 
-    def spawn(self, spec: ServiceSpec) -> Running:
-        self._clear_stale(spec)
+    def _check_ports(self, spec: ServiceSpec) -> None:
         busy = [port for port in spec.ports if not port_is_free(port)]
         if busy:
             raise StartError(
                 f"端口 {busy} 已被占用 / port {busy} already in use, needed by {spec.name}: "
                 "stop whatever uses it or choose other ports (e.g. --base-port)"
             )
+
+    def spawn(self, spec: ServiceSpec) -> Running:
+        self._clear_stale(spec)
+        self._check_ports(spec)
         if spec.ready_file is not None:
             spec.ready_file.parent.mkdir(parents=True, exist_ok=True)
             spec.ready_file.unlink(missing_ok=True)
@@ -116,7 +159,7 @@ class Supervisor:
                 cwd=spec.cwd,
                 env={**os.environ, **spec.env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         self._pid_file(spec.name).write_text(str(process.pid))
         previous = self.running.get(spec.name)
@@ -140,12 +183,19 @@ class Supervisor:
                 elif time.monotonic() - entry.started_at > entry.spec.start_timeout_s:
                     raise StartError(
                         f"{name} 未能在 {entry.spec.start_timeout_s:.0f}s 内就绪 / {name} not healthy after "
-                        f"{entry.spec.start_timeout_s:.0f}s. Log {entry.spec.log_path}:\n{log_tail(entry.spec.log_path)}"
+                        f"{entry.spec.start_timeout_s:.0f}s. Log {entry.spec.log_path}:\n"
+                        f"{log_tail(entry.spec.log_path)}"
                     )
             time.sleep(0.2)
 
     def start(self, specs: list[ServiceSpec]) -> None:
         """Spawn a group of services together and wait until all are healthy."""
+        self.groups.append([spec.name for spec in specs])
+        # Every port of the group is checked before any process starts, so a busy port starts nothing.
+        for spec in specs:
+            self._clear_stale(spec)
+        for spec in specs:
+            self._check_ports(spec)
         for spec in specs:
             self.spawn(spec)
         self.wait_healthy(spec.name for spec in specs)
@@ -161,6 +211,8 @@ class Supervisor:
                 raise StartError(f"{name} 反复退出 / {name} keeps dying (exit {code}); see {entry.spec.log_path}")
             self.progress(f"  {name} exited with {code}; restarting")
             entry.restarts += 1
+            # The leader is gone, but children it forked (workers holding its port) may not be.
+            kill_group(entry.process.pid)
             self.spawn(entry.spec)
             restarted.append(name)
         return restarted
@@ -187,7 +239,10 @@ class Supervisor:
             self._pid_file(entry.spec.name).unlink(missing_ok=True)
 
     def stop_all(self) -> None:
-        self.stop_many(list(reversed(self.running)))
+        for group in reversed(self.groups):
+            self.stop_many(group)
+        self.groups.clear()
+        self.stop_many(list(self.running))
 
     def watch(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Keep everything running until ``stop`` is set."""

@@ -13,7 +13,9 @@ def create_app(context: NodeContext) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions["tongban"] = context
 
+    from node.entrypoints.web.api import blueprint as api
     from node.entrypoints.web.health import blueprint as health
 
     app.register_blueprint(health)
+    app.register_blueprint(api)
     return app

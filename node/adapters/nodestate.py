@@ -1,0 +1,125 @@
+"""What a node keeps that is not derived from documents: staff accounts and case-number counters.
+
+A separate SQLite file from the read model, so rebuilding the read model never touches them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select, update
+from sqlalchemy.engine import Engine
+from werkzeug.security import check_password_hash, generate_password_hash
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("username", String, primary_key=True),
+    Column("password_hash", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("department", String, nullable=True),
+    Column("display_name", String, nullable=False),
+)
+
+counters = Table(
+    "case_counters",
+    metadata,
+    Column("day", String, primary_key=True),
+    Column("last", Integer, nullable=False),
+)
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """SQLite shared by several processes of one node: WAL and a busy timeout instead of 'database is locked'."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: object, _record: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    role: str
+    department: str | None
+    display_name: str
+
+
+class NodeState:
+    def __init__(self, path: Path) -> None:
+        self.engine = sqlite_engine(path)
+        metadata.create_all(self.engine)
+
+    def next_case_serial(self, day: date) -> int:
+        """The next serial for today's case numbers; atomic across the node's processes."""
+        key = day.strftime("%Y%m%d")
+        with self.engine.begin() as conn:
+            # BEGIN IMMEDIATE semantics come from the UPDATE taking the write lock first.
+            updated = conn.execute(update(counters).where(counters.c.day == key).values(last=counters.c.last + 1))
+            if updated.rowcount == 0:
+                conn.execute(insert(counters).values(day=key, last=1))
+                return 1
+            return int(conn.execute(select(counters.c.last).where(counters.c.day == key)).scalar_one())
+
+    def ensure_at_least(self, day: date, serial: int) -> None:
+        """Never hand out a serial at or below one already used (e.g. after the state file was lost)."""
+        key = day.strftime("%Y%m%d")
+        with self.engine.begin() as conn:
+            current = conn.execute(select(counters.c.last).where(counters.c.day == key)).scalar_one_or_none()
+            if current is None:
+                conn.execute(insert(counters).values(day=key, last=serial))
+            elif current < serial:
+                conn.execute(update(counters).where(counters.c.day == key).values(last=serial))
+
+    def add_account(
+        self, username: str, password: str, role: str, department: str | None = None, display_name: str = ""
+    ) -> Account:
+        with self.engine.begin() as conn:
+            conn.execute(accounts.delete().where(accounts.c.username == username))
+            conn.execute(
+                insert(accounts).values(
+                    username=username,
+                    password_hash=generate_password_hash(password),
+                    role=role,
+                    department=department,
+                    display_name=display_name or username,
+                )
+            )
+        return Account(username, role, department, display_name or username)
+
+    def account(self, username: str) -> Account | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(accounts).where(accounts.c.username == username)).first()
+        return Account(row.username, row.role, row.department, row.display_name) if row else None
+
+    def authenticate(self, username: str, password: str) -> Account | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(accounts).where(accounts.c.username == username)).first()
+        if row is None:
+            # Same work for unknown users, so timing does not reveal which names exist.
+            check_password_hash(generate_password_hash("x"), password)
+            return None
+        if not check_password_hash(row.password_hash, password):
+            return None
+        return Account(row.username, row.role, row.department, row.display_name)
+
+    def all_accounts(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(accounts).order_by(accounts.c.username)).all()
+        return [Account(r.username, r.role, r.department, r.display_name) for r in rows]
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(9)

@@ -1,0 +1,288 @@
+"""The read model: a relational projection of the cases this node holds (inboxes, search, deadlines).
+
+It follows the document store's ``_changes`` feed from a persisted checkpoint and can always be
+rebuilt from the store. SQLite by default; any SQLAlchemy URL works (PostgreSQL in production).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, func, or_, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from node.adapters.docstore import DocStore
+from node.adapters.eventstore import EventVerifier, Quarantined
+from node.adapters.nodestate import sqlite_engine
+from node.domain.case import Case, fold
+from node.domain.catalogue import Catalogue
+from node.domain.errors import DomainError
+from node.domain.events import parse_event_doc_id
+
+metadata = MetaData()
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_no", String, primary_key=True),
+    Column("matter_code", String, nullable=False, index=True),
+    Column("matter_name", String, nullable=False),
+    Column("department", String, nullable=False, index=True),
+    Column("state", String, nullable=False, index=True),
+    Column("accepting_node", String, nullable=False, index=True),
+    Column("handling_node", String, nullable=False, index=True),
+    Column("applicant_name", String, nullable=False),
+    Column("applicant_key", String, nullable=False, index=True),
+    Column("deadline", String, nullable=True, index=True),
+    Column("paused", Boolean, nullable=False),
+    Column("flag", String, nullable=True),
+    Column("handling_type", String, nullable=True),
+    Column("accepted_at", String, nullable=False, index=True),
+    Column("updated_at", String, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("transferred", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON: the fields the case page needs without a fold
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("doc_id", String, primary_key=True),
+    Column("case_no", String, nullable=False, index=True),
+    Column("node", String, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detected_at", String, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("seq", Text, nullable=False),
+)
+
+PROJECTED_TABLES = (cases, quarantine, checkpoints)
+
+
+@dataclass
+class CaseRow:
+    case_no: str
+    matter_code: str
+    matter_name: str
+    department: str
+    state: str
+    accepting_node: str
+    handling_node: str
+    applicant_name: str
+    deadline: str | None
+    paused: bool
+    flag: str | None
+    accepted_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ReadModel:
+    def __init__(self, path: Path) -> None:
+        self.engine = sqlite_engine(path)
+        metadata.create_all(self.engine)
+
+    def upsert_case(self, case: Case, catalogue: Catalogue, applicant_name: str) -> None:
+        matter = catalogue.get(case.matter_code) if case.matter_code in catalogue else None
+        values = {
+            "case_no": case.case_no,
+            "matter_code": case.matter_code,
+            "matter_name": matter.name if matter else case.matter_code,
+            "department": matter.department if matter else "",
+            "state": case.state.value,
+            "accepting_node": case.accepting_node,
+            "handling_node": case.handling_node,
+            "applicant_name": applicant_name,
+            "applicant_key": str(case.applicant.get("key", "")),
+            "deadline": case.deadline.isoformat() if case.deadline else None,
+            "paused": case.paused,
+            "flag": (case.flags or {}).get("level"),
+            "handling_type": case.handling_type,
+            "accepted_at": case.accepted_at,
+            "updated_at": case.updated_at,
+            "event_count": len(case.timeline),
+            "transferred": len(case.handlers_history) > 1,
+            "summary": json.dumps({"anomalies": len(case.anomalies)}),
+        }
+        statement = sqlite_insert(cases).values(**values)
+        statement = statement.on_conflict_do_update(index_elements=["case_no"], set_=values)
+        with self.engine.begin() as conn:
+            conn.execute(statement)
+
+    def record_quarantine(self, items: list[Quarantined]) -> None:
+        if not items:
+            return
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self.engine.begin() as conn:
+            for item in items:
+                statement = sqlite_insert(quarantine).values(
+                    doc_id=item.doc_id, case_no=item.case_no, node=item.node, reason=item.reason, detected_at=now
+                )
+                conn.execute(statement.on_conflict_do_nothing(index_elements=["doc_id"]))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(quarantine).order_by(quarantine.c.detected_at.desc())).all()
+        return [dict(row._mapping) for row in rows]
+
+    def checkpoint(self, name: str) -> Any:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(checkpoints.c.seq).where(checkpoints.c.name == name)).scalar_one_or_none()
+        return json.loads(value) if value is not None else 0
+
+    def save_checkpoint(self, name: str, seq: Any) -> None:
+        statement = sqlite_insert(checkpoints).values(name=name, seq=json.dumps(seq))
+        with self.engine.begin() as conn:
+            conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_={"seq": json.dumps(seq)}))
+
+    def clear(self) -> None:
+        with self.engine.begin() as conn:
+            for table in PROJECTED_TABLES:
+                conn.execute(delete(table))
+
+    def _rows(self, statement: Any) -> list[CaseRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).all()
+        return [CaseRow(**{k: row._mapping[k] for k in CaseRow.__dataclass_fields__}) for row in rows]
+
+    def inbox(self, node: str, role: str, department: str | None, limit: int = 200) -> list[CaseRow]:
+        """Open cases waiting for this role at this node, most urgent deadline first."""
+        open_states = ["accepted", "in_review", "supplement_requested"]
+        query = select(cases)
+        if role == "approver":
+            query = query.where(
+                cases.c.handling_node == node, cases.c.department == (department or ""), cases.c.state.in_(open_states)
+            )
+        elif role == "acceptor":
+            # The village window: its cases waiting for a supplement or for delivery of a decision.
+            query = query.where(
+                cases.c.accepting_node == node,
+                cases.c.state.in_(["supplement_requested", "approved", "rejected"]),
+            )
+        else:
+            query = query.where(
+                or_(cases.c.handling_node == node, cases.c.accepting_node == node), cases.c.state.in_(open_states)
+            )
+        query = query.order_by(cases.c.deadline.is_(None), cases.c.deadline, cases.c.accepted_at).limit(limit)
+        return self._rows(query)
+
+    def search(
+        self, text: str = "", state: str | None = None, applicant_key: str | None = None, limit: int = 100
+    ) -> list[CaseRow]:
+        query = select(cases)
+        if text:
+            like = f"%{text}%"
+            query = query.where(
+                or_(cases.c.case_no.like(like), cases.c.matter_name.like(like), cases.c.applicant_name.like(like))
+            )
+        if state:
+            query = query.where(cases.c.state == state)
+        if applicant_key:
+            query = query.where(cases.c.applicant_key == applicant_key)
+        return self._rows(query.order_by(cases.c.accepted_at.desc()).limit(limit))
+
+    def open_cases_held_by(self, node: str) -> list[CaseRow]:
+        query = select(cases).where(
+            cases.c.handling_node == node,
+            cases.c.state.in_(["accepted", "in_review"]),
+            cases.c.deadline.is_not(None),
+        )
+        return self._rows(query)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every projected row, for comparing an incremental model with a rebuilt one."""
+        with self.engine.connect() as conn:
+            case_rows = [dict(r._mapping) for r in conn.execute(select(cases).order_by(cases.c.case_no))]
+            q_rows = [
+                {k: v for k, v in r._mapping.items() if k != "detected_at"}
+                for r in conn.execute(select(quarantine).order_by(quarantine.c.doc_id))
+            ]
+        return case_rows + q_rows
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(cases)).scalar_one())
+
+
+ApplicantName = Callable[[Case], str]
+CaseHook = Callable[[Case], None]
+
+
+class Projector:
+    """Brings the read model up to date with the store, case by case."""
+
+    CHECKPOINT = "changes"
+
+    def __init__(
+        self,
+        store: DocStore,
+        readmodel: ReadModel,
+        verifier: EventVerifier,
+        catalogue: Catalogue,
+        applicant_name: ApplicantName,
+        on_case: CaseHook | None = None,
+    ) -> None:
+        self.store = store
+        self.readmodel = readmodel
+        self.verifier = verifier
+        self.catalogue = catalogue
+        self.applicant_name = applicant_name
+        self.on_case = on_case
+        self._lock = threading.Lock()
+
+    def project_case(self, case_no: str) -> Case | None:
+        verified = self.verifier.verified_case(case_no)
+        self.readmodel.record_quarantine(verified.quarantined)
+        if not verified.events:
+            return None
+        try:
+            case = fold(verified.events)
+        except DomainError:
+            return None  # the first event has not arrived yet; a later change brings it
+        self.readmodel.upsert_case(case, self.catalogue, self.applicant_name(case))
+        if self.on_case:
+            self.on_case(case)
+        return case
+
+    def catch_up(self, batch: int = 500) -> int:
+        """Project every change since the checkpoint; returns how many cases were refreshed."""
+        with self._lock:
+            refreshed = 0
+            since = self.readmodel.checkpoint(self.CHECKPOINT)
+            while True:
+                feed = self.store.changes(since=since, limit=batch)
+                results = feed.get("results", [])
+                if not results:
+                    break
+                case_numbers = []
+                for row in results:
+                    try:
+                        case_no, _ = parse_event_doc_id(row["id"])
+                    except DomainError:
+                        continue
+                    if case_no not in case_numbers:
+                        case_numbers.append(case_no)
+                for case_no in case_numbers:
+                    self.project_case(case_no)
+                refreshed += len(case_numbers)
+                since = feed["last_seq"]
+                self.readmodel.save_checkpoint(self.CHECKPOINT, since)
+            return refreshed
+
+    def rebuild(self) -> int:
+        with self._lock:
+            self.readmodel.clear()
+        return self.catch_up()

@@ -1,0 +1,1 @@
+"""Use cases: what a node does, written against the domain and the adapters' interfaces."""

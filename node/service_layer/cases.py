@@ -1,0 +1,478 @@
+"""Use cases of one node: accept a case, act on it, show it to staff and to the applicant.
+
+Each command validates everything first and then writes its events in one request, so a rejected
+command writes nothing. Events are stamped with the node's clock, chained to the case's last event
+and signed with the node's key before they are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from node.adapters.eventstore import EventStore, EventVerifier
+from node.adapters.keys import NodeIdentity
+from node.adapters.nodestate import Account, NodeState
+from node.adapters.pii import PersonalData
+from node.domain.case import (
+    ACCEPTOR,
+    ADMIN,
+    APPROVER,
+    SUPERVISOR,
+    Case,
+    allowed_actions,
+    check_command,
+    event_type_for,
+    fold,
+)
+from node.domain.catalogue import Catalogue, Matter, location_field, missing_materials
+from node.domain.errors import DomainError, ErrorKind
+from node.domain.events import Event, EventType
+from node.domain.hlc import HybridLogicalClock
+from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
+from node.domain.workdays import WorkingDayCalendar
+from tiers import DivisionTree
+
+CHINA = timezone(timedelta(hours=8))
+MAX_REASON = 500
+
+
+def china_today() -> date:
+    return datetime.now(CHINA).date()
+
+
+def china_date_of(iso_utc: str) -> date:
+    return datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).astimezone(CHINA).date()
+
+
+def _invalid(code: str, zh: str, en: str) -> DomainError:
+    return DomainError(code, zh, en, ErrorKind.INVALID)
+
+
+@dataclass
+class AcceptOutcome:
+    outcome: str  # "accepted" | "incomplete" | "refused"
+    case_no: str | None = None
+    case: Case | None = None
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    notice: dict[str, Any] | None = None
+
+
+@dataclass
+class Actor:
+    """Who acts: a signed-in staff account (the citizen query has no account)."""
+
+    username: str
+    role: str
+    department: str | None
+
+    @classmethod
+    def of(cls, account: Account) -> Actor:
+        return cls(account.username, account.role, account.department)
+
+
+def _text_field(body: dict[str, Any], key: str, limit: int = 200, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise _invalid("missing_field", f"缺少必填字段 {key}", f"required field {key!r} is missing")
+        return None
+    if not isinstance(value, str):
+        raise _invalid("invalid_field", f"字段 {key} 必须是文本", f"field {key!r} must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise _invalid("field_too_long", f"字段 {key} 超过 {limit} 个字符", f"field {key!r} exceeds {limit} characters")
+    return value
+
+
+class CaseService:
+    def __init__(
+        self,
+        node_code: str,
+        tree: DivisionTree,
+        catalogue: Catalogue,
+        events: EventStore,
+        verifier: EventVerifier,
+        identity: NodeIdentity,
+        state: NodeState,
+        personal_data: PersonalData,
+        calendar: WorkingDayCalendar,
+        on_written: Callable[[str], None] | None = None,
+        today: Callable[[], date] = china_today,
+    ) -> None:
+        self.node = node_code
+        self.tree = tree
+        self.catalogue = catalogue
+        self.events = events
+        self.verifier = verifier
+        self.identity = identity
+        self.state = state
+        self.pii = personal_data
+        self.calendar = calendar
+        self.clock = HybridLogicalClock(node_code)
+        self.on_written = on_written
+        self.today = today
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def _event(
+        self, case_no: str, kind: EventType, actor: Actor, prev_hash: str | None, payload: dict[str, Any]
+    ) -> Event:
+        event = Event(
+            case_no=case_no,
+            type=kind,
+            actor_id=actor.username,
+            actor_role=actor.role,
+            node=self.node,
+            hlc=self.clock.tick().to_str(),
+            prev_hash=prev_hash,
+            payload=payload,
+        )
+        return event.with_signature(self.identity.sign(event.hash))
+
+    def _write(self, events: list[Event]) -> None:
+        self.events.append(events)
+        if self.on_written:
+            self.on_written(events[0].case_no)
+
+    def _new_case_no(self) -> str:
+        today = self.today()
+        return f"{self.node}-{today:%Y%m%d}-{self.state.next_case_serial(today)}"
+
+    # --- acceptance ---------------------------------------------------------------------------------
+
+    def _applicant(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise _invalid("missing_field", "缺少申请人信息 applicant", "field 'applicant' (an object) is missing")
+        kind = raw.get("kind")
+        name = _text_field(raw, "name", limit=100)
+        if kind == "person":
+            number = validate_id_number(str(raw.get("id_number") or ""))
+            masked, sealed = mask_id_number(number), {"name": name, "id_number": number}
+        elif kind == "enterprise":
+            number = validate_credit_code(str(raw.get("credit_code") or ""))
+            masked, sealed = number[:8] + "****" + number[-4:], {"name": name, "credit_code": number}
+        else:
+            raise _invalid(
+                "invalid_applicant_kind",
+                "申请人类型必须是 person（个人）或 enterprise（企业）",
+                "applicant.kind must be 'person' or 'enterprise'",
+            )
+        return {"kind": kind, "key": self.pii.lookup_key(number), "masked": masked, "sealed": self.pii.seal(sealed)}
+
+    def _materials(self, raw: Any) -> list[str]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or len(raw) > 100:
+            raise _invalid(
+                "invalid_materials", "materials 必须是材料编码列表", "materials must be a list of material codes"
+            )
+        return list(dict.fromkeys(raw))
+
+    def _location(self, matter: Matter, body: dict[str, Any]) -> str | None:
+        key = location_field(matter.jurisdiction_rule)
+        if key is None:
+            return None
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _invalid("invalid_field", f"字段 {key} 必须是区划代码文本", f"field {key!r} must be a division code")
+        return value
+
+    def accept(self, actor: Actor, body: dict[str, Any]) -> AcceptOutcome:
+        if actor.role not in (ACCEPTOR, ADMIN):
+            raise DomainError(
+                "role_not_allowed",
+                "只有受理人员可以受理申请",
+                "only an acceptor may accept applications",
+                ErrorKind.FORBIDDEN,
+            )
+        matter_code = _text_field(body, "matter_code", limit=64)
+        matter = self.catalogue.get(str(matter_code))
+        applicant = self._applicant(body.get("applicant"))
+        materials = self._materials(body.get("materials"))
+        location = self._location(matter, body)
+        handling = self.catalogue.handling_node(matter, self.tree, self.node, location)
+        matter = self.catalogue.effective_matter(matter, self.tree, location or self.node)
+        missing = missing_materials(matter, materials)
+        refuse_reason = _text_field(body, "refuse_reason", limit=MAX_REASON, required=False)
+
+        if refuse_reason:
+            case_no = self._new_case_no()
+            event = self._event(
+                case_no,
+                EventType.REFUSED,
+                actor,
+                None,
+                {"matter_code": matter.code, "applicant": applicant, "reason": refuse_reason, "materials": materials},
+            )
+            self._write([event])
+            return AcceptOutcome("refused", case_no, fold([event]))
+        if missing:
+            return AcceptOutcome(
+                "incomplete",
+                missing=[{"code": m.code, "name": m.name, "form": m.form, "copies": m.copies} for m in missing],
+                notice=self.incomplete_notice(matter, missing),
+            )
+
+        case_no = self._new_case_no()
+        today = self.today()
+        deadline = self.calendar.add_working_days(today, matter.promised_days)
+        accepted = self._event(
+            case_no,
+            EventType.ACCEPTED,
+            actor,
+            None,
+            {
+                "matter_code": matter.code,
+                "applicant": applicant,
+                "materials": materials,
+                "location_code": location,
+                "accepting_node": self.node,
+                "handling_node": handling,
+                "deadline": deadline.isoformat(),
+                "promised_days": matter.promised_days,
+                "handling_type": matter.handling_type,
+            },
+        )
+        written = [accepted]
+        if handling != self.node:
+            written.append(self._event(case_no, EventType.ROUTED, actor, accepted.hash, {"handling_node": handling}))
+        elif matter.is_immediate and body.get("settle_on_spot"):
+            written.append(
+                self._event(
+                    case_no, EventType.SETTLED, actor, accepted.hash, {"method": "window", "summary": "即办件当场办结"}
+                )
+            )
+        else:
+            written.append(self._event(case_no, EventType.RECEIVED, actor, accepted.hash, {}))
+        self._write(written)
+        return AcceptOutcome("accepted", case_no, fold(written))
+
+    def incomplete_notice(self, matter: Matter, missing: list[Any]) -> dict[str, Any]:
+        """一次性告知: everything missing, at once, in a form that can be printed and handed over."""
+        department = self.catalogue.department(matter.department)
+        return {
+            "title_zh": "材料补正一次性告知书",
+            "title_en": "One-time notice of missing materials",
+            "matter_code": matter.code,
+            "matter_name": matter.name,
+            "department": department.name_zh,
+            "node": self.node,
+            "node_name": self.tree.get(self.node).name,
+            "date": self.today().isoformat(),
+            "missing": [{"code": m.code, "name": m.name, "form": m.form, "copies": m.copies} for m in missing],
+        }
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def load(self, case_no: str) -> Case:
+        if not isinstance(case_no, str) or not case_no or len(case_no) > 80:
+            raise DomainError("case_not_found", "案件不存在", "no such case", ErrorKind.NOT_FOUND)
+        verified = self.verifier.verified_case(case_no)
+        if not verified.events:
+            raise DomainError(
+                "case_not_found", f"本节点没有案件 {case_no}", f"this node holds no case {case_no}", ErrorKind.NOT_FOUND
+            )
+        return fold(verified.events)
+
+    def applicant_name(self, case: Case) -> str:
+        sealed = case.applicant.get("sealed")
+        opened = self.pii.open(sealed) if isinstance(sealed, str) else None
+        return str(opened.get("name")) if opened else "（无法解密）"
+
+    def matter_department(self, case: Case) -> str | None:
+        return self.catalogue.get(case.matter_code).department if case.matter_code in self.catalogue else None
+
+    def staff_view(self, actor: Actor, case: Case) -> dict[str, Any]:
+        department = self.matter_department(case)
+        view = self.public_view(case)
+        view["applicant"] = {
+            "kind": case.applicant.get("kind"),
+            "name": self.applicant_name(case),
+            "masked": case.applicant.get("masked"),
+        }
+        view["timeline"] = [
+            {k: entry.get(k) for k in ("type", "node", "actor_id", "actor_role", "at", "summary_zh", "summary_en")}
+            | {"actor": entry.get("actor_id")}
+            for entry in case.timeline
+        ]
+        view["handlers_history"] = case.handlers_history
+        view["anomalies"] = len(case.anomalies)
+        view["allowed_actions"] = sorted(allowed_actions(case, actor.role, department, actor.department, self.node))
+        view["materials"] = case.materials
+        view["department"] = department
+        view["reason"] = case.reason
+        view["evaluation"] = case.evaluation
+        view["withdrawal_requested"] = case.withdrawal_requested
+        return view
+
+    def public_view(self, case: Case) -> dict[str, Any]:
+        """What the applicant may see: no staff identities, no personal data beyond what they gave."""
+        matter = self.catalogue.get(case.matter_code) if case.matter_code in self.catalogue else None
+        return {
+            "case_no": case.case_no,
+            "matter_code": case.matter_code,
+            "matter_name": matter.name if matter else case.matter_code,
+            "state": case.state.value,
+            "state_zh": case.state.label_zh,
+            "state_en": case.state.label_en,
+            "accepting_node": case.accepting_node,
+            "accepting_node_name": self.tree.get(case.accepting_node).name if case.accepting_node in self.tree else "",
+            "handling_node": case.handling_node,
+            "handling_node_name": self.tree.get(case.handling_node).name if case.handling_node in self.tree else "",
+            "deadline": case.deadline.isoformat() if case.deadline else None,
+            "paused": case.paused,
+            "flag": (case.flags or {}).get("level"),
+            "result": {k: v for k, v in (case.result or {}).items() if k in ("summary", "certificate_id", "at")}
+            or None,
+            "delivery": {k: v for k, v in (case.delivery or {}).items() if k in ("method", "at")} or None,
+            "timeline": [
+                {
+                    "type": entry["type"],
+                    "node": entry["node"],
+                    "node_name": self.tree.get(entry["node"]).name if entry["node"] in self.tree else "",
+                    "at": entry["at"],
+                    "summary_zh": entry.get("summary_zh"),
+                    "summary_en": entry.get("summary_en"),
+                }
+                for entry in case.timeline
+            ],
+        }
+
+    def citizen_progress(self, case_no: str, identifier: str) -> dict[str, Any]:
+        """Progress for the applicant: the case number plus their ID number or credit code must match."""
+        not_found = DomainError(
+            "case_not_found",
+            "未找到与该身份证件号码匹配的案件，请核对受理编号和证件号码",
+            "no case matches this case number and ID number; check both",
+            ErrorKind.NOT_FOUND,
+        )
+        if not isinstance(identifier, str) or not identifier.strip():
+            raise _invalid("missing_field", "请输入身份证号码或统一社会信用代码", "enter the ID number or credit code")
+        try:
+            case = self.load(case_no)
+        except DomainError:
+            raise not_found from None
+        if case.applicant.get("key") != self.pii.lookup_key(identifier):
+            raise not_found
+        return self.public_view(case)
+
+    # --- actions ------------------------------------------------------------------------------------
+
+    def act(self, actor: Actor, case_no: str, body: dict[str, Any]) -> Case:
+        action = _text_field(body, "action", limit=40)
+        case = self.load(case_no)
+        department = self.matter_department(case)
+        self.clock.observe(case.last_hlc)
+        written: list[Event] = []
+        prev = case.last_event_hash
+        # An approver's first action on a case that has just arrived implies taking it in (签收).
+        if (
+            action not in ("receive", "transfer", "withdraw", "evaluate")
+            and actor.role == APPROVER
+            and case.state.value == "accepted"
+            and case.handling_node == self.node
+        ):
+            check_command(case, "receive", actor.role, actor.department, department, self.node)
+            received = self._event(case_no, EventType.RECEIVED, actor, prev, {})
+            written.append(received)
+            case = fold([*self.verifier.verified_case(case_no).events, received])
+            prev = received.hash
+        check_command(case, str(action), actor.role, actor.department, department, self.node)
+        kind = event_type_for(case, str(action), self.node)
+        payload = self._action_payload(case, kind, body)
+        written.append(self._event(case_no, kind, actor, prev, payload))
+        self._write(written)
+        return fold([*self.verifier.verified_case(case_no).events])
+
+    def _action_payload(self, case: Case, kind: EventType, body: dict[str, Any]) -> dict[str, Any]:
+        reason = _text_field(body, "reason", limit=MAX_REASON, required=False)
+        if kind in (EventType.REJECTED, EventType.SUPPLEMENT_REQUESTED):
+            if not reason:
+                raise _invalid("reason_required", "此操作必须填写理由", "this action needs a reason")
+            return {"reason": reason}
+        if kind is EventType.SUPPLEMENT_PROVIDED:
+            paused_on = next(
+                (
+                    china_date_of(e["at"])
+                    for e in reversed(case.timeline)
+                    if e["type"] == EventType.SUPPLEMENT_REQUESTED
+                ),
+                self.today(),
+            )
+            deadline = case.deadline or self.today()
+            new_deadline = self.calendar.remaining_after_pause(deadline, paused_on, self.today())
+            materials = self._materials(body.get("materials"))
+            return {
+                "deadline": new_deadline.isoformat(),
+                "materials": materials,
+                **({"note": reason} if reason else {}),
+            }
+        if kind is EventType.RESULT_RECORDED:
+            summary = _text_field(body, "summary", limit=MAX_REASON) or ""
+            certificate_id = _text_field(body, "certificate_id", limit=100, required=False)
+            return {"summary": summary, **({"certificate_id": certificate_id} if certificate_id else {})}
+        if kind is EventType.DELIVERED:
+            method = body.get("method", "window")
+            if method not in ("window", "post", "electronic"):
+                raise _invalid(
+                    "invalid_method",
+                    "送达方式必须是 window、post 或 electronic",
+                    "method must be window, post or electronic",
+                )
+            return {"method": method}
+        if kind is EventType.TRANSFERRED:
+            target = _text_field(body, "new_handling_node", limit=12) or ""
+            if target not in self.tree:
+                raise _invalid("unknown_division", f"未知的办理节点 {target}", f"unknown handling node {target}")
+            if target == case.handling_node:
+                raise _invalid("same_handler", "转办目标与当前办理节点相同", "the case is already handled there")
+            if not reason:
+                raise _invalid("reason_required", "转办必须填写理由", "a transfer needs a reason")
+            return {"new_handling_node": target, "reason": reason}
+        if kind is EventType.EVALUATED:
+            level = body.get("level")
+            if level not in (1, 2, 3, 4, 5):
+                raise _invalid("invalid_level", "评价等级必须是 1 到 5", "evaluation level must be 1..5")
+            return {"level": level, **({"comment": reason} if reason else {})}
+        if kind in (EventType.WITHDRAWAL_REQUESTED, EventType.WITHDRAWN):
+            return {"reason": reason} if reason else {}
+        return {}
+
+    def system_receive(self, case: Case) -> None:
+        """Take in a case that has just arrived for this node, so its timeline shows when it did."""
+        if case.handling_node != self.node or case.state.value != "accepted":
+            return
+        self.clock.observe(case.last_hlc)
+        actor = Actor("system", APPROVER, None)
+        self._write([self._event(case.case_no, EventType.RECEIVED, actor, case.last_event_hash, {"auto": True})])
+
+    # --- deadlines ----------------------------------------------------------------------------------
+
+    def flag_deadline(self, case: Case, on: date) -> str | None:
+        """Append a 预警/黄牌/红牌 flag when the case's level rose; returns the new level if one was written."""
+        from node.domain.workdays import warning_level
+
+        if case.deadline is None or case.paused or case.handling_node != self.node or case.state.terminal:
+            return None
+        level = warning_level(case.deadline, on, self.calendar)
+        current = (case.flags or {}).get("level")
+        order = [None, "warning", "yellow", "red"]
+        if level is None or order.index(level) <= order.index(current):
+            return None
+        self.clock.observe(case.last_hlc)
+        actor = Actor("system", SUPERVISOR, None)
+        self._write(
+            [
+                self._event(
+                    case.case_no,
+                    EventType.DEADLINE_FLAGGED,
+                    actor,
+                    case.last_event_hash,
+                    {"level": level, "on": on.isoformat()},
+                )
+            ]
+        )
+        return level
