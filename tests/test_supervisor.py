@@ -305,22 +305,28 @@ def test_stop_all_stops_later_groups_first(supervisor: Supervisor, tmp_path: Pat
     record = tmp_path / "stopped.txt"
 
     def recorder(name: str) -> ServiceSpec:
+        ready = tmp_path / f"{name}.ready"
         code = (
             "import signal, sys, time\n"
             "def bye(*_):\n"
+            # Apps take a while to shut down: stopped together with the stores, they would finish last.
+            f"    time.sleep({0.5 if name.startswith('app') else 0.0})\n"
             f"    with open({str(record)!r}, 'a') as f: f.write({name!r} + '\\n')\n"
-            f"    time.sleep({0.3 if name.startswith('store') else 0.0})\n"
             "    sys.exit(0)\n"
             "signal.signal(signal.SIGTERM, bye)\n"
+            f"open({str(ready)!r}, 'w').close()\n"
             "while True: time.sleep(1)\n"
         )
         return ServiceSpec(
-            name=name, argv=[sys.executable, "-c", code], healthy=lambda: True, log_path=tmp_path / f"{name}.log"
+            name=name,
+            argv=[sys.executable, "-c", code],
+            healthy=ready.exists,  # the handler is installed
+            log_path=tmp_path / f"{name}.log",
+            ready_file=ready,
         )
 
     supervisor.start([recorder("store-a"), recorder("store-b")])
     supervisor.start([recorder("app-a"), recorder("app-b")])
-    time.sleep(0.5)  # let the interpreters install their handlers
     supervisor.stop_all()
     order = record.read_text().split()
     assert sorted(order[:2]) == ["app-a", "app-b"], order

@@ -60,6 +60,9 @@ quarantine = Table(
     Column("detected_at", String, nullable=False),
 )
 
+# Cases with events signed by a certificate not received yet; projected again when certificates arrive.
+pending_cases = Table("pending_cases", metadata, Column("case_no", String, primary_key=True))
+
 checkpoints = Table(
     "checkpoints",
     metadata,
@@ -67,7 +70,7 @@ checkpoints = Table(
     Column("seq", Text, nullable=False),
 )
 
-PROJECTED_TABLES = (cases, quarantine, checkpoints)
+PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
 
 
 @dataclass
@@ -132,6 +135,17 @@ class ReadModel:
                     doc_id=item.doc_id, case_no=item.case_no, node=item.node, reason=item.reason, detected_at=now
                 )
                 conn.execute(statement.on_conflict_do_nothing(index_elements=["doc_id"]))
+
+    def set_pending(self, case_no: str, pending: bool) -> None:
+        with self.engine.begin() as conn:
+            if pending:
+                conn.execute(sqlite_insert(pending_cases).values(case_no=case_no).on_conflict_do_nothing())
+            else:
+                conn.execute(delete(pending_cases).where(pending_cases.c.case_no == case_no))
+
+    def pending(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(pending_cases.c.case_no)).scalars())
 
     def quarantined(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -246,6 +260,7 @@ class Projector:
     def project_case(self, case_no: str) -> Case | None:
         verified = self.verifier.verified_case(case_no)
         self.readmodel.record_quarantine(verified.quarantined)
+        self.readmodel.set_pending(case_no, bool(verified.pending))
         if not verified.events:
             return None
         try:
@@ -268,6 +283,8 @@ class Projector:
                 if not results:
                     break
                 case_numbers = []
+                if any(row["id"].startswith("cert:") for row in results):
+                    case_numbers.extend(self.readmodel.pending())
                 for row in results:
                     try:
                         case_no, _ = parse_event_doc_id(row["id"])

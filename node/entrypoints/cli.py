@@ -61,6 +61,45 @@ def _node_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_config(args: argparse.Namespace) -> NodeConfig:
+    if args.config:
+        return NodeConfig.load(Path(args.config))
+    from node.runtime import federation as fed
+
+    federation = fed.Federation.load(Path(args.var))
+    code = args.node or federation.codes[0]
+    if code not in federation.codes:
+        raise ConfigError(f"节点 {code} 不在本地联邦中 / node {code} is not part of the local federation")
+    return federation.node_config(code)
+
+
+def _readmodel_rebuild(args: argparse.Namespace) -> int:
+    from node.bootstrap import bootstrap
+
+    context = bootstrap(_node_config(args), connect_mqtt=False)
+    before = context.readmodel.count()
+    refreshed = context.projector.rebuild()
+    print(
+        f"read model of {context.config.code} rebuilt: {refreshed} cases projected "
+        f"({before} rows before, {context.readmodel.count()} now)"
+    )
+    return 0
+
+
+def _demo_accounts(args: argparse.Namespace) -> int:
+    from node.runtime import federation as fed
+    from node.runtime.provisioning import seed_demo_accounts
+
+    federation = fed.Federation.load(Path(args.var))
+    accounts = [a for code in federation.codes for a in seed_demo_accounts(federation.node_config(code))]
+    if args.json:
+        print(json.dumps(accounts, ensure_ascii=False))
+    else:
+        for a in accounts:
+            print(f"{a['node']}  {a['role']:<10} {a['department'] or '':<18} {a['username']:<28} {a['password']}")
+    return 0
+
+
 def _tiers_show(args: argparse.Namespace) -> int:
     tree = yiyang()
     division = tree.get(args.code)
@@ -80,6 +119,12 @@ def _tiers_show(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _add_node_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="path of the node's node.json")
+    parser.add_argument("--var", default=str(DEFAULT_VAR), help="local federation directory (with --node)")
+    parser.add_argument("--node", help="division code of a node of the local federation (default: the city)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     agent = node.add_parser("agent", help="the node agent process (started by the supervisor)")
     agent.add_argument("--config", required=True)
     agent.set_defaults(handler=_node_agent)
+
+    readmodel = sub.add_parser("readmodel", help="the node's read model").add_subparsers(dest="action", required=True)
+    rebuild = readmodel.add_parser("rebuild", help="recreate the read model from the document store")
+    _add_node_selection(rebuild)
+    rebuild.set_defaults(handler=_readmodel_rebuild)
+
+    demo = sub.add_parser("demo", help="the local demo federation").add_subparsers(dest="action", required=True)
+    accounts = demo.add_parser("accounts", help="the seeded staff accounts of every node")
+    accounts.add_argument("--var", default=str(DEFAULT_VAR))
+    accounts.add_argument("--json", action="store_true")
+    accounts.set_defaults(handler=_demo_accounts)
 
     tiers = sub.add_parser("tiers", help="the division tree").add_subparsers(dest="action", required=True)
     show = tiers.add_parser("show", help="one division with its parent, children and path")

@@ -14,6 +14,9 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from node.bootstrap import NodeContext, bootstrap, config_from_env
+from node.service_layer.cases import china_today
+
+DEADLINE_SWEEP_S = 60.0
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -26,8 +29,11 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
         task_default_queue=f"node-{node_code}",
         timezone="Asia/Shanghai",
         broker_connection_retry_on_startup=True,
-        beat_schedule={},
+        beat_schedule={
+            "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
+        },
     )
+    app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     return app
 
 
@@ -38,13 +44,20 @@ def context() -> NodeContext:
     """The worker's node context, built on first use (the worker process is long-lived)."""
     global _context
     if _context is None:
-        _context = bootstrap(config_from_env(), mqtt_client_id=f"{config_from_env().code}-worker-{os.getpid()}")
+        _context = bootstrap(config_from_env(), connect_mqtt=False)
     return _context
 
 
+def sweep_deadlines() -> dict[str, int]:
+    """Raise 预警/黄牌/红牌 on the open cases this node holds. Idempotent: a level is written once."""
+    node = context()
+    held = [row.case_no for row in node.readmodel.open_cases_held_by(node.config.code)]
+    return {"checked": len(held), "flagged": node.cases.sweep_deadlines(held, china_today())}
+
+
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None
-celery_app = (
-    make_celery(_config.redis_url, _config.code) if _config else make_celery("redis://127.0.0.1:6379/0", "none")
+celery_app = make_celery(
+    _config.redis_url if _config else "redis://127.0.0.1:6379/0", _config.code if _config else "none"
 )
 
 

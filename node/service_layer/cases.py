@@ -32,7 +32,7 @@ from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType
 from node.domain.hlc import HybridLogicalClock
 from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
-from node.domain.workdays import WorkingDayCalendar
+from node.domain.workdays import WorkingDayCalendar, warning_level
 from tiers import DivisionTree
 
 CHINA = timezone(timedelta(hours=8))
@@ -41,10 +41,6 @@ MAX_REASON = 500
 
 def china_today() -> date:
     return datetime.now(CHINA).date()
-
-
-def china_date_of(iso_utc: str) -> date:
-    return datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).astimezone(CHINA).date()
 
 
 def _invalid(code: str, zh: str, en: str) -> DomainError:
@@ -268,14 +264,7 @@ class CaseService:
     # --- reading ------------------------------------------------------------------------------------
 
     def load(self, case_no: str) -> Case:
-        if not isinstance(case_no, str) or not case_no or len(case_no) > 80:
-            raise DomainError("case_not_found", "案件不存在", "no such case", ErrorKind.NOT_FOUND)
-        verified = self.verifier.verified_case(case_no)
-        if not verified.events:
-            raise DomainError(
-                "case_not_found", f"本节点没有案件 {case_no}", f"this node holds no case {case_no}", ErrorKind.NOT_FOUND
-            )
-        return fold(verified.events)
+        return fold(self._events(case_no))
 
     def applicant_name(self, case: Case) -> str:
         sealed = case.applicant.get("sealed")
@@ -361,13 +350,23 @@ class CaseService:
 
     # --- actions ------------------------------------------------------------------------------------
 
+    def _events(self, case_no: str) -> list[Event]:
+        if not isinstance(case_no, str) or not case_no or len(case_no) > 80:
+            raise DomainError("case_not_found", "案件不存在", "no such case", ErrorKind.NOT_FOUND)
+        events = self.verifier.verified_case(case_no).events
+        if not events:
+            raise DomainError(
+                "case_not_found", f"本节点没有案件 {case_no}", f"this node holds no case {case_no}", ErrorKind.NOT_FOUND
+            )
+        return events
+
     def act(self, actor: Actor, case_no: str, body: dict[str, Any]) -> Case:
-        action = _text_field(body, "action", limit=40)
-        case = self.load(case_no)
+        action = str(_text_field(body, "action", limit=40))
+        events = self._events(case_no)
+        case = fold(events)
         department = self.matter_department(case)
         self.clock.observe(case.last_hlc)
         written: list[Event] = []
-        prev = case.last_event_hash
         # An approver's first action on a case that has just arrived implies taking it in (签收).
         if (
             action not in ("receive", "transfer", "withdraw", "evaluate")
@@ -376,32 +375,28 @@ class CaseService:
             and case.handling_node == self.node
         ):
             check_command(case, "receive", actor.role, actor.department, department, self.node)
-            received = self._event(case_no, EventType.RECEIVED, actor, prev, {})
-            written.append(received)
-            case = fold([*self.verifier.verified_case(case_no).events, received])
-            prev = received.hash
-        check_command(case, str(action), actor.role, actor.department, department, self.node)
-        kind = event_type_for(case, str(action), self.node)
-        payload = self._action_payload(case, kind, body)
-        written.append(self._event(case_no, kind, actor, prev, payload))
+            written.append(self._event(case_no, EventType.RECEIVED, actor, case.last_event_hash, {}))
+            case = fold([*events, *written])
+        check_command(case, action, actor.role, actor.department, department, self.node)
+        kind = event_type_for(case, action, self.node)
+        payload = self._action_payload(case, events, kind, body)
+        written.append(self._event(case_no, kind, actor, case.last_event_hash, payload))
         self._write(written)
-        return fold([*self.verifier.verified_case(case_no).events])
+        return fold([*events, *written])
 
-    def _action_payload(self, case: Case, kind: EventType, body: dict[str, Any]) -> dict[str, Any]:
+    def _action_payload(self, case: Case, events: list[Event], kind: EventType, body: dict[str, Any]) -> dict[str, Any]:
         reason = _text_field(body, "reason", limit=MAX_REASON, required=False)
         if kind in (EventType.REJECTED, EventType.SUPPLEMENT_REQUESTED):
             if not reason:
                 raise _invalid("reason_required", "此操作必须填写理由", "this action needs a reason")
-            return {"reason": reason}
-        if kind is EventType.SUPPLEMENT_PROVIDED:
-            paused_on = next(
-                (
-                    china_date_of(e["at"])
-                    for e in reversed(case.timeline)
-                    if e["type"] == EventType.SUPPLEMENT_REQUESTED
-                ),
-                self.today(),
+            return (
+                {"reason": reason, "paused_on": self.today().isoformat()}
+                if kind is EventType.SUPPLEMENT_REQUESTED
+                else {"reason": reason}
             )
+        if kind is EventType.SUPPLEMENT_PROVIDED:
+            request = next(e for e in reversed(events) if e.type is EventType.SUPPLEMENT_REQUESTED)
+            paused_on = date.fromisoformat(request.payload.get("paused_on") or self.today().isoformat())
             deadline = case.deadline or self.today()
             new_deadline = self.calendar.remaining_after_pause(deadline, paused_on, self.today())
             materials = self._materials(body.get("materials"))
@@ -451,10 +446,12 @@ class CaseService:
 
     # --- deadlines ----------------------------------------------------------------------------------
 
+    def sweep_deadlines(self, case_numbers: list[str], on: date) -> int:
+        """Flag every listed case whose deadline level rose; returns how many were flagged."""
+        return sum(1 for case_no in case_numbers if self.flag_deadline(self.load(case_no), on))
+
     def flag_deadline(self, case: Case, on: date) -> str | None:
         """Append a 预警/黄牌/红牌 flag when the case's level rose; returns the new level if one was written."""
-        from node.domain.workdays import warning_level
-
         if case.deadline is None or case.paused or case.handling_node != self.node or case.state.terminal:
             return None
         level = warning_level(case.deadline, on, self.calendar)
