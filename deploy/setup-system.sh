@@ -13,6 +13,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
+    wrk) command -v wrk >/dev/null 2>&1 || need+=(wrk) ;;
   esac
 done
 

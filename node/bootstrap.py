@@ -84,7 +84,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         calendar,
     )
     projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name)
-    cases.on_written = projector.project_case
+    cases.on_written = projector.project_events
     mqtt = None
     if connect_mqtt:
         mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")

@@ -33,6 +33,7 @@ class NodeConfig:
     demo_accounts: bool = False
     sync_interval_s: float = 10.0
     docstore_db: str = DOCSTORE_DB
+    web_workers: int = 1
 
     @property
     def url(self) -> str:

@@ -118,11 +118,18 @@ def client_for(context: NodeContext) -> FlaskClient:
 TEST_PASSWORD = "test-password-1"
 
 
+_tokens: dict[tuple[str, str], dict[str, str]] = {}
+
+
 def token_for(client: FlaskClient, context: NodeContext, username: str) -> dict[str, str]:
     """Sign in as ``role`` or ``approver.<department>``, creating the account on first use."""
+    key = (str(context.config.data_dir), username)
+    if key in _tokens:
+        return _tokens[key]
     if context.state.account(username) is None:
         role, _, department = username.partition(".")
         context.state.add_account(username, TEST_PASSWORD, role, department or None)
     response = client.post("/api/v1/auth/token", json={"username": username, "password": TEST_PASSWORD})
     assert response.status_code == 200, response.get_json()
-    return {"Authorization": f"Bearer {response.get_json()['token']}"}
+    _tokens[key] = {"Authorization": f"Bearer {response.get_json()['token']}"}
+    return _tokens[key]

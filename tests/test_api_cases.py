@@ -46,9 +46,7 @@ def test_full_lifecycle_at_the_county(county_node: NodeContext) -> None:
         headers=approver,
     )
     assert supplement.status_code == 200 and supplement.get_json()["state"] == "supplement_requested"
-    provided = client.post(
-        f"/api/v1/cases/{case['case_no']}/actions", json={"action": "supplement"}, headers=acceptor
-    )
+    provided = client.post(f"/api/v1/cases/{case['case_no']}/actions", json={"action": "supplement"}, headers=acceptor)
     assert provided.status_code == 200 and provided.get_json()["state"] == "in_review"
     approved = client.post(f"/api/v1/cases/{case['case_no']}/actions", json={"action": "approve"}, headers=approver)
     assert approved.get_json()["state"] == "approved"
@@ -145,7 +143,9 @@ def test_wrong_department_and_replayed_action_are_refused(county_node: NodeConte
     case_no = client.post("/api/v1/cases", json=accept_body(), headers=acceptor).get_json()["case_no"]
     wrong = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=other)
     assert wrong.status_code == 403 and wrong.get_json()["error"] == "wrong_department"
-    assert client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=approver).status_code == 200
+    assert (
+        client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=approver).status_code == 200
+    )
     replay = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=approver)
     assert replay.status_code == 409 and replay.get_json()["error"] == "invalid_transition"
     reject_without_reason = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "reject"}, headers=approver)

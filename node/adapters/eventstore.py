@@ -6,10 +6,8 @@ sorts a case's documents into trusted events and quarantined ones, each with its
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from node.adapters.docstore import Doc, DocStore
 from node.adapters.keys import CertificateDirectory, verify_signature
@@ -34,9 +32,59 @@ class VerifiedCase:
     pending: list[str] = field(default_factory=list)
 
 
+class _GroupCommit:
+    """Coalesces concurrent appends of one process into single ``_bulk_docs`` requests.
+
+    The store's per-request cost dominates a small write (ARCHITECTURE §4: 224 single PUTs/s against
+    6,100 docs/s in bulk). While one request is in flight, later callers queue up; the next request
+    carries all of them. An idle store sees no added delay.
+    """
+
+    def __init__(self, store: DocStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._queue: list[tuple[list[Doc], threading.Event, list[Doc]]] = []
+        self._writing = False
+
+    def write(self, docs: list[Doc]) -> list[Doc]:
+        done = threading.Event()
+        results: list[Doc] = []
+        with self._lock:
+            self._queue.append((docs, done, results))
+            lead = not self._writing
+            if lead:
+                self._writing = True
+        if not lead:
+            done.wait()
+            if results and isinstance(results[0], Exception):
+                raise results[0]
+            return results
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    break
+            try:
+                answers = self.store.bulk_docs([doc for docs, _, _ in batch for doc in docs])
+                offset = 0
+                for docs, _, out in batch:
+                    out.extend(answers[offset : offset + len(docs)])
+                    offset += len(docs)
+            except Exception as exc:  # every waiting caller must hear of the failure
+                for _, _, out in batch:
+                    out[:] = [exc]
+            for _, event, _ in batch:
+                event.set()
+        if results and isinstance(results[0], Exception):
+            raise results[0]
+        return results
+
+
 class EventStore:
     def __init__(self, store: DocStore) -> None:
         self.store = store
+        self._group = _GroupCommit(store)
 
     def case_docs(self, case_no: str) -> list[Doc]:
         start, end = event_id_range(case_no)
@@ -44,7 +92,7 @@ class EventStore:
 
     def append(self, events: list[Event]) -> None:
         """Write new events in one request; an id already taken means someone else wrote first."""
-        results = self.store.bulk_docs([event.to_doc() for event in events])
+        results = self._group.write([event.to_doc() for event in events])
         failed = [r for r in results if r.get("error")]
         if failed:
             raise DomainError(
@@ -134,11 +182,3 @@ class EventVerifier:
 
     def verified_case(self, case_no: str) -> VerifiedCase:
         return self.verify_docs(case_no, self.events.case_docs(case_no))
-
-
-def doc_summary(doc: Doc) -> str:
-    return json.dumps({k: doc.get(k) for k in ("_id", "type", "node")}, ensure_ascii=False)
-
-
-def is_event_doc(doc: dict[str, Any]) -> bool:
-    return str(doc.get("_id", "")).startswith("event:")

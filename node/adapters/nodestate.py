@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -63,15 +64,16 @@ class NodeState:
         metadata.create_all(self.engine)
 
     def next_case_serial(self, day: date) -> int:
-        """The next serial for today's case numbers; atomic across the node's processes."""
+        """The next serial for today's case numbers; one atomic statement across the node's processes."""
         key = day.strftime("%Y%m%d")
+        statement = (
+            sqlite_insert(counters)
+            .values(day=key, last=1)
+            .on_conflict_do_update(index_elements=["day"], set_={"last": counters.c.last + 1})
+            .returning(counters.c.last)
+        )
         with self.engine.begin() as conn:
-            # BEGIN IMMEDIATE semantics come from the UPDATE taking the write lock first.
-            updated = conn.execute(update(counters).where(counters.c.day == key).values(last=counters.c.last + 1))
-            if updated.rowcount == 0:
-                conn.execute(insert(counters).values(day=key, last=1))
-                return 1
-            return int(conn.execute(select(counters.c.last).where(counters.c.day == key)).scalar_one())
+            return int(conn.execute(statement).scalar_one())
 
     def ensure_at_least(self, day: date, serial: int) -> None:
         """Never hand out a serial at or below one already used (e.g. after the state file was lost)."""

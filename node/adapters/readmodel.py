@@ -23,7 +23,7 @@ from node.adapters.nodestate import sqlite_engine
 from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
-from node.domain.events import parse_event_doc_id
+from node.domain.events import Event, parse_event_doc_id
 
 metadata = MetaData()
 
@@ -47,7 +47,7 @@ cases = Table(
     Column("updated_at", String, nullable=False),
     Column("event_count", Integer, nullable=False),
     Column("transferred", Boolean, nullable=False),
-    Column("summary", Text, nullable=False),  # JSON: the fields the case page needs without a fold
+    Column("event_ids", Text, nullable=False),  # JSON list: which events the row reflects
 )
 
 quarantine = Table(
@@ -98,7 +98,7 @@ class ReadModel:
         self.engine = sqlite_engine(path)
         metadata.create_all(self.engine)
 
-    def upsert_case(self, case: Case, catalogue: Catalogue, applicant_name: str) -> None:
+    def upsert_case(self, case: Case, event_ids: list[str], catalogue: Catalogue, applicant_name: str) -> None:
         matter = catalogue.get(case.matter_code) if case.matter_code in catalogue else None
         values = {
             "case_no": case.case_no,
@@ -118,7 +118,7 @@ class ReadModel:
             "updated_at": case.updated_at,
             "event_count": len(case.timeline),
             "transferred": len(case.handlers_history) > 1,
-            "summary": json.dumps({"anomalies": len(case.anomalies)}),
+            "event_ids": json.dumps(sorted(event_ids)),
         }
         statement = sqlite_insert(cases).values(**values)
         statement = statement.on_conflict_do_update(index_elements=["case_no"], set_=values)
@@ -146,6 +146,11 @@ class ReadModel:
     def pending(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(pending_cases.c.case_no)).scalars())
+
+    def known_event_ids(self, case_numbers: list[str]) -> dict[str, set[str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cases.c.case_no, cases.c.event_ids).where(cases.c.case_no.in_(case_numbers)))
+            return {row.case_no: set(json.loads(row.event_ids)) for row in rows}
 
     def quarantined(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -232,7 +237,7 @@ class ReadModel:
 
 
 ApplicantName = Callable[[Case], str]
-CaseHook = Callable[[Case], None]
+CaseHook = Callable[[Case, list[Event]], None]
 
 
 class Projector:
@@ -257,23 +262,29 @@ class Projector:
         self.on_case = on_case
         self._lock = threading.Lock()
 
+    def project_events(self, events: list[Event]) -> Case | None:
+        """Project a case from events already verified (or just signed here): no store read."""
+        try:
+            case = fold(events)
+        except DomainError:
+            return None  # the first event has not arrived yet; a later change brings it
+        self.readmodel.upsert_case(case, [e.doc_id for e in events], self.catalogue, self.applicant_name(case))
+        if self.on_case:
+            self.on_case(case, events)
+        return case
+
     def project_case(self, case_no: str) -> Case | None:
         verified = self.verifier.verified_case(case_no)
         self.readmodel.record_quarantine(verified.quarantined)
         self.readmodel.set_pending(case_no, bool(verified.pending))
-        if not verified.events:
-            return None
-        try:
-            case = fold(verified.events)
-        except DomainError:
-            return None  # the first event has not arrived yet; a later change brings it
-        self.readmodel.upsert_case(case, self.catalogue, self.applicant_name(case))
-        if self.on_case:
-            self.on_case(case)
-        return case
+        return self.project_events(verified.events) if verified.events else None
 
     def catch_up(self, batch: int = 500) -> int:
-        """Project every change since the checkpoint; returns how many cases were refreshed."""
+        """Project every change since the checkpoint; returns how many cases were refreshed.
+
+        A case whose changed documents the read model already reflects (the web process projected
+        them when it wrote them) is skipped, so local writes are not projected twice.
+        """
         with self._lock:
             refreshed = 0
             since = self.readmodel.checkpoint(self.CHECKPOINT)
@@ -282,19 +293,20 @@ class Projector:
                 results = feed.get("results", [])
                 if not results:
                     break
-                case_numbers = []
-                if any(row["id"].startswith("cert:") for row in results):
-                    case_numbers.extend(self.readmodel.pending())
+                changed: dict[str, set[str]] = {}
                 for row in results:
                     try:
                         case_no, _ = parse_event_doc_id(row["id"])
                     except DomainError:
                         continue
-                    if case_no not in case_numbers:
-                        case_numbers.append(case_no)
-                for case_no in case_numbers:
+                    changed.setdefault(case_no, set()).add(row["id"])
+                known = self.readmodel.known_event_ids(list(changed))
+                stale = [case_no for case_no, ids in changed.items() if not ids <= known.get(case_no, set())]
+                if any(row["id"].startswith("cert:") for row in results):
+                    stale.extend(c for c in self.readmodel.pending() if c not in stale)
+                for case_no in stale:
                     self.project_case(case_no)
-                refreshed += len(case_numbers)
+                refreshed += len(stale)
                 since = feed["last_seq"]
                 self.readmodel.save_checkpoint(self.CHECKPOINT, since)
             return refreshed

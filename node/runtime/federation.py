@@ -134,7 +134,7 @@ def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceS
         mosquitto_spec(f"{code}-mosquitto", config.data_dir / "mosquitto", config.mqtt_port, bridges),
     ]
     application = [
-        gunicorn_spec(f"{code}-web", config.config_path, config.http_port, log_dir),
+        gunicorn_spec(f"{code}-web", config.config_path, config.http_port, log_dir, workers=config.web_workers),
         celery_spec(f"{code}-worker", config.config_path, config.data_dir, log_dir),
         agent_spec(f"{code}-agent", config.config_path, config.data_dir, log_dir),
     ]

@@ -95,7 +95,7 @@ class CaseService:
         state: NodeState,
         personal_data: PersonalData,
         calendar: WorkingDayCalendar,
-        on_written: Callable[[str], None] | None = None,
+        on_written: Callable[[list[Event]], object] | None = None,
         today: Callable[[], date] = china_today,
     ) -> None:
         self.node = node_code
@@ -128,10 +128,11 @@ class CaseService:
         )
         return event.with_signature(self.identity.sign(event.hash))
 
-    def _write(self, events: list[Event]) -> None:
-        self.events.append(events)
+    def _write(self, written: list[Event], known: list[Event] | None = None) -> None:
+        """Append ``written``; then let the read model see the whole case (``known`` + ``written``)."""
+        self.events.append(written)
         if self.on_written:
-            self.on_written(events[0].case_no)
+            self.on_written([*(known or []), *written])
 
     def _new_case_no(self) -> str:
         today = self.today()
@@ -381,7 +382,7 @@ class CaseService:
         kind = event_type_for(case, action, self.node)
         payload = self._action_payload(case, events, kind, body)
         written.append(self._event(case_no, kind, actor, case.last_event_hash, payload))
-        self._write(written)
+        self._write(written, events)
         return fold([*events, *written])
 
     def _action_payload(self, case: Case, events: list[Event], kind: EventType, body: dict[str, Any]) -> dict[str, Any]:
@@ -436,22 +437,25 @@ class CaseService:
             return {"reason": reason} if reason else {}
         return {}
 
-    def system_receive(self, case: Case) -> None:
+    def system_receive(self, case: Case, events: list[Event]) -> None:
         """Take in a case that has just arrived for this node, so its timeline shows when it did."""
         if case.handling_node != self.node or case.state.value != "accepted":
             return
         self.clock.observe(case.last_hlc)
         actor = Actor("system", APPROVER, None)
-        self._write([self._event(case.case_no, EventType.RECEIVED, actor, case.last_event_hash, {"auto": True})])
+        received = self._event(case.case_no, EventType.RECEIVED, actor, case.last_event_hash, {"auto": True})
+        self._write([received], events)
 
     # --- deadlines ----------------------------------------------------------------------------------
 
     def sweep_deadlines(self, case_numbers: list[str], on: date) -> int:
         """Flag every listed case whose deadline level rose; returns how many were flagged."""
-        return sum(1 for case_no in case_numbers if self.flag_deadline(self.load(case_no), on))
+        return sum(1 for case_no in case_numbers if self.flag_deadline(case_no, on))
 
-    def flag_deadline(self, case: Case, on: date) -> str | None:
+    def flag_deadline(self, case_no: str, on: date) -> str | None:
         """Append a 预警/黄牌/红牌 flag when the case's level rose; returns the new level if one was written."""
+        events = self._events(case_no)
+        case = fold(events)
         if case.deadline is None or case.paused or case.handling_node != self.node or case.state.terminal:
             return None
         level = warning_level(case.deadline, on, self.calendar)
@@ -461,15 +465,6 @@ class CaseService:
             return None
         self.clock.observe(case.last_hlc)
         actor = Actor("system", SUPERVISOR, None)
-        self._write(
-            [
-                self._event(
-                    case.case_no,
-                    EventType.DEADLINE_FLAGGED,
-                    actor,
-                    case.last_event_hash,
-                    {"level": level, "on": on.isoformat()},
-                )
-            ]
-        )
+        payload = {"level": level, "on": on.isoformat()}
+        self._write([self._event(case_no, EventType.DEADLINE_FLAGGED, actor, case.last_event_hash, payload)], events)
         return level

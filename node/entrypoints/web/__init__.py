@@ -15,7 +15,9 @@ def create_app(context: NodeContext) -> Flask:
 
     from node.entrypoints.web.api import blueprint as api
     from node.entrypoints.web.health import blueprint as health
+    from node.entrypoints.web.pages import pages
 
     app.register_blueprint(health)
     app.register_blueprint(api)
+    app.register_blueprint(pages)
     return app

@@ -111,6 +111,14 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     return error_response(code, zh, en, exc.code or 400)
 
 
+@blueprint.app_errorhandler(404)
+def _unknown_path(exc: HTTPException) -> ResponseReturnValue:
+    # Paths outside every route never reach the blueprint's handler; API clients still get JSON.
+    if request.path.startswith("/api/"):
+        return error_response("not_found", "没有这个接口", "no such endpoint", 404)
+    return exc
+
+
 @blueprint.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
     return jsonify(SPEC)

@@ -1,0 +1,182 @@
+"""Acceptance throughput through gunicorn, and read-model lag, on one node against pouchdb-server.
+
+Starts a county node for real (pouchdb-server, Mosquitto, gunicorn, agent) on free loopback ports,
+drives ``POST /api/v1/cases`` with wrk at concurrency 16, then measures how long documents written
+into the store (as replication writes them) take to show in the approver's inbox.
+
+    .venv/bin/python bench/bench_acceptance.py [--seconds 20] [--workers 2] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from node.config import NodeConfig  # noqa: E402
+from node.domain.identifiers import make_id_number  # noqa: E402
+from node.runtime.federation import node_service_specs  # noqa: E402
+from node.runtime.provisioning import ensure_city_authority, provision_node  # noqa: E402
+from node.runtime.services import free_port, redis_spec  # noqa: E402
+from node.runtime.supervisor import Supervisor  # noqa: E402
+
+COUNTY = "430903000000"
+BODY = {
+    "matter_code": "430900-JF-0001",
+    "applicant": {"kind": "person", "id_number": make_id_number("430903", date(1985, 3, 15), 124), "name": "李秀英"},
+    "materials": ["M001", "M002", "M013", "M003"],
+    "residence_code": "430903101201",
+}
+
+
+def post(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def get(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def run_wrk(url: str, token: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.errors.status,'
+        " latency:percentile(50), latency:percentile(99), summary.duration))\n"
+        "end\n",
+        encoding="utf-8",
+    )
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+)", output)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    requests, errors, p50_us, p99_us, duration_us = map(int, match.groups())
+    return {
+        "requests": requests,
+        "non_2xx": errors,
+        "per_s": requests / (duration_us / 1e6),
+        "p50_ms": p50_us / 1000,
+        "p99_ms": p99_us / 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--lag-samples", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: run `bash deploy/setup-system.sh wrk`")
+
+    workdir = Path(tempfile.mkdtemp(prefix="tongban-bench-"))
+    supervisor = Supervisor(workdir / "run", progress=lambda _line: None)
+    try:
+        http_port = free_port()
+        config = NodeConfig(
+            code=COUNTY,
+            data_dir=workdir / "node",
+            http_port=http_port,
+            docstore_port=free_port(),
+            mqtt_port=free_port(),
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            ca_dir=workdir / "ca",
+            web_workers=args.workers,
+        )
+        config.save()
+        provision_node(config, ensure_city_authority(workdir / "ca"))
+        from node.adapters.nodestate import NodeState
+
+        NodeState(config.data_dir / "state.sqlite3").add_account("bench.acceptor", "bench-pass", "acceptor")
+        NodeState(config.data_dir / "state.sqlite3").add_account("bench.approver", "bench-pass", "approver", "civil_affairs")
+        infrastructure, application = node_service_specs(config, workdir / "logs")
+        redis_port = int(config.redis_url.rsplit(":", 1)[1].split("/")[0])
+        supervisor.start([redis_spec("redis", workdir / "redis", redis_port), *infrastructure])
+        supervisor.start([spec for spec in application if spec.name.endswith(("-web", "-agent"))])
+        base = config.url
+        token = post(f"{base}/api/v1/auth/token", {"username": "bench.acceptor", "password": "bench-pass"})["token"]
+        approver = post(f"{base}/api/v1/auth/token", {"username": "bench.approver", "password": "bench-pass"})["token"]
+        for _ in range(20):  # warm-up: imports, connections, SQLite pages
+            post(f"{base}/api/v1/cases", BODY, token)
+
+        result = run_wrk(f"{base}/api/v1/cases", token, args.seconds, args.connections, workdir)
+
+        # Read-model lag for documents arriving by replication: write a case's signed events straight
+        # into the store, as the replicator does, and poll the inbox until the agent has projected it.
+        from node.bootstrap import bootstrap
+
+        village = NodeConfig(
+            **{**config.__dict__, "code": "430903101201", "data_dir": workdir / "village", "docstore_db": "village"}
+        )
+        village.save()
+        provision_node(village, ensure_city_authority(workdir / "ca"))
+        from node.service_layer.cases import Actor
+
+        remote = bootstrap(village, connect_mqtt=False)
+        remote.cases.events.publish_certificate(remote.identity.certificate_pem)
+        county_store = bootstrap(config, connect_mqtt=False).store
+        cert = remote.store.get(f"cert:430903101201:{remote.identity.cert_sha256}")
+        county_store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
+        lags = []
+        for _ in range(args.lag_samples):
+            outcome = remote.cases.accept(Actor("acceptor", "acceptor", None), BODY)
+            docs = [{k: v for k, v in d.items() if k != "_rev"} for d in remote.cases.events.case_docs(outcome.case_no)]
+            started = time.perf_counter()
+            county_store.bulk_docs(docs)
+            while True:
+                inbox = get(f"{base}/api/v1/cases?q={outcome.case_no}", approver)["cases"]
+                if inbox:
+                    break
+                time.sleep(0.01)
+            lags.append(time.perf_counter() - started)
+        lags.sort()
+        print(
+            json.dumps(
+                {
+                    "acceptance": result,
+                    "workers": args.workers,
+                    "connections": args.connections,
+                    "readmodel_lag_s": {
+                        "samples": len(lags),
+                        "p50": statistics.median(lags),
+                        "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+                    },
+                },
+                indent=2,
+            )
+        )
+    finally:
+        supervisor.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
