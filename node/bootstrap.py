@@ -10,12 +10,13 @@ from node import __version__
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.keys import NodeIdentity
-from node.adapters.mqtt import MqttLink
+from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
 from node.adapters.readmodel import Projector, ReadModel
 from node.config import ConfigError, NodeConfig
 from node.domain.catalogue import Catalogue, load_seed_catalogue
+from node.domain.events import Event
 from node.domain.workdays import WorkingDayCalendar
 from node.runtime.provisioning import DATA_KEY, identity_dir
 from node.service_layer.cases import CaseService
@@ -39,6 +40,11 @@ class NodeContext:
     cases: CaseService
     catalogue: Catalogue
     version: str = __version__
+
+    def wake(self) -> None:
+        """Tell this node's agent that documents changed here, so it syncs now rather than on its timer."""
+        if self.mqtt is not None:
+            self.mqtt.signal(wake_topic(self.config.code), {"node": self.config.code, "reason": "local-write"})
 
 
 def config_from_env() -> NodeConfig:
@@ -84,12 +90,11 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         calendar,
     )
     projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name)
-    cases.on_written = projector.project_events
     mqtt = None
     if connect_mqtt:
         mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")
         mqtt.start()
-    return NodeContext(
+    context = NodeContext(
         config=config,
         tree=tree,
         division=division,
@@ -102,6 +107,13 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         cases=cases,
         catalogue=catalogue,
     )
+
+    def written(events: list[Event]) -> None:
+        projector.project_events(events)
+        context.wake()
+
+    cases.on_written = written
+    return context
 
 
 def publish_own_documents(context: NodeContext) -> None:

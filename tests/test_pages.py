@@ -58,6 +58,12 @@ def accept_case(client: FlaskClient, **extra: object) -> str:
     return match.group(1)
 
 
+def fieldset_tag(page: str, matter_code: str) -> str:
+    match = re.search(rf'<fieldset class="matter-materials" data-matter="{re.escape(matter_code)}"[^>]*>', page)
+    assert match, matter_code
+    return match.group(0)
+
+
 def event_docs(context: NodeContext) -> list[str]:
     return [r["id"] for r in context.store.changes(since=0)["results"] if r["id"].startswith("event:")]
 
@@ -87,6 +93,12 @@ def test_accept_through_the_form_then_approve_from_the_case_page(county_node: No
     form_page = acceptor.get(f"/accept?matter={DIBAO}").get_data(as_text=True)
     assert "家庭经济状况声明及授权核对书" in form_page and 'name="residence_code"' in form_page
     assert "民政局" in form_page  # matters are grouped by department
+    # Without JavaScript, step one (GET ?matter=) enables only the chosen matter's materials.
+    assert "disabled" not in fieldset_tag(form_page, DIBAO)
+    assert "hidden disabled" in fieldset_tag(form_page, "430900-QR-0001")
+    first_step = acceptor.get("/accept").get_data(as_text=True)
+    assert "请先在上方选择办理事项" in first_step and 'id="matter-choose"' in first_step
+    assert "hidden disabled" in fieldset_tag(first_step, DIBAO)
 
     case_no = accept_case(acceptor)
     assert case_no.startswith("430903000000-")
@@ -121,6 +133,17 @@ def test_accept_through_the_form_then_approve_from_the_case_page(county_node: No
 
     replay = approver.post(f"/cases/{case_no}/actions", data={"action": "approve", "csrf_token": token})
     assert replay.status_code == 409
+
+
+def test_village_window_routes_the_case_to_the_county(village_node: NodeContext) -> None:
+    client = client_for(village_node)
+    sign_in(client, village_node, "acceptor")
+    home = client.get("/").get_data(as_text=True)
+    assert "村/社区" in home and 'href="/accept"' in home and 'href="/inbox"' in home
+    case_no = accept_case(client)
+    page = client.get(f"/cases/{case_no}").get_data(as_text=True)
+    assert "流转至 赫山区 办理" in page  # the flash names the handling node
+    assert "430903000000" in page and "430903101201" in page
 
 
 def test_incomplete_submission_prints_the_one_time_notice(county_node: NodeContext) -> None:
@@ -204,6 +227,7 @@ def test_english_is_chosen_with_lang_and_remembered(county_node: NodeContext) ->
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
     assert "in review" in page and "application accepted" in page and "Accepted. Case number" in page
     assert "审查中" not in page
+    assert f'href="/cases/{case_no}?lang=zh"' in page  # the switch keeps the page
     assert "办件进度查询" in client.get("/query?lang=zh").get_data(as_text=True)
 
 

@@ -115,6 +115,11 @@ class MqttLink:
             return False
         return info.is_published()
 
+    def signal(self, topic: str, payload: dict[str, Any]) -> None:
+        """Fire-and-forget QoS 1: for wake-ups, which the timer backs up when one is lost."""
+        if self.connected:
+            self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1)
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             return

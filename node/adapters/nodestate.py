@@ -86,14 +86,27 @@ class NodeState:
                 conn.execute(update(counters).where(counters.c.day == key).values(last=serial))
 
     def add_account(
-        self, username: str, password: str, role: str, department: str | None = None, display_name: str = ""
+        self,
+        username: str,
+        password: str,
+        role: str,
+        department: str | None = None,
+        display_name: str = "",
+        generated: bool = False,
     ) -> Account:
+        """Create or replace an account.
+
+        ``generated`` passwords (random, 72 bits and more) need no slow key-derivation function to
+        resist guessing, so they get a fast one: provisioning a federation's demo accounts would
+        otherwise take half a minute. People's own passwords always get scrypt.
+        """
+        method = "pbkdf2:sha256:1000" if generated else "scrypt"
         with self.engine.begin() as conn:
             conn.execute(accounts.delete().where(accounts.c.username == username))
             conn.execute(
                 insert(accounts).values(
                     username=username,
-                    password_hash=generate_password_hash(password),
+                    password_hash=generate_password_hash(password, method=method),
                     role=role,
                     department=department,
                     display_name=display_name or username,

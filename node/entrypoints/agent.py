@@ -2,9 +2,13 @@
 
 - MQTT presence: a retained ``online`` heartbeat with a last will that says ``offline`` if the agent
   vanishes; on a clean stop it publishes ``offline`` itself (a clean disconnect fires no will).
-- The read model: follows the store's changes feed (documents written here or replicated in).
-- Cases that arrive for this node are taken in (``received``) so their timeline shows when.
-- Quarantined documents are reported on the node's ops topic.
+- The read model follows the store's changes feed (documents written here or replicated in);
+  cases that arrive for this node are taken in (``received``) so their timeline shows when.
+- Replication with the parent: push up, then pull down, on every wake-up and at least every
+  ``sync_interval_s`` (a lost wake-up delays, never loses). Children whose subtree got new
+  documents are woken over MQTT.
+- A heartbeat document travels up the links, so the city can tell how far behind each link is.
+- Quarantined documents and link statistics are reported on the node's ops topic.
 """
 
 from __future__ import annotations
@@ -14,46 +18,79 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from node.adapters.docstore import StoreUnavailable
-from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic
+from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic, wake_topic
 from node.bootstrap import NodeContext, publish_own_documents
+from sync.link import Link, put_heartbeat, wake_children
 
 HEARTBEAT_INTERVAL_S = 10.0
-PROJECTION_INTERVAL_S = 0.5
 log = logging.getLogger("tongban.agent")
 
 
-def run_agent(context: NodeContext, stop: threading.Event) -> None:
-    code = context.config.code
-    link = MqttLink(context.config.mqtt_host, context.config.mqtt_port, client_id=f"{code}-agent", will_node=code)
-    link.start(wait_s=30)
-    publish_own_documents(context)
-    context.projector.on_case = context.cases.system_receive
-    ready = os.environ.get("TONGBAN_READY_FILE")
-    announced = False
-    reported_quarantine = {row["doc_id"] for row in context.readmodel.quarantined()}
-    next_heartbeat = 0.0
-    try:
-        while not stop.is_set():
-            try:
-                context.projector.catch_up()
-            except StoreUnavailable as exc:
-                log.warning("store unavailable: %s", exc)
-            for row in context.readmodel.quarantined():
-                if row["doc_id"] not in reported_quarantine and link.connected:
-                    link.publish(ops_topic(code), {"kind": "quarantine", "node": code, **row})
-                    reported_quarantine.add(row["doc_id"])
-            if link.connected and time.monotonic() >= next_heartbeat:
-                link.publish(status_topic(code), heartbeat(code, context.version), retain=True)
-                next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
-                if ready and not announced:
+class Agent:
+    def __init__(self, context: NodeContext, stop: threading.Event) -> None:
+        self.context = context
+        self.stop = stop
+        self.code = context.config.code
+        self.woken = threading.Event()
+        self.mqtt = MqttLink(
+            context.config.mqtt_host, context.config.mqtt_port, client_id=f"{self.code}-agent", will_node=self.code
+        )
+        self.mqtt.subscribe(wake_topic(self.code), lambda _topic, _payload: self.woken.set())
+        self.link = Link(context) if context.config.parent_url else None
+        self.reported_quarantine = {row["doc_id"] for row in context.readmodel.quarantined()}
+        self.wake_cursor: Any = None
+        self.next_heartbeat = 0.0
+
+    def run(self) -> None:
+        self.mqtt.start(wait_s=30)
+        publish_own_documents(self.context)
+        self.context.projector.on_case = self.context.cases.system_receive
+        self.wake_cursor = self.context.store.info()["update_seq"]
+        ready = os.environ.get("TONGBAN_READY_FILE")
+        try:
+            while not self.stop.is_set():
+                self.cycle()
+                if ready and self.mqtt.connected and not Path(ready).exists():
                     Path(ready).touch()
-                    announced = True
-            stop.wait(PROJECTION_INTERVAL_S)
-    finally:
-        if link.connected:
-            link.publish(status_topic(code), {"node": code, "status": "offline", "reason": "stopped"}, retain=True)
-        link.stop()
-        if ready:
-            Path(ready).unlink(missing_ok=True)
+                self.woken.wait(self.context.config.sync_interval_s)
+                self.woken.clear()
+        finally:
+            if self.mqtt.connected:
+                self.mqtt.publish(
+                    status_topic(self.code), {"node": self.code, "status": "offline", "reason": "stopped"}, retain=True
+                )
+            self.mqtt.stop()
+            if ready:
+                Path(ready).unlink(missing_ok=True)
+
+    def cycle(self) -> None:
+        try:
+            self.context.projector.catch_up()
+            if self.link is not None:
+                self.link.sync()
+                self.context.projector.catch_up()
+            self.wake_cursor = wake_children(self.context, self.wake_cursor, self.mqtt)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+        self.report()
+
+    def report(self) -> None:
+        if not self.mqtt.connected:
+            return
+        for row in self.context.readmodel.quarantined():
+            if row["doc_id"] not in self.reported_quarantine:
+                self.mqtt.publish(ops_topic(self.code), {"kind": "quarantine", "node": self.code, **row})
+                self.reported_quarantine.add(row["doc_id"])
+        if time.monotonic() >= self.next_heartbeat:
+            stats = self.link.stats() if self.link else {}
+            self.mqtt.publish(status_topic(self.code), heartbeat(self.code, self.context.version), retain=True)
+            self.mqtt.signal(ops_topic(self.code), {"kind": "link", "node": self.code, **stats})
+            put_heartbeat(self.context)
+            self.next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
+
+
+def run_agent(context: NodeContext, stop: threading.Event) -> None:
+    Agent(context, stop).run()

@@ -65,7 +65,7 @@ def seed_demo_accounts(config: NodeConfig) -> list[dict[str, str | None]]:
     for role, department, display in plan:
         username = f"{role}.{department}" if department else role
         password = new_password()
-        state.add_account(username, password, role, department, display)
+        state.add_account(username, password, role, department, display, generated=True)
         accounts.append(
             {"node": config.code, "role": role, "department": department, "username": username, "password": password}
         )

@@ -54,30 +54,51 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _state(stat_path: Path) -> str | None:
+    try:
+        return stat_path.read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is still in process group ``pgid``."""
+    """Whether any process of process group ``pgid`` still runs.
+
+    A zombie leader of a multi-threaded process counts as running while any of its threads has
+    not exited yet: until the last one has, the process still holds its files (and its ports).
+    """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        except (OSError, IndexError):
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        if int(fields[2]) != pgid:
+            continue
+        if fields[0] not in ("Z", "X"):
             return True
+        with contextlib.suppress(OSError):
+            if any(_state(task / "stat") not in (None, "Z", "X") for task in (entry / "task").iterdir()):
+                return True
     return False
 
 
-def kill_group(pgid: int, leader_alive: bool = False, timeout: float = 5.0) -> None:
+def kill_group(pgid: int, leader_alive: bool = False, ports: Iterable[int] = (), timeout: float = 5.0) -> None:
     """SIGKILL process group ``pgid`` (and, if ``leader_alive``, process ``pgid`` itself) and wait until
-    all of it is gone, so that the ports it held are free again when this returns."""
+    all of it is gone and ``ports`` are free again, for at most ``timeout`` seconds."""
     if leader_alive:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pgid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+    ports = list(ports)
+
+    def lingering() -> bool:
+        return group_alive(pgid) or (leader_alive and pid_alive(pgid)) or not all(port_is_free(port) for port in ports)
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (group_alive(pgid) or (leader_alive and pid_alive(pgid))):
+    while time.monotonic() < deadline and lingering():
         time.sleep(0.02)
 
 
@@ -126,13 +147,13 @@ class Supervisor:
             if [part.decode(errors="replace") for part in cmdline if part] == spec.argv:
                 # Ours, orphaned by a supervisor that was killed before PDEATHSIG could act.
                 self.progress(f"  stopping leftover {spec.name} (pid {pid})")
-                kill_group(pid, leader_alive=True)
+                kill_group(pid, leader_alive=True, ports=spec.ports)
         elif pid > 0 and group_alive(pid):
             # The leader is gone (PDEATHSIG) but PDEATHSIG does not reach its own children (a Celery
             # beat, gunicorn workers): they are still in its group. A pid that is some group's id is
             # never handed out again while the group lives, so the group can only be ours.
             self.progress(f"  stopping leftovers of {spec.name} (process group {pid})")
-            kill_group(pid)
+            kill_group(pid, ports=spec.ports)
         pid_file.unlink(missing_ok=True)
 
     def _check_ports(self, spec: ServiceSpec) -> None:
@@ -212,7 +233,7 @@ class Supervisor:
             self.progress(f"  {name} exited with {code}; restarting")
             entry.restarts += 1
             # The leader is gone, but children it forked (workers holding its port) may not be.
-            kill_group(entry.process.pid)
+            kill_group(entry.process.pid, ports=entry.spec.ports)
             self.spawn(entry.spec)
             restarted.append(name)
         return restarted

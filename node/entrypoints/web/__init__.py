@@ -16,8 +16,10 @@ def create_app(context: NodeContext) -> Flask:
     from node.entrypoints.web.api import blueprint as api
     from node.entrypoints.web.health import blueprint as health
     from node.entrypoints.web.pages import pages
+    from node.entrypoints.web.sync_api import blueprint as sync_api
 
     app.register_blueprint(health)
     app.register_blueprint(api)
     app.register_blueprint(pages)
+    app.register_blueprint(sync_api)
     return app

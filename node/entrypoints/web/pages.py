@@ -63,7 +63,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "lang_other": ("English", "中文"),
     "node_code": ("节点代码", "Node code"),
     "tier": ("层级", "Tier"),
-    "signed_in_as": ("当前用户", "Signed in as"),
+    "signed_in_as": ("当前用户：", "Signed in as "),
     "home_title": ("政务服务节点", "Government-service node"),
     "home_public": ("群众办事", "For applicants"),
     "home_staff": ("工作人员", "For staff"),
@@ -393,7 +393,7 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if current_account() is not None:
+    if current_account() is not None or request.method == "POST":
         response.headers["Cache-Control"] = "no-store"  # personal data must not linger in shared caches
     return response
 
@@ -414,7 +414,9 @@ def staff_page(*roles: str) -> Callable[[Callable[..., ResponseReturnValue]], Ca
                 target = request.full_path.rstrip("?") if request.method == "GET" else request.path
                 return redirect(url_for("pages.login", next=target))
             if account.role not in (roles or STAFF_ROLES):
-                return error_page(403, both("role_forbidden", role=account.role))
+                zh, en = STRINGS["role_forbidden"]
+                role_zh, role_en = ROLE_LABELS.get(account.role, (account.role, account.role))
+                return error_page(403, {"zh": zh.format(role=role_zh), "en": en.format(role=role_en)})
             g.actor = Actor.of(account)
             return view(*args, **kwargs)
 
@@ -439,8 +441,7 @@ def lang_url(target: str) -> str:
     rule = request.url_rule
     if not endpoint.startswith("pages.") or rule is None or "GET" not in (rule.methods or ()):
         return url_for("pages.home", lang=target)
-    args = {k: v for k, v in request.args.items() if k != "lang"}
-    return url_for(endpoint, **view_args, **args, lang=target)
+    return url_for(endpoint, **{**request.args.to_dict(), **view_args, "lang": target})
 
 
 @pages.context_processor

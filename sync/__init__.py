@@ -1,0 +1,1 @@
+"""Replication, routing and MQTT signalling between nodes."""

@@ -1,0 +1,96 @@
+"""A node's link to its parent (push up, pull down), the wake-ups it sends its children, and heartbeats.
+
+Statistics of each direction are kept for city operations: last success, documents moved, errors,
+the last error, and how many changes were still waiting at the last look.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from node.adapters.mqtt import MqttLink, wake_topic
+from node.bootstrap import NodeContext
+from sync.node_peer import NodeApiPeer
+from sync.replicator import Backoff, ReplicationError, StorePeer, replicate
+from sync.serving import LinkServer
+
+HEARTBEAT_DOC = "heartbeat:{node}"
+
+
+@dataclass
+class DirectionStats:
+    last_success: float | None = None
+    last_attempt: float | None = None
+    docs_written: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_seq: Any = None
+    checkpoint_moved_at: float | None = None
+
+
+@dataclass
+class Link:
+    context: NodeContext
+    push: DirectionStats = field(default_factory=DirectionStats)
+    pull: DirectionStats = field(default_factory=DirectionStats)
+
+    def __post_init__(self) -> None:
+        assert self.context.config.parent_url
+        self.local = StorePeer(self.context.store)
+        self.parent = NodeApiPeer(self.context.config.parent_url, self.context.identity, timeout=30)
+        # Short retries inside one cycle; the agent's timer is the long backoff.
+        self.backoff = Backoff(initial_s=0.2, max_s=1.0, attempts=3)
+
+    def _run(self, stats: DirectionStats, source: Any, target: Any) -> int:
+        stats.last_attempt = time.time()
+        try:
+            result = replicate(source, target, backoff=self.backoff)
+        except ReplicationError as exc:
+            stats.errors += 1
+            stats.last_error = f"{type(exc.__cause__).__name__}: {exc.__cause__}"[:300]
+            return 0
+        except Exception as exc:  # a refused link must not stop the agent
+            stats.errors += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return 0
+        stats.last_success = time.time()
+        stats.docs_written += result.docs_written
+        if result.last_seq != stats.last_seq:
+            stats.last_seq, stats.checkpoint_moved_at = result.last_seq, time.time()
+        return result.docs_written
+
+    def sync(self) -> int:
+        """Push what this node holds up, then pull what the parent has for this subtree."""
+        pushed = self._run(self.push, self.local, self.parent)
+        pulled = self._run(self.pull, self.parent, self.local)
+        return pushed + pulled
+
+    def stats(self) -> dict[str, Any]:
+        return {"parent": self.context.division.parent, "push": asdict(self.push), "pull": asdict(self.pull)}
+
+
+def wake_children(context: NodeContext, since: Any, mqtt: MqttLink) -> Any:
+    """Wake each child whose subtree may hold documents that changed here since ``since``."""
+    children = context.tree.children(context.config.code)
+    if not children:
+        return since
+    server = LinkServer(context.store, context.tree, context.config.code)
+    feed = context.store.changes(since=since, limit=5_000)
+    ids = [row["id"] for row in feed.get("results", [])]
+    if not ids:
+        return feed.get("last_seq", since)
+    for child in server.visible_to(ids, children):
+        mqtt.signal(wake_topic(child), {"node": child, "from": context.config.code})
+    return feed["last_seq"]
+
+
+def put_heartbeat(context: NodeContext) -> None:
+    """A document that travels up like any other: its age at the city is the link's lag."""
+    doc_id = HEARTBEAT_DOC.format(node=context.config.code)
+    current = context.store.get(doc_id)
+    doc = {"_id": doc_id, "node": context.config.code, "at": time.time(), "version": context.version}
+    if current:
+        doc["_rev"] = current["_rev"]
+    context.store.put(doc)

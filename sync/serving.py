@@ -1,0 +1,100 @@
+"""The parent's side of a link: what it serves to a child and what it accepts from one.
+
+A child pulls through :meth:`LinkServer.changes` / :meth:`LinkServer.bulk_get`, which only ever
+yield documents whose scope touches the child's subtree, and pushes through
+:meth:`LinkServer.accept_push`, which only takes documents written inside that subtree. The parent's
+document store stays on loopback: the child reaches it only through this filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.adapters.docstore import DocStore
+from node.domain.events import event_id_range
+from sync.routing import case_of, case_scope, goes_everywhere, may_push_up, touches_subtree, widens_scope
+from tiers import DivisionTree
+
+Doc = dict[str, Any]
+# How far a filtering read may scan the parent's feed for one page before answering (keeps requests short).
+MAX_SCAN = 5_000
+
+
+class LinkServer:
+    def __init__(self, store: DocStore, tree: DivisionTree, node: str) -> None:
+        self.store = store
+        self.tree = tree
+        self.node = node
+
+    def is_child(self, code: str) -> bool:
+        return code in self.tree and self.tree.parent(code) == self.node
+
+    def _case_docs(self, case_no: str) -> list[Doc]:
+        start, end = event_id_range(case_no)
+        return self.store.all_docs(start, end)
+
+    def _visible(self, doc_id: str, child: str, scopes: dict[str, frozenset[str]]) -> bool:
+        """Whether ``child``'s subtree may hold ``doc_id``; ``scopes`` caches case scopes across calls."""
+        if goes_everywhere(doc_id):
+            return True
+        case_no = case_of(doc_id)
+        if case_no is None:
+            return False  # heartbeats and the rest travel up only
+        if case_no not in scopes:
+            scopes[case_no] = case_scope(self._case_docs(case_no), self.tree)
+        return touches_subtree(scopes[case_no], child, self.tree)
+
+    def visible_to(self, doc_ids: list[str], children: tuple[str, ...]) -> list[str]:
+        """The children whose subtree may hold any of ``doc_ids``."""
+        scopes: dict[str, frozenset[str]] = {}
+        return [child for child in children if any(self._visible(doc_id, child, scopes) for doc_id in doc_ids)]
+
+    def changes(self, child: str, since: Any, limit: int) -> tuple[list[Doc], Any]:
+        """Changes the child may have, after ``since``; empty only when the feed is exhausted."""
+        scanned = 0
+        while True:
+            feed = self.store.changes(since=since, limit=limit, include_docs=True)
+            results = feed.get("results", [])
+            if not results:
+                return [], feed.get("last_seq", since)
+            scopes: dict[str, frozenset[str]] = {}
+            rows: list[Doc] = []
+            listed: set[str] = set()
+            for row in results:
+                doc = row.get("doc") or {}
+                if not self._visible(row["id"], child, scopes):
+                    continue
+                if row["id"] not in listed:
+                    rows.append({"id": row["id"], "changes": row["changes"], "seq": row["seq"]})
+                    listed.add(row["id"])
+                if widens_scope(doc):
+                    # The case reached a new branch: send its whole history there, not just this change.
+                    for old in self._case_docs(str(case_of(row["id"]))):
+                        if old["_id"] not in listed:
+                            rows.append({"id": old["_id"], "changes": [{"rev": old["_rev"]}], "seq": row["seq"]})
+                            listed.add(old["_id"])
+            since = feed["last_seq"]
+            scanned += len(results)
+            if rows or scanned >= MAX_SCAN:
+                return rows, since
+
+    def bulk_get(self, child: str, wanted: list[Doc]) -> list[Doc]:
+        scopes: dict[str, frozenset[str]] = {}
+        allowed = [w for w in wanted if isinstance(w, dict) and self._visible(str(w.get("id")), child, scopes)]
+        return self.store.bulk_get(allowed, revs=True, attachments=True)
+
+    def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
+        return self.store.revs_diff(revs)
+
+    def accept_push(self, child: str, docs: list[Doc]) -> tuple[list[Doc], int]:
+        """Write the child's documents as they are (new_edits=false); returns (failures, refused count)."""
+        accepted = [doc for doc in docs if isinstance(doc, dict) and may_push_up(doc, child, self.tree)]
+        failures = (
+            [row for row in self.store.bulk_docs(accepted, new_edits=False) if "error" in row] if accepted else []
+        )
+        return failures, len(docs) - len(accepted)
+
+    @staticmethod
+    def local_name(child: str, name: str) -> str:
+        """Checkpoints a child keeps here live under its own prefix, so children cannot touch each other's."""
+        return f"link-{child}-{name}"
