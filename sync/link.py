@@ -15,6 +15,7 @@ from node.bootstrap import NodeContext
 from sync.node_peer import NodeApiPeer
 from sync.replicator import Backoff, ReplicationError, StorePeer, replicate
 from sync.serving import LinkServer
+from sync.trust import TrustedStorePeer, TrustFilter
 
 HEARTBEAT_DOC = "heartbeat:{node}"
 
@@ -39,6 +40,7 @@ class Link:
     def __post_init__(self) -> None:
         assert self.context.config.parent_url
         self.local = StorePeer(self.context.store)
+        self.trusted_local = TrustedStorePeer(self.local, TrustFilter(self.context.readmodel, self.context.projector))
         self.parent = NodeApiPeer(self.context.config.parent_url, self.context.identity, timeout=30)
         # Short retries inside one cycle; the agent's timer is the long backoff.
         self.backoff = Backoff(initial_s=0.2, max_s=1.0, attempts=3)
@@ -63,7 +65,7 @@ class Link:
 
     def sync(self) -> int:
         """Push what this node holds up, then pull what the parent has for this subtree."""
-        pushed = self._run(self.push, self.local, self.parent)
+        pushed = self._run(self.push, self.trusted_local, self.parent)
         pulled = self._run(self.pull, self.parent, self.local)
         return pushed + pulled
 

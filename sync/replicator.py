@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 
@@ -49,6 +51,8 @@ T = TypeVar("T")
 CHECKPOINT_VERSION = 1
 # PouchDB keeps 5 sessions, CouchDB 50; a few suffice to find a session both sides recorded.
 CHECKPOINT_HISTORY = 5
+# Batches each pipeline step may run ahead of the next: enough to keep both stores busy.
+PREFETCH_BATCHES = 2
 TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailable,
     requests.ConnectionError,
@@ -206,28 +210,89 @@ def _next_log(previous: Doc | None, session: str, seq: Seq) -> Doc:
 
 @dataclass
 class _Batch:
-    rows: int
+    rows: list[Doc]
     last_seq: Seq
-    missing: int
-    docs: list[Doc]
-    not_found: list[Doc]
+    wanted: list[Doc] = field(default_factory=list)
+    docs: list[Doc] = field(default_factory=list)
+    not_found: list[Doc] = field(default_factory=list)
 
 
-def _read_batch(source: Peer, target: Peer, since: Seq, limit: int, backoff: Backoff) -> _Batch:
-    rows, last_seq = backoff.call(partial(source.changes, since, limit))
+def _change_pages(source: Peer, since: Seq, limit: int, backoff: Backoff) -> Iterator[_Batch]:
+    """Pages of the source's changes feed in order, ending with the first empty one."""
+    while True:
+        rows, last_seq = backoff.call(partial(source.changes, since, limit))
+        yield _Batch(rows, last_seq)
+        if not rows:
+            return
+        since = last_seq
+
+
+def _diffed(target: Peer, backoff: Backoff, batch: _Batch) -> _Batch:
     revs: dict[str, list[str]] = {}
-    for row in rows:
+    for row in batch.rows:
         revs.setdefault(row["id"], []).extend(change["rev"] for change in row["changes"])
     diff = backoff.call(partial(target.revs_diff, revs)) if revs else {}
-    wanted = [{"id": doc_id, "rev": rev} for doc_id, entry in diff.items() for rev in entry.get("missing", [])]
-    docs = backoff.call(partial(source.bulk_get, wanted)) if wanted else []
-    got = {(doc["_id"], doc["_rev"]) for doc in docs}
-    not_found = [
+    batch.wanted = [{"id": doc_id, "rev": rev} for doc_id, entry in diff.items() for rev in entry.get("missing", [])]
+    return batch
+
+
+def _fetched(source: Peer, backoff: Backoff, batch: _Batch) -> _Batch:
+    batch.docs = backoff.call(partial(source.bulk_get, batch.wanted)) if batch.wanted else []
+    got = {(doc["_id"], doc["_rev"]) for doc in batch.docs}
+    batch.not_found = [
         {**want, "error": "not_found", "reason": "revision gone from the source since its changes were read"}
-        for want in wanted
+        for want in batch.wanted
         if (want["id"], want["rev"]) not in got
     ]
-    return _Batch(len(rows), last_seq, len(wanted), docs, not_found)
+    return batch
+
+
+class _Ahead(Generic[T]):
+    """Runs an iterator in its own thread, at most ``depth`` items ahead of whoever consumes it.
+
+    Chained stages share one ``stop`` event, so closing the pipeline ends every thread in it.
+    """
+
+    def __init__(self, items: Iterator[T], depth: int, stop: threading.Event, name: str) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = stop
+        threading.Thread(target=self._run, args=(items,), name=name, daemon=True).start()
+
+    def _run(self, items: Iterator[T]) -> None:
+        try:
+            for item in items:
+                if not self._offer(("item", item)):
+                    return
+        except BaseException as exc:
+            self._offer(("error", exc))
+            return
+        self._offer(("end", None))
+
+    def _offer(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> _Ahead[T]:
+        return self
+
+    def __next__(self) -> T:
+        while True:
+            try:
+                kind, value = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise StopIteration from None
+        if kind == "error":
+            raise value
+        if kind == "end":
+            raise StopIteration
+        return value
 
 
 def replicate(
@@ -242,22 +307,19 @@ def replicate(
     """Copy to ``target`` every leaf revision ``source`` has and ``target`` lacks, then return.
 
     Resumes from the checkpoint both sides agree on and checkpoints after every batch written.
-    ``pipelined`` reads (changes, revs_diff, bulk_get) the next batch while the current one is
-    written, so source and target work at the same time. Raises :class:`ReplicationError` when a
-    call fails for good; what was checkpointed before stays done.
+    ``pipelined`` keeps the source busy reading (changes, revs_diff, bulk_get) up to
+    ``PREFETCH_BATCHES`` ahead while the target writes, and writes each checkpoint in the
+    background once its batch is stored; ``False`` runs the same protocol strictly in sequence.
+    Raises :class:`ReplicationError` when a call fails for good; what was checkpointed stays done.
     """
     backoff = backoff or Backoff()
     rep_id = replication_id(source, target)
     session = uuid.uuid4().hex
     logs: dict[str, Doc | None] = {"source": None, "target": None}
     result = ReplicationResult()
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicate-read") if pipelined else None
-
-    def read(since: Seq) -> Callable[[], _Batch]:
-        if reader is None:
-            batch = _read_batch(source, target, since, batch_size, backoff)
-            return lambda: batch
-        return reader.submit(_read_batch, source, target, since, batch_size, backoff).result
+    checkpointer = ThreadPoolExecutor(1, "replicate-checkpoint") if checkpoint and pipelined else None
+    pending: Future[None] | None = None
+    stop = threading.Event()
 
     def save_checkpoint(seq: Seq) -> None:
         # Target first, as CouchDB does: a source log ahead of its target must never be trusted alone.
@@ -265,6 +327,19 @@ def replicate(
             log = _next_log(logs[side], session, seq)
             backoff.call(partial(peer.put_local, rep_id, log))
             logs[side] = log
+        result.last_seq = seq
+
+    def batch_stored(seq: Seq) -> None:
+        nonlocal pending
+        if not checkpoint:
+            result.last_seq = seq
+            return
+        if pending is not None:
+            pending.result()  # one at a time, in order; a failed checkpoint write stops the run
+        if checkpointer is None:
+            save_checkpoint(seq)
+        else:
+            pending = checkpointer.submit(save_checkpoint, seq)
 
     try:
         if checkpoint:
@@ -273,33 +348,41 @@ def replicate(
                 for side, peer in (("source", source), ("target", target))
             }
             result.last_seq = start_seq(logs["source"], logs["target"])
-        upcoming = read(result.last_seq)
-        while True:
-            batch = upcoming()
-            if batch.rows == 0:
-                # A filtering source may have skipped a tail of changes: remember that too.
-                if checkpoint and batch.last_seq != result.last_seq:
-                    save_checkpoint(batch.last_seq)
-                result.last_seq = batch.last_seq
+        stored_seq = result.last_seq
+        pages: Iterator[_Batch] = _change_pages(source, stored_seq, batch_size, backoff)
+        stages = {"diff": partial(_diffed, target, backoff), "fetch": partial(_fetched, source, backoff)}
+        if pipelined:
+            # Each step in its own thread, a few batches apart: the source serves changes and
+            # bulk_get while the target serves revs_diff and bulk_docs, all at the same time.
+            pages = _Ahead(pages, PREFETCH_BATCHES, stop, "replicate-changes")
+            for name, stage in stages.items():
+                pages = _Ahead(map(stage, pages), PREFETCH_BATCHES, stop, f"replicate-{name}")
+        else:
+            for stage in stages.values():
+                pages = map(stage, pages)
+        for batch in pages:
+            if not batch.rows:
+                # A filtering source may have passed over a tail of changes: remember that too.
+                if batch.last_seq != stored_seq:
+                    batch_stored(batch.last_seq)
                 break
-            upcoming = read(batch.last_seq)
             result.docs_read += len(batch.docs)
-            result.missing_revs += batch.missing
+            result.missing_revs += len(batch.wanted)
             result.errors.extend(batch.not_found)
             if batch.docs:
                 failures = backoff.call(partial(target.bulk_docs, batch.docs, new_edits=False))
                 # Like CouchDB (not PouchDB): a revision the target refuses is counted and passed over.
                 result.docs_written += len(batch.docs) - len(failures)
                 result.errors.extend(failures)
-            if checkpoint:
-                save_checkpoint(batch.last_seq)
-            result.last_seq = batch.last_seq
+            batch_stored(stored_seq := batch.last_seq)
             if progress is not None:
                 progress(dataclasses.replace(result, errors=list(result.errors)))
+        if pending is not None:
+            pending.result()
     except Exception as exc:
         raise ReplicationError(result) from exc
     finally:
-        if reader is not None:
-            # A read still running after a failure only reads; it need not be waited for.
-            reader.shutdown(wait=False, cancel_futures=True)
+        stop.set()  # a read still in flight only reads: it is not waited for
+        if checkpointer is not None:
+            checkpointer.shutdown(wait=True)
     return result

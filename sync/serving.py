@@ -13,6 +13,7 @@ from typing import Any
 from node.adapters.docstore import DocStore
 from node.domain.events import event_id_range
 from sync.routing import case_of, case_scope, goes_everywhere, may_push_up, touches_subtree, widens_scope
+from sync.trust import TrustFilter
 from tiers import DivisionTree
 
 Doc = dict[str, Any]
@@ -21,10 +22,11 @@ MAX_SCAN = 5_000
 
 
 class LinkServer:
-    def __init__(self, store: DocStore, tree: DivisionTree, node: str) -> None:
+    def __init__(self, store: DocStore, tree: DivisionTree, node: str, trust: TrustFilter | None = None) -> None:
         self.store = store
         self.tree = tree
         self.node = node
+        self.trust = trust
 
     def is_child(self, code: str) -> bool:
         return code in self.tree and self.tree.parent(code) == self.node
@@ -73,6 +75,11 @@ class LinkServer:
                         if old["_id"] not in listed:
                             rows.append({"id": old["_id"], "changes": [{"rev": old["_rev"]}], "seq": row["seq"]})
                             listed.add(old["_id"])
+            if self.trust is not None and rows:
+                rows, decided_seq, complete = self.trust.page(rows)
+                if not complete:
+                    # A document waits for its signer's certificate: stop before it, offer it next run.
+                    return rows, since if decided_seq is None else decided_seq
             since = feed["last_seq"]
             scanned += len(results)
             if rows or scanned >= MAX_SCAN:
@@ -81,6 +88,9 @@ class LinkServer:
     def bulk_get(self, child: str, wanted: list[Doc]) -> list[Doc]:
         scopes: dict[str, frozenset[str]] = {}
         allowed = [w for w in wanted if isinstance(w, dict) and self._visible(str(w.get("id")), child, scopes)]
+        if self.trust is not None:
+            trusted = self.trust.trusted_ids([str(w.get("id")) for w in allowed])
+            allowed = [w for w in allowed if w.get("id") in trusted]
         return self.store.bulk_get(allowed, revs=True, attachments=True)
 
     def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:

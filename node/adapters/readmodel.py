@@ -152,6 +152,12 @@ class ReadModel:
             rows = conn.execute(select(cases.c.case_no, cases.c.event_ids).where(cases.c.case_no.in_(case_numbers)))
             return {row.case_no: set(json.loads(row.event_ids)) for row in rows}
 
+    def quarantined_ids(self, doc_ids: list[str]) -> set[str]:
+        if not doc_ids:
+            return set()
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(quarantine.c.doc_id).where(quarantine.c.doc_id.in_(doc_ids))).scalars())
+
     def quarantined(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(quarantine).order_by(quarantine.c.detected_at.desc())).all()

@@ -17,6 +17,7 @@ from node.domain.errors import DomainError
 from node.entrypoints.web.api import error_response
 from sync.auth import verify_request
 from sync.serving import LinkServer
+from sync.trust import TrustFilter
 
 blueprint = Blueprint("sync_api", __name__, url_prefix="/sync/v1")
 MAX_LIMIT = 2_000
@@ -28,7 +29,8 @@ def context() -> NodeContext:
 
 
 def server() -> LinkServer:
-    return LinkServer(context().store, context().tree, context().config.code)
+    node = context()
+    return LinkServer(node.store, node.tree, node.config.code, TrustFilter(node.readmodel, node.projector))
 
 
 @blueprint.before_request
