@@ -100,6 +100,18 @@ def _demo_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_scenario(args: argparse.Namespace) -> int:
+    from node.runtime import federation as fed
+    from node.runtime.demo import ScenarioError, run_scenario
+
+    try:
+        run_scenario(fed.Federation.load(Path(args.var)))
+    except ScenarioError as exc:
+        print(f"tongban: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _tiers_show(args: argparse.Namespace) -> int:
     tree = yiyang()
     division = tree.get(args.code)
@@ -164,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("--var", default=str(DEFAULT_VAR))
     accounts.add_argument("--json", action="store_true")
     accounts.set_defaults(handler=_demo_accounts)
+    scenario = demo.add_parser("scenario", help="drive the cross-county flow through the running federation")
+    scenario.add_argument("--var", default=str(DEFAULT_VAR))
+    scenario.set_defaults(handler=_demo_scenario)
 
     tiers = sub.add_parser("tiers", help="the division tree").add_subparsers(dest="action", required=True)
     show = tiers.add_parser("show", help="one division with its parent, children and path")

@@ -1,0 +1,624 @@
+"""City operations' own tables: what every node reported, the alerts raised, and case outcomes for figures.
+
+Kept in ``ops.sqlite3`` beside the read model (not inside it): the collector writes a few hundred
+reports a second at full scale, and a separate file keeps those writes off the read model's
+projection path and out of its rebuild. Everything here is derived from MQTT reports and the
+city's own store, so the file can be deleted at any time; only alert history would be lost.
+
+All instants are Unix epoch seconds (float) — the reports carry them that way — except the case
+columns copied from the read model, which stay ISO-8601 strings.
+
+The agent's statistics file (``agent-stats.json``) lives here too: the agent writes it, the web
+process reads it for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    case,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from node.adapters.docstore import DocStore, StoreUnavailable
+from node.adapters.nodestate import sqlite_engine
+
+OPS_DB = "ops.sqlite3"
+AGENT_STATS_FILE = "agent-stats.json"
+PENDING_CAP = 10_000  # counting pending changes stops here: "at least 10,000" is all ops needs to know
+
+metadata = MetaData()
+
+node_status = Table(
+    "node_status",
+    metadata,
+    Column("code", String, primary_key=True),
+    Column("status", String, nullable=True),  # online | offline as last reported; NULL: only ops reports so far
+    Column("reason", String, nullable=True),  # why offline: "stopped" (clean stop) or "will" (connection lost)
+    Column("version", String, nullable=True),
+    Column("last_heartbeat_at", Float, nullable=True),  # newest "online" heartbeat (the node's own clock if retained)
+    Column("status_changed_at", Float, nullable=True),
+    Column("first_seen_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),  # when the collector last heard from the node at all
+    Column("store_reachable", Boolean, nullable=True),
+    Column("store_docs", Integer, nullable=True),
+    Column("store_size", Integer, nullable=True),  # bytes on disk, if the node reported it
+)
+
+link_stats = Table(
+    "link_stats",
+    metadata,
+    Column("code", String, primary_key=True),  # the child end of the link
+    Column("parent", String, nullable=True),
+    Column("received_at", Float, nullable=False),
+    Column("push_last_success", Float, nullable=True),
+    Column("push_last_attempt", Float, nullable=True),
+    Column("push_docs_written", Integer, nullable=True),
+    Column("push_errors", Integer, nullable=True),
+    Column("push_last_error", Text, nullable=True),
+    Column("push_checkpoint_moved_at", Float, nullable=True),
+    Column("pull_last_success", Float, nullable=True),
+    Column("pull_last_attempt", Float, nullable=True),
+    Column("pull_docs_written", Integer, nullable=True),
+    Column("pull_errors", Integer, nullable=True),
+    Column("pull_last_error", Text, nullable=True),
+    Column("pull_checkpoint_moved_at", Float, nullable=True),
+    Column("pending", Integer, nullable=True),  # local changes not yet pushed up, at the last report
+    Column("pending_since", Float, nullable=True),  # when ``pending`` last went from 0 to more
+)
+
+heartbeat_docs = Table(
+    "heartbeat_docs",
+    metadata,
+    Column("code", String, primary_key=True),
+    Column("at", Float, nullable=False),  # written at the node; its age at the city is the link lag
+    Column("version", String, nullable=True),
+    Column("checked_at", Float, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String, nullable=False),
+    Column("node", String, nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+    Column("acknowledged_by", String, nullable=True),
+    Column("acknowledged_at", Float, nullable=True),
+    Column("detail", Text, nullable=False),  # JSON: the figures that made the rule fire, refreshed while open
+    # Outbox for the MQTT announcements: set once the broker acknowledged them (paho keeps no durable session).
+    Column("open_announced_at", Float, nullable=True),
+    Column("close_announced_at", Float, nullable=True),
+    Index("alerts_one_open", "kind", "node", unique=True, sqlite_where=text("closed_at IS NULL")),
+    Index("alerts_opened", "opened_at"),
+)
+
+quarantine_reports = Table(
+    "quarantine_reports",
+    metadata,
+    Column("reporter", String, primary_key=True),  # the node that quarantined the document
+    Column("doc_id", String, primary_key=True),
+    Column("case_no", String, nullable=True),
+    Column("signer", String, nullable=True),  # the node the document claims to come from
+    Column("reason", Text, nullable=True),
+    Column("reported_at", Float, nullable=False),
+    Column("acknowledged_at", Float, nullable=True),
+)
+
+# The decision of every decided case, folded from its events once: the read model keeps only the
+# current state, and a delivered case does not say whether it was approved or rejected.
+case_outcomes = Table(
+    "case_outcomes",
+    metadata,
+    Column("case_no", String, primary_key=True),
+    Column("decision", String, nullable=True),  # approved | rejected | NULL (withdrawn etc.)
+    Column("settled", Boolean, nullable=False),  # 即办: settled on the spot
+    Column("decided_at", String, nullable=True),  # ISO-8601 UTC
+    Column("event_count", Integer, nullable=False),  # the read model's count when folded: refold when it moves
+)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One message from ``tongban/up/<node>/status``."""
+
+    code: str
+    status: str
+    received_at: float
+    seen_at: float  # when the node said it was alive (== received_at for a live message)
+    version: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """One ``{"kind": "link"}`` message from ``tongban/up/<node>/ops``."""
+
+    code: str
+    received_at: float
+    parent: str | None
+    push: dict[str, Any]
+    pull: dict[str, Any]
+    pending: int | None
+    store_reachable: bool | None
+    store_docs: int | None
+    store_size: int | None
+
+
+@dataclass(frozen=True)
+class QuarantineReport:
+    reporter: str
+    doc_id: str
+    case_no: str | None
+    signer: str | None
+    reason: str | None
+    received_at: float
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: Any, limit: int = 300) -> str | None:
+    return str(value)[:limit] if value is not None else None
+
+
+class OpsModel:
+    def __init__(self, path: Path, readmodel_path: Path | None = None) -> None:
+        self.path = path
+        self.engine = sqlite_engine(path)
+        # Several processes of the city (web, worker, collector) open the file at once: whoever is
+        # second may find a table the first just created.
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                break
+            except OperationalError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
+        self.readmodel_path = readmodel_path
+        self._joined: Engine | None = None
+
+    @property
+    def joined(self) -> Engine:
+        """The ops file with the read model attached as ``rm``, for figures that join cases and outcomes."""
+        if self._joined is None:
+            if self.readmodel_path is None:
+                raise RuntimeError("OpsModel was opened without the read model path")
+            engine = sqlite_engine(self.path)
+            readmodel = str(self.readmodel_path)
+
+            @event.listens_for(engine, "connect")
+            def _attach(dbapi_connection: Any, _record: object) -> None:
+                dbapi_connection.execute("ATTACH DATABASE ? AS rm", (readmodel,))
+
+            self._joined = engine
+        return self._joined
+
+    # --- reports from the collector -------------------------------------------------------------------
+
+    def record(
+        self,
+        statuses: Iterable[StatusReport] = (),
+        links: Iterable[LinkReport] = (),
+        quarantined: Iterable[QuarantineReport] = (),
+    ) -> None:
+        """Store a batch of reports in one transaction, in arrival order."""
+        with self.engine.begin() as conn:
+            for report in statuses:
+                self._record_status(conn, report)
+            for link in links:
+                self._record_link(conn, link)
+            rows = [
+                {
+                    "reporter": q.reporter,
+                    "doc_id": q.doc_id,
+                    "case_no": q.case_no,
+                    "signer": q.signer,
+                    "reason": q.reason,
+                    "reported_at": q.received_at,
+                }
+                for q in quarantined
+            ]
+            if rows:
+                conn.execute(sqlite_insert(quarantine_reports).on_conflict_do_nothing(), rows)
+
+    @staticmethod
+    def _record_status(conn: Connection, report: StatusReport) -> None:
+        online = report.status == "online"
+        values = {
+            "code": report.code,
+            "status": report.status,
+            "reason": None if online else report.reason,
+            "version": report.version,
+            "last_heartbeat_at": report.seen_at if online else None,
+            "status_changed_at": report.received_at,
+            "first_seen_at": report.received_at,
+            "received_at": report.received_at,
+        }
+        new, old = sqlite_insert(node_status).values(values), node_status.c
+        changed = func.coalesce(old.status, "") != new.excluded.status
+        statement = new.on_conflict_do_update(
+            index_elements=["code"],
+            set_={
+                "status": new.excluded.status,
+                "reason": new.excluded.reason,
+                "version": func.coalesce(new.excluded.version, old.version),
+                # Only ever forward: a retained message replayed after a restart carries an older ``at``.
+                "last_heartbeat_at": _case(
+                    new.excluded.last_heartbeat_at.is_(None),
+                    old.last_heartbeat_at,
+                    func.max(func.coalesce(old.last_heartbeat_at, 0.0), new.excluded.last_heartbeat_at),
+                ),
+                "status_changed_at": _case(changed, new.excluded.status_changed_at, old.status_changed_at),
+                "received_at": new.excluded.received_at,
+            },
+        )
+        conn.execute(statement)
+
+    @staticmethod
+    def _record_link(conn: Connection, report: LinkReport) -> None:
+        values: dict[str, Any] = {"code": report.code, "parent": report.parent, "received_at": report.received_at}
+        for direction, stats in (("push", report.push), ("pull", report.pull)):
+            values[f"{direction}_last_success"] = _float(stats.get("last_success"))
+            values[f"{direction}_last_attempt"] = _float(stats.get("last_attempt"))
+            values[f"{direction}_docs_written"] = _int(stats.get("docs_written"))
+            values[f"{direction}_errors"] = _int(stats.get("errors"))
+            values[f"{direction}_last_error"] = _text(stats.get("last_error"))
+            values[f"{direction}_checkpoint_moved_at"] = _float(stats.get("checkpoint_moved_at"))
+        values["pending"] = report.pending
+        values["pending_since"] = report.received_at if report.pending else None
+        new, old = sqlite_insert(link_stats).values(values), link_stats.c
+        update_set: dict[str, Any] = {key: new.excluded[key] for key in values if key not in ("code", "pending_since")}
+        # Keep the moment the backlog started while it lasts; clear it once nothing is pending.
+        update_set["pending_since"] = _case(
+            func.coalesce(new.excluded.pending, 0) > 0,
+            func.coalesce(old.pending_since, new.excluded.received_at),
+            None,
+        )
+        conn.execute(new.on_conflict_do_update(index_elements=["code"], set_=update_set))
+        store = {
+            "store_reachable": report.store_reachable,
+            "store_docs": report.store_docs,
+            "store_size": report.store_size,
+        }
+        if any(value is not None for value in store.values()):
+            row = {"code": report.code, "first_seen_at": report.received_at, "received_at": report.received_at, **store}
+            insert = sqlite_insert(node_status).values(row)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["code"],
+                    set_={**{key: insert.excluded[key] for key in store}, "received_at": insert.excluded.received_at},
+                )
+            )
+
+    def record_heartbeat_docs(self, docs: Iterable[dict[str, Any]], checked_at: float) -> int:
+        """The ``heartbeat:<node>`` documents the city's store holds (their ``at`` is what matters)."""
+        rows = []
+        for doc in docs:
+            code, at = doc.get("node"), _float(doc.get("at"))
+            if isinstance(code, str) and at is not None:
+                version = _text(doc.get("version"), 40)
+                rows.append({"code": code, "at": at, "version": version, "checked_at": checked_at})
+        if rows:
+            statement = sqlite_insert(heartbeat_docs)
+            statement = statement.on_conflict_do_update(
+                index_elements=["code"],
+                set_={
+                    "at": func.max(heartbeat_docs.c.at, statement.excluded.at),
+                    "version": statement.excluded.version,
+                    "checked_at": statement.excluded.checked_at,
+                },
+            )
+            with self.engine.begin() as conn:
+                conn.execute(statement, rows)
+        return len(rows)
+
+    # --- reading the reports --------------------------------------------------------------------------
+
+    def _by_code(self, table: Table) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {row.code: dict(row._mapping) for row in conn.execute(select(table))}
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        return self._by_code(node_status)
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        return self._by_code(link_stats)
+
+    def heartbeats(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            return {row.code: row.at for row in conn.execute(select(heartbeat_docs.c.code, heartbeat_docs.c.at))}
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes have reported a status, a link and a heartbeat document (the benchmark waits on it)."""
+        with self.engine.connect() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for name, table in (("status", node_status), ("links", link_stats), ("heartbeats", heartbeat_docs))
+            }
+
+    def status_count(self, since: float) -> int:
+        """Nodes whose newest heartbeat is at or after ``since``."""
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(node_status).where(node_status.c.last_heartbeat_at >= since)
+            return int(conn.execute(query).scalar_one())
+
+    def link_count(self, since: float) -> int:
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(link_stats).where(link_stats.c.received_at >= since)
+            return int(conn.execute(query).scalar_one())
+
+    # --- quarantine -------------------------------------------------------------------------------------
+
+    def unacknowledged_quarantine(self) -> dict[str, list[dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(quarantine_reports)
+                .where(quarantine_reports.c.acknowledged_at.is_(None))
+                .order_by(quarantine_reports.c.reported_at)
+            ).all()
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            found.setdefault(row.reporter, []).append(dict(row._mapping))
+        return found
+
+    # --- alerts -----------------------------------------------------------------------------------------
+
+    def open_alerts(self) -> dict[tuple[str, str], dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts).where(alerts.c.closed_at.is_(None))).all()
+        return {(row.kind, row.node): _alert(row._mapping) for row in rows}
+
+    def apply_alerts(
+        self,
+        to_open: dict[tuple[str, str], dict[str, Any]],
+        to_refresh: dict[int, dict[str, Any]],
+        to_close: list[int],
+        now: float,
+    ) -> tuple[list[int], list[int]]:
+        """Open, refresh and close alerts in one transaction; returns (opened ids, closed ids).
+
+        Opening is idempotent: the partial unique index allows one open alert per kind and node,
+        so a second evaluation running at the same moment opens nothing twice.
+        """
+        opened: list[int] = []
+        closed: list[int] = []
+        with self.engine.begin() as conn:
+            for (kind, node), detail in to_open.items():
+                statement = (
+                    sqlite_insert(alerts)
+                    .values(kind=kind, node=node, opened_at=now, updated_at=now, detail=_json(detail))
+                    .on_conflict_do_nothing(index_elements=["kind", "node"], index_where=text("closed_at IS NULL"))
+                    .returning(alerts.c.id)
+                )
+                new_id = conn.execute(statement).scalar_one_or_none()
+                if new_id is not None:
+                    opened.append(int(new_id))
+            for alert_id, detail in to_refresh.items():
+                conn.execute(
+                    update(alerts)
+                    .where(alerts.c.id == alert_id, alerts.c.closed_at.is_(None))
+                    .values(detail=_json(detail), updated_at=now)
+                )
+            for alert_id in to_close:
+                result = conn.execute(
+                    update(alerts)
+                    .where(alerts.c.id == alert_id, alerts.c.closed_at.is_(None))
+                    .values(closed_at=now, updated_at=now)
+                )
+                if result.rowcount == 1:
+                    closed.append(alert_id)
+        return opened, closed
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+        return _alert(row._mapping) if row else None
+
+    def alerts(self, state: str = "all", limit: int = 500) -> list[dict[str, Any]]:
+        """Open alerts first (newest first), then closed ones; ``state`` is ``open``, ``closed`` or ``all``."""
+        query = select(alerts)
+        if state == "open":
+            query = query.where(alerts.c.closed_at.is_(None))
+        elif state == "closed":
+            query = query.where(alerts.c.closed_at.is_not(None))
+        query = query.order_by(alerts.c.closed_at.is_not(None), alerts.c.opened_at.desc(), alerts.c.id.desc())
+        with self.engine.connect() as conn:
+            return [_alert(row._mapping) for row in conn.execute(query.limit(limit))]
+
+    def acknowledge(self, alert_id: int, username: str, now: float) -> dict[str, Any] | None:
+        """Record who acknowledged; the first acknowledgement stands. A quarantine alert's reports count as seen."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None:
+                return None
+            if row.acknowledged_at is None:
+                conn.execute(
+                    update(alerts).where(alerts.c.id == alert_id).values(acknowledged_by=username, acknowledged_at=now)
+                )
+            if row.kind == "quarantine":
+                conn.execute(
+                    update(quarantine_reports)
+                    .where(
+                        quarantine_reports.c.reporter == row.node,
+                        quarantine_reports.c.acknowledged_at.is_(None),
+                        quarantine_reports.c.reported_at <= now,
+                    )
+                    .values(acknowledged_at=now)
+                )
+        return self.alert(alert_id)
+
+    def unannounced(self) -> list[dict[str, Any]]:
+        """Alerts whose opening or closing has not been acknowledged by the broker yet, oldest first."""
+        query = (
+            select(alerts)
+            .where(
+                alerts.c.open_announced_at.is_(None)
+                | (alerts.c.closed_at.is_not(None) & alerts.c.close_announced_at.is_(None))
+            )
+            .order_by(alerts.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_alert(row._mapping) for row in conn.execute(query)]
+
+    def mark_announced(self, alert_id: int, which: str, now: float) -> None:
+        column = {"opened": "open_announced_at", "closed": "close_announced_at"}[which]
+        with self.engine.begin() as conn:
+            conn.execute(update(alerts).where(alerts.c.id == alert_id).values({column: now}))
+
+    def open_alert_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(alerts.c.kind, func.count()).where(alerts.c.closed_at.is_(None)).group_by(alerts.c.kind)
+            ).all()
+        return {kind: int(count) for kind, count in rows}
+
+    # --- case outcomes and figures (read model attached) -------------------------------------------------
+
+    def cases_needing_outcome(self, limit: int) -> list[tuple[str, int]]:
+        """Decided cases (number, event count) whose outcome is not recorded, or whose events moved on since."""
+        sql = text(
+            "SELECT c.case_no, c.event_count FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
+            "WHERE c.state IN ('approved', 'rejected', 'delivered') "
+            "AND (o.case_no IS NULL OR o.event_count != c.event_count) LIMIT :limit"
+        )
+        with self.joined.connect() as conn:
+            return [(row.case_no, int(row.event_count)) for row in conn.execute(sql, {"limit": limit})]
+
+    def record_outcomes(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        statement = sqlite_insert(case_outcomes)
+        statement = statement.on_conflict_do_update(
+            index_elements=["case_no"],
+            set_={key: statement.excluded[key] for key in ("decision", "settled", "decided_at", "event_count")},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, rows)
+
+    def case_groups(self) -> list[dict[str, Any]]:
+        """Case counts grouped by accepting node, handling node, state, flag, decision and 即办."""
+        sql = text(
+            "SELECT c.accepting_node AS accepting, c.handling_node AS handling, c.state AS state, c.flag AS flag, "
+            "c.transferred AS transferred, "
+            "CASE WHEN c.state IN ('approved', 'rejected') THEN c.state ELSE o.decision END AS decision, "
+            "coalesce(o.settled, 0) AS settled, count(*) AS n "
+            "FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        )
+        with self.joined.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sql)]
+
+    def matter_groups(self) -> list[dict[str, Any]]:
+        """Per matter: accepted, decided, approved, rejected, average days from acceptance to decision."""
+        sql = text(
+            "SELECT c.matter_code AS matter_code, max(c.matter_name) AS matter_name, count(*) AS accepted, "
+            "count(o.decided_at) AS decided, "
+            "sum(CASE WHEN coalesce(o.decision, c.state) = 'approved' THEN 1 ELSE 0 END) AS approved, "
+            "sum(CASE WHEN coalesce(o.decision, c.state) = 'rejected' THEN 1 ELSE 0 END) AS rejected, "
+            "sum(coalesce(o.settled, 0)) AS settled, "
+            "avg(julianday(o.decided_at) - julianday(c.accepted_at)) AS avg_days "
+            "FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
+            "WHERE c.state != 'refused' GROUP BY c.matter_code ORDER BY accepted DESC, c.matter_code"
+        )
+        with self.joined.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sql)]
+
+
+def _case(condition: Any, then: Any, otherwise: Any) -> Any:
+    return case((condition, then), else_=otherwise)
+
+
+def _json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False, default=str)
+
+
+def _alert(row: Any) -> dict[str, Any]:
+    alert = dict(row)
+    try:
+        alert["detail"] = json.loads(alert["detail"] or "{}")
+    except ValueError:
+        alert["detail"] = {"text": alert["detail"]}
+    return alert
+
+
+# --- the agent's statistics file --------------------------------------------------------------------------
+
+
+def store_report(store: DocStore, since: Any = None, count_pending: bool = False) -> dict[str, Any]:
+    """Reachability, size and (with ``count_pending``) the changes since ``since`` not yet pushed up.
+
+    The count never does arithmetic on sequence values (opaque strings in CouchDB 3): it reads the
+    changes feed from the push checkpoint, up to :data:`PENDING_CAP` entries.
+    """
+    report: dict[str, Any] = {"store": {"reachable": False}}
+    try:
+        info = store.info()
+        sizes = info.get("sizes") or {}
+        report["store"] = {
+            "reachable": True,
+            "doc_count": info.get("doc_count"),
+            "size": sizes.get("file") or info.get("disk_size"),
+        }
+        if count_pending:
+            feed = store.changes(since=since if since is not None else 0, limit=PENDING_CAP)
+            report["pending"] = len(feed.get("results", []))
+    except StoreUnavailable:
+        pass
+    except Exception as exc:  # a report must never stop the agent
+        report["store"]["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    return report
+
+
+def write_agent_stats(data_dir: Path, stats: dict[str, Any]) -> None:
+    """Atomically replace the statistics file (a reader never sees half of it)."""
+    path = data_dir / AGENT_STATS_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps({**stats, "written_at": time.time()}, default=str), encoding="utf-8")
+        tmp.replace(path)
+
+
+def read_agent_stats(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((data_dir / AGENT_STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def iter_heartbeat_docs(store: DocStore) -> Iterator[dict[str, Any]]:
+    """Every ``heartbeat:<node>`` document the store holds (one ``_all_docs`` range read)."""
+    yield from store.all_docs("heartbeat:", "heartbeat:\ufff0", include_docs=True)
