@@ -12,7 +12,10 @@ command -v python3.11 >/dev/null 2>&1 || command -v python3 >/dev/null 2>&1 || n
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 for extra in "$@"; do
   case "$extra" in
-    chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
+    chromium)
+      command -v chromium >/dev/null 2>&1 || need+=(chromium)
+      # Chinese pages in screenshots need a CJK font.
+      dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk) ;;
     wrk) command -v wrk >/dev/null 2>&1 || need+=(wrk) ;;
   esac
 done

@@ -53,20 +53,18 @@ class Served:
 def nodes(services: Services, city_ca: Path, tmp_path: Path) -> Iterator[dict[str, NodeContext]]:
     """City, both counties, 八字哨镇 and its village; each child knows its parent's URL."""
     built: dict[str, NodeContext] = {}
-    served: list[Served] = []
+    served: dict[str, Served] = {}
     for code in (CITY, COUNTY_A, COUNTY_B, TOWN_B, VILLAGE_B1):
         node = make_node(services, city_ca, tmp_path / code, code)
         parent = node.tree.parent(code)
         if parent:
-            node.config = NodeConfig(**{**node.config.__dict__, "parent_url": served_by[parent].url})
+            node.config = NodeConfig(**{**node.config.__dict__, "parent_url": served[parent].url})
         built[code] = node
         if code != VILLAGE_B1:
-            served.append(Served(node))
-            served_by = {s.context.config.code: s for s in served}
-        served_by = {s.context.config.code: s for s in served}
+            served[code] = Served(node)
     yield built
-    for s in served:
-        s.close()
+    for server in served.values():
+        server.close()
 
 
 def sync_all(nodes: dict[str, NodeContext], rounds: int = 2) -> None:
@@ -109,7 +107,9 @@ def test_a_transfer_backfills_the_whole_history_to_the_new_branch(nodes: dict[st
     sync_all(nodes)
     county_b = nodes[COUNTY_B]
     county_b.cases.act(APPROVER, case_no, {"action": "receive"})
-    county_b.cases.act(APPROVER, case_no, {"action": "transfer", "new_handling_node": COUNTY_A, "reason": "户籍已迁至资阳区"})
+    county_b.cases.act(
+        APPROVER, case_no, {"action": "transfer", "new_handling_node": COUNTY_A, "reason": "户籍已迁至资阳区"}
+    )
     sync_all(nodes)
     county_a = nodes[COUNTY_A]
     # County A got every event from the first, not just the transfer.
@@ -149,14 +149,16 @@ def test_tampered_event_is_quarantined_at_the_parent_and_not_spread(nodes: dict[
     assert county_b.cases.load(case_no).state.value != "approved"
 
 
-def test_only_children_with_a_city_certificate_get_anything(
-    nodes: dict[str, NodeContext], tmp_path: Path
-) -> None:
+def test_only_children_with_a_city_certificate_get_anything(nodes: dict[str, NodeContext], tmp_path: Path) -> None:
     town_url = nodes[VILLAGE_B1].config.parent_url
     assert town_url
     # A village of another township is not a child of 八字哨镇.
     stranger = NodeIdentity.ensure(
-        tmp_path / "stranger", "430902102201", "迎风桥第1村", "village", CertificateAuthority.load(nodes[CITY].config.ca_dir)
+        tmp_path / "stranger",
+        "430902102201",
+        "迎风桥第1村",
+        "village",
+        CertificateAuthority.load(nodes[CITY].config.ca_dir),
     )
     with pytest.raises(LinkRefused, match="403"):
         NodeApiPeer(town_url, stranger).changes(0, 10)

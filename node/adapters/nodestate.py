@@ -5,6 +5,7 @@ A separate SQLite file from the read model, so rebuilding the read model never t
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 from dataclasses import dataclass
 from datetime import date
@@ -35,6 +36,13 @@ counters = Table(
 )
 
 
+def create_tables(meta: MetaData, engine: Engine, path: Path) -> None:
+    """``create_all`` under a file lock: a node's processes start together and would race on it."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        meta.create_all(engine)
+
+
 def sqlite_engine(path: Path) -> Engine:
     """SQLite shared by several processes of one node: WAL and a busy timeout instead of 'database is locked'."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +69,7 @@ class Account:
 class NodeState:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine, path)
 
     def next_case_serial(self, day: date) -> int:
         """The next serial for today's case numbers; one atomic statement across the node's processes."""

@@ -48,8 +48,9 @@ from node.adapters.docstore import DocStore, StoreUnavailable
 from node.adapters.nodestate import sqlite_engine
 
 OPS_DB = "ops.sqlite3"
+READMODEL_DB = "readmodel.sqlite3"  # as node.bootstrap names it
 AGENT_STATS_FILE = "agent-stats.json"
-PENDING_CAP = 10_000  # counting pending changes stops here: "at least 10,000" is all ops needs to know
+PENDING_CAP = 1_000  # counting pending changes stops here: "at least 1,000" is all ops needs to know
 
 metadata = MetaData()
 
@@ -209,6 +210,11 @@ class OpsModel:
                 time.sleep(0.1)
         self.readmodel_path = readmodel_path
         self._joined: Engine | None = None
+
+    @classmethod
+    def for_node(cls, data_dir: Path) -> OpsModel:
+        """The ops file of the node whose data lives in ``data_dir``, with its read model for figures."""
+        return cls(data_dir / OPS_DB, data_dir / READMODEL_DB)
 
     @property
     def joined(self) -> Engine:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventVerifier, Quarantined
-from node.adapters.nodestate import sqlite_engine
+from node.adapters.nodestate import create_tables, sqlite_engine
 from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
@@ -96,7 +96,7 @@ class CaseRow:
 class ReadModel:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine, path)
 
     def upsert_case(self, case: Case, event_ids: list[str], catalogue: Catalogue, applicant_name: str) -> None:
         matter = catalogue.get(case.matter_code) if case.matter_code in catalogue else None

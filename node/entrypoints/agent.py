@@ -22,6 +22,7 @@ from typing import Any
 
 from node.adapters.docstore import StoreUnavailable
 from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic, wake_topic
+from node.adapters.opsmodel import store_report, write_agent_stats
 from node.bootstrap import NodeContext, publish_own_documents
 from sync.link import Link, put_heartbeat, wake_children
 
@@ -78,14 +79,21 @@ class Agent:
         self.report()
 
     def report(self) -> None:
+        due = time.monotonic() >= self.next_heartbeat
+        if due:
+            # Link statistics with the store's size and the changes still waiting to go up: for the
+            # web process's /metrics (through a file) and, below, for city operations.
+            stats = self.link.stats() if self.link else {}
+            push_seq = self.link.push.last_seq if self.link else None
+            stats = {**stats, **store_report(self.context.store, push_seq, count_pending=self.link is not None)}
+            write_agent_stats(self.context.config.data_dir, stats)
         if not self.mqtt.connected:
             return
         for row in self.context.readmodel.quarantined():
             if row["doc_id"] not in self.reported_quarantine:
                 self.mqtt.publish(ops_topic(self.code), {"kind": "quarantine", "node": self.code, **row})
                 self.reported_quarantine.add(row["doc_id"])
-        if time.monotonic() >= self.next_heartbeat:
-            stats = self.link.stats() if self.link else {}
+        if due:
             self.mqtt.publish(status_topic(self.code), heartbeat(self.code, self.context.version), retain=True)
             self.mqtt.signal(ops_topic(self.code), {"kind": "link", "node": self.code, **stats})
             put_heartbeat(self.context)

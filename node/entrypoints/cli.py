@@ -61,6 +61,16 @@ def _node_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_collector(args: argparse.Namespace) -> int:
+    from node.entrypoints.collector import run_collector
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_collector(NodeConfig.load(Path(args.config)), stop)
+    return 0
+
+
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     if args.config:
         return NodeConfig.load(Path(args.config))
@@ -165,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent = node.add_parser("agent", help="the node agent process (started by the supervisor)")
     agent.add_argument("--config", required=True)
     agent.set_defaults(handler=_node_agent)
+    collector = node.add_parser("collector", help="the city's ops collector process (started by the supervisor)")
+    collector.add_argument("--config", required=True)
+    collector.set_defaults(handler=_node_collector)
 
     readmodel = sub.add_parser("readmodel", help="the node's read model").add_subparsers(dest="action", required=True)
     rebuild = readmodel.add_parser("rebuild", help="recreate the read model from the document store")

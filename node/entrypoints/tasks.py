@@ -17,6 +17,7 @@ from node.bootstrap import NodeContext, bootstrap, config_from_env
 from node.service_layer.cases import china_today
 
 DEADLINE_SWEEP_S = 60.0
+EVALUATE_ALERTS_S = 15.0
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -31,9 +32,11 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
         broker_connection_retry_on_startup=True,
         beat_schedule={
             "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
+            "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
+    app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
     return app
 
 
@@ -53,6 +56,13 @@ def sweep_deadlines() -> dict[str, int]:
     node = context()
     held = [row.case_no for row in node.readmodel.open_cases_held_by(node.config.code)]
     return {"checked": len(held), "flagged": node.cases.sweep_deadlines(held, china_today())}
+
+
+def evaluate_alerts() -> dict[str, int]:
+    """City operations: alert rules, figures, MQTT announcements (a no-op without ops monitoring)."""
+    from node.entrypoints.ops_jobs import evaluate_alerts_job
+
+    return evaluate_alerts_job(context())
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

@@ -23,13 +23,14 @@ from node.runtime.services import (
     ServiceSpec,
     agent_spec,
     celery_spec,
+    collector_spec,
     docstore_spec,
     gunicorn_spec,
     mosquitto_spec,
     redis_spec,
 )
 from node.runtime.supervisor import StartError, Supervisor, pid_alive, signals_set
-from tiers import DivisionTree, Tier, yiyang
+from tiers import Capability, DivisionTree, Tier, capabilities, yiyang
 
 DEFAULT_BASE_PORT = 18000
 
@@ -138,6 +139,8 @@ def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceS
         celery_spec(f"{code}-worker", config.config_path, config.data_dir, log_dir),
         agent_spec(f"{code}-agent", config.config_path, config.data_dir, log_dir),
     ]
+    if Capability.OPS_MONITORING in capabilities(yiyang().tier(code)):
+        application.append(collector_spec(f"{code}-collector", config.config_path, config.data_dir, log_dir))
     return infrastructure, application
 
 

@@ -287,3 +287,18 @@ def agent_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> S
         start_timeout_s=90.0,
         ready_file=ready_file,
     )
+
+
+def collector_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
+    """The ops collector (nodes with ops monitoring): records every node's status and link reports."""
+    ready_file = data_dir / "run" / f"{name}.ready"
+    return ServiceSpec(
+        name=name,
+        argv=[sys.executable, "-m", "node.entrypoints.cli", "node", "collector", "--config", str(config_path)],
+        healthy=ready_file.exists,
+        log_path=log_dir / f"{name}.log",
+        env={**_python_env(config_path), "TONGBAN_READY_FILE": str(ready_file)},
+        cwd=PROJECT_ROOT,
+        start_timeout_s=90.0,
+        ready_file=ready_file,
+    )

@@ -1,9 +1,10 @@
 """Starts local processes, waits until each is healthy, restarts any that die, and stops them all.
 
 Every child runs in its own process group (so gunicorn's and Celery's own children stop with it)
-and gets SIGKILL from the kernel if the supervisor itself dies (``PR_SET_PDEATHSIG``), so a
-crashed supervisor leaves no orphans. Pid files under ``run_dir`` record what is running; a pid
-file whose process is gone is stale and simply replaced.
+and gets SIGKILL from the kernel if the supervisor itself dies (``PR_SET_PDEATHSIG``). That signal
+reaches the direct children only; what they forked themselves (a Celery beat, say) is left in the
+dead child's process group and is killed by the next start. Pid files under ``run_dir`` record what
+is running; a pid file whose process is gone is stale and simply replaced.
 """
 
 from __future__ import annotations

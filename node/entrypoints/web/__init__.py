@@ -15,6 +15,7 @@ def create_app(context: NodeContext) -> Flask:
 
     from node.entrypoints.web.api import blueprint as api
     from node.entrypoints.web.health import blueprint as health
+    from node.entrypoints.web.ops import blueprint as ops
     from node.entrypoints.web.pages import pages
     from node.entrypoints.web.sync_api import blueprint as sync_api
 
@@ -22,4 +23,5 @@ def create_app(context: NodeContext) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(pages)
     app.register_blueprint(sync_api)
+    app.register_blueprint(ops)
     return app
