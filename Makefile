@@ -45,7 +45,9 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 
 bench: setup
-	@$(PY) bench/run_all.py
+	@bash deploy/setup-system.sh wrk
+	@$(PY) bench/bench_acceptance.py
+	@$(PY) bench/bench_replication.py
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

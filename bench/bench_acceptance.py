@@ -22,14 +22,12 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from node.config import NodeConfig  # noqa: E402
-from node.domain.identifiers import make_id_number  # noqa: E402
-from node.runtime.federation import node_service_specs  # noqa: E402
-from node.runtime.provisioning import ensure_city_authority, provision_node  # noqa: E402
-from node.runtime.services import free_port, redis_spec  # noqa: E402
-from node.runtime.supervisor import Supervisor  # noqa: E402
+from node.config import NodeConfig
+from node.domain.identifiers import make_id_number
+from node.runtime.federation import node_service_specs
+from node.runtime.provisioning import ensure_city_authority, provision_node
+from node.runtime.services import free_port, redis_spec
+from node.runtime.supervisor import Supervisor
 
 COUNTY = "430903000000"
 BODY = {
@@ -116,7 +114,9 @@ def main() -> None:
         from node.adapters.nodestate import NodeState
 
         NodeState(config.data_dir / "state.sqlite3").add_account("bench.acceptor", "bench-pass", "acceptor")
-        NodeState(config.data_dir / "state.sqlite3").add_account("bench.approver", "bench-pass", "approver", "civil_affairs")
+        NodeState(config.data_dir / "state.sqlite3").add_account(
+            "bench.approver", "bench-pass", "approver", "civil_affairs"
+        )
         infrastructure, application = node_service_specs(config, workdir / "logs")
         redis_port = int(config.redis_url.rsplit(":", 1)[1].split("/")[0])
         supervisor.start([redis_spec("redis", workdir / "redis", redis_port), *infrastructure])

@@ -43,7 +43,7 @@ class NodeContext:
 
     def wake(self) -> None:
         """Tell this node's agent that documents changed here, so it syncs now rather than on its timer."""
-        if self.mqtt is not None:
+        if self.mqtt is not None and self.config.wakeups:
             self.mqtt.signal(wake_topic(self.config.code), {"node": self.config.code, "reason": "local-write"})
 
 

@@ -34,6 +34,7 @@ class NodeConfig:
     sync_interval_s: float = 10.0
     docstore_db: str = DOCSTORE_DB
     web_workers: int = 1
+    wakeups: bool = True  # MQTT wake-ups; off, replication runs on the timer alone (for comparison)
 
     @property
     def url(self) -> str:

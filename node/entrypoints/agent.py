@@ -73,7 +73,8 @@ class Agent:
             if self.link is not None:
                 self.link.sync()
                 self.context.projector.catch_up()
-            self.wake_cursor = wake_children(self.context, self.wake_cursor, self.mqtt)
+            if self.context.config.wakeups:
+                self.wake_cursor = wake_children(self.context, self.wake_cursor, self.mqtt)
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
         self.report()

@@ -24,7 +24,8 @@ def _federation_up(args: argparse.Namespace) -> int:
     codes = args.nodes.split(",") if args.nodes else fed.demo_node_codes(tree)
     for code in codes:
         tree.get(code)
-    fed.run(fed.Federation(Path(args.var), args.base_port, codes), progress=lambda line: print(line, flush=True))
+    federation = fed.Federation(Path(args.var), args.base_port, codes, args.sync_interval, not args.no_wakeups)
+    fed.run(federation, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--var", default=str(DEFAULT_VAR), help="data directory (default: var/)")
     up.add_argument("--base-port", type=int, default=18000)
     up.add_argument("--nodes", help="comma-separated division codes (default: the demo set of 8 nodes)")
+    up.add_argument("--sync-interval", type=float, default=10.0, help="seconds between timer-driven syncs")
+    up.add_argument("--no-wakeups", action="store_true", help="replicate on the timer only (for comparison)")
     up.set_defaults(handler=_federation_up)
     status = federation.add_parser("status", help="health of every node of the running federation")
     status.add_argument("--var", default=str(DEFAULT_VAR))

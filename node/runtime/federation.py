@@ -55,6 +55,8 @@ class Federation:
     var_dir: Path
     base_port: int
     codes: list[str]
+    sync_interval_s: float = 10.0
+    wakeups: bool = True
 
     @property
     def redis_port(self) -> int:
@@ -90,6 +92,8 @@ class Federation:
             parent_mqtt_port=parent_config.mqtt_port if parent_config else None,
             ca_dir=self.var_dir / "ca",
             demo_accounts=True,
+            sync_interval_s=self.sync_interval_s,
+            wakeups=self.wakeups,
         )
         if path.exists():
             saved = NodeConfig.load(path)
@@ -99,7 +103,13 @@ class Federation:
 
     def save(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest.write_text(json.dumps({"base_port": self.base_port, "nodes": self.codes}, indent=2))
+        manifest = {
+            "base_port": self.base_port,
+            "nodes": self.codes,
+            "sync_interval_s": self.sync_interval_s,
+            "wakeups": self.wakeups,
+        }
+        self.manifest.write_text(json.dumps(manifest, indent=2))
         for code in self.codes:
             self.node_config(code).save()
 
@@ -108,7 +118,13 @@ class Federation:
         manifest = var_dir / "federation.json"
         try:
             raw = json.loads(manifest.read_text())
-            return cls(var_dir, int(raw["base_port"]), list(raw["nodes"]))
+            return cls(
+                var_dir,
+                int(raw["base_port"]),
+                list(raw["nodes"]),
+                float(raw.get("sync_interval_s", 10.0)),
+                bool(raw.get("wakeups", True)),
+            )
         except FileNotFoundError:
             raise ConfigError(
                 f"没有本地联邦 / no local federation in {var_dir}: start one with `tongban federation up`"
