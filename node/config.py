@@ -77,9 +77,11 @@ class NodeConfig:
                 f"配置文件已损坏 / config file is corrupt: {path} ({exc}); "
                 "delete it (or the whole var/ directory) and start again"
             ) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"配置文件已损坏 / config file is corrupt: {path} (not a JSON object)")
         known = {f.name for f in fields(cls)}
         missing = [f.name for f in fields(cls) if f.name in {"code", "data_dir", "http_port"} and f.name not in raw]
-        if not isinstance(raw, dict) or missing:
+        if missing:
             raise ConfigError(f"配置文件缺少字段 / config file lacks fields {missing}: {path}")
         try:
             values = {k: v for k, v in raw.items() if k in known}

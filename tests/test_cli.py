@@ -163,14 +163,7 @@ def test_status_without_a_federation_says_how_to_start_one(var: Path) -> None:
         b'{"nodes": ["430900000000"]}',
         b'{"base_port": "many", "nodes": ["430900000000"]}',
         b"\xff\xfe\x00garbage",
-        pytest.param(
-            b'{"base_port": 18000, "nodes": "430900000000"}',
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="federation.py:110 list(raw['nodes']) splits a string into characters "
-                "→ 'unknown division code 4' instead of 'corrupt'",
-            ),
-        ),
+        b'{"base_port": 18000, "nodes": "430900000000"}',
     ],
 )
 def test_status_of_a_corrupt_federation_file_says_corrupt(var: Path, content: bytes) -> None:
@@ -233,18 +226,8 @@ def test_corrupt_node_config_raises_config_error(tmp_path: Path, content: bytes)
         b'"430900000000"',
         b'{"code": "430900000000"}',
         b'{"code": "430900000000", "data_dir": null, "http_port": 1}',
-        pytest.param(
-            b"null",
-            marks=pytest.mark.xfail(
-                strict=True, raises=TypeError, reason="config.py:79 tests `name in raw` before isinstance(raw, dict)"
-            ),
-        ),
-        pytest.param(
-            b"42",
-            marks=pytest.mark.xfail(
-                strict=True, raises=TypeError, reason="config.py:79 tests `name in raw` before isinstance(raw, dict)"
-            ),
-        ),
+        b"null",
+        b"42",
     ],
 )
 def test_unusable_node_config_raises_config_error(tmp_path: Path, content: bytes) -> None:

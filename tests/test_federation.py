@@ -320,7 +320,6 @@ def test_a_second_federation_up_on_the_same_var_is_refused(federation: RunningFe
     assert federation.tongban("federation", "status", "--var", str(federation.var)).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="federation.py:153 the hint's second line is not an f-string: `kill {pid}`")
 def test_refusal_names_the_pid_to_kill(federation: RunningFederation) -> None:
     assert federation.process is not None
     assert f"kill {federation.process.pid}" in second_up(federation).stderr

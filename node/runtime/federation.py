@@ -118,6 +118,9 @@ class Federation:
         manifest = var_dir / "federation.json"
         try:
             raw = json.loads(manifest.read_text())
+            nodes = raw["nodes"]
+            if not isinstance(nodes, list) or not nodes or not all(isinstance(code, str) for code in nodes):
+                raise ValueError("'nodes' must be a non-empty list of division codes")
             return cls(
                 var_dir,
                 int(raw["base_port"]),
@@ -169,7 +172,7 @@ def check_not_running(lock_file: Path) -> None:
         if pid > 0 and pid != os.getpid() and pid_alive(pid):
             raise StartError(
                 f"联邦已在运行 (pid {pid}) / the federation is already running (pid {pid}): "
-                "stop it with Ctrl-C in its terminal or `kill {pid}`"
+                f"stop it with Ctrl-C in its terminal or `kill {pid}`"
             )
         lock_file.unlink()
 
