@@ -136,22 +136,29 @@ class Federation:
             raise ConfigError(f"联邦配置已损坏 / {manifest} is corrupt ({exc}): delete it and start again") from None
 
 
+def bridges_for(config: NodeConfig) -> list[dict[str, str | int]]:
+    """The child → parent bridge of a node's broker: up/# goes out, the node's own subtree comes in.
+
+    Up and down trees are separate and each bridge carries one direction of each, so nothing loops.
+    """
+    if not config.parent_mqtt_port:
+        return []
+    return [
+        {
+            "name": f"bridge-{config.code}",
+            "port": config.parent_mqtt_port,
+            "up_topic": up_pattern(),
+            "down_topic": down_subtree_pattern(config.code),
+        }
+    ]
+
+
 def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
     """(infrastructure, application) processes of one node; the second group needs the first."""
     code = config.code
-    bridges = []
-    if config.parent_mqtt_port:
-        bridges.append(
-            {
-                "name": f"bridge-{code}",
-                "port": config.parent_mqtt_port,
-                "up_topic": up_pattern(),
-                "down_topic": down_subtree_pattern(code),
-            }
-        )
     infrastructure = [
         docstore_spec(f"{code}-docstore", config.data_dir / "docstore", config.docstore_port),
-        mosquitto_spec(f"{code}-mosquitto", config.data_dir / "mosquitto", config.mqtt_port, bridges),
+        mosquitto_spec(f"{code}-mosquitto", config.data_dir / "mosquitto", config.mqtt_port, bridges_for(config)),
     ]
     application = [
         gunicorn_spec(f"{code}-web", config.config_path, config.http_port, log_dir, workers=config.web_workers),

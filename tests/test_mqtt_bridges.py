@@ -1,0 +1,124 @@
+"""Three real bridged Mosquitto brokers (city ← county ← village) as the federation generates them.
+
+A message crosses them both ways, a QoS 1 message published while the middle broker is down is
+delivered once it is back (persistent bridge sessions, persistence on disk), and nothing loops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from node.adapters.mqtt import MqttLink, status_topic, wake_topic
+from node.config import NodeConfig
+from node.runtime.federation import bridges_for
+from node.runtime.services import free_port, mosquitto_spec
+from node.runtime.supervisor import Supervisor
+
+CITY, COUNTY, TOWN, VILLAGE = "430900000000", "430903000000", "430903101000", "430903101201"
+
+
+@dataclass
+class Inbox:
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, topic: str, payload: dict) -> None:
+        self.messages.append((topic, payload))
+        self.arrived.set()
+
+    def wait_for(self, count: int, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.messages) >= count
+
+
+@dataclass
+class Brokers:
+    supervisor: Supervisor
+    ports: dict[str, int]
+    specs: dict[str, object]
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[Brokers]:
+    """City ← county ← township ← village, each broker bridged to its parent's."""
+    chain = [CITY, COUNTY, TOWN, VILLAGE]
+    ports = {code: free_port() for code in chain}
+    supervisor = Supervisor(tmp_path / "run", progress=lambda _line: None)
+    specs = {}
+    for parent, code in zip([None, *chain], chain, strict=False):
+        config = NodeConfig(
+            code=code,
+            data_dir=tmp_path / code,
+            http_port=0,
+            docstore_port=0,
+            mqtt_port=ports[code],
+            redis_url="",
+            parent_mqtt_port=ports[parent] if parent else None,
+        )
+        specs[code] = mosquitto_spec(
+            f"{code}-mosquitto", tmp_path / code / "mosquitto", ports[code], bridges_for(config)
+        )
+    try:
+        supervisor.start(list(specs.values()))
+        time.sleep(1.5)  # let the bridges connect
+        yield Brokers(supervisor, ports, specs)
+    finally:
+        supervisor.stop_all()
+
+
+def link(port: int, client_id: str, topic: str | None = None, inbox: Inbox | None = None) -> MqttLink:
+    mqtt = MqttLink("127.0.0.1", port, client_id=client_id, clean_start=False)
+    if topic and inbox:
+        mqtt.subscribe(topic, inbox)
+    assert mqtt.start(wait_s=10)
+    return mqtt
+
+
+def test_messages_cross_three_bridges_both_ways_and_never_loop(brokers: Brokers) -> None:
+    down, up, village_up = Inbox(), Inbox(), Inbox()
+    at_village = link(brokers.ports[VILLAGE], "t-village", wake_topic(VILLAGE), down)
+    at_city = link(brokers.ports[CITY], "t-city", "tongban/up/#", up)
+    echo = link(brokers.ports[VILLAGE], "t-village-up", "tongban/up/#", village_up)
+    publisher_city = link(brokers.ports[CITY], "t-pub-city")
+    publisher_village = link(brokers.ports[VILLAGE], "t-pub-village")
+    try:
+        assert publisher_city.publish(wake_topic(VILLAGE), {"n": 1})
+        assert down.wait_for(1), "a wake published at the city must reach the village"
+        assert publisher_village.publish(status_topic(VILLAGE), {"node": VILLAGE, "status": "online"})
+        assert up.wait_for(1), "a village status must reach the city"
+        time.sleep(2)
+        # Exactly once each: no copy came back around through a bridge.
+        assert [t for t, _ in down.messages] == [wake_topic(VILLAGE)]
+        assert [t for t, _ in up.messages] == [status_topic(VILLAGE)]
+        assert [t for t, _ in village_up.messages] == [status_topic(VILLAGE)]
+    finally:
+        for mqtt in (at_village, at_city, echo, publisher_city, publisher_village):
+            mqtt.stop()
+
+
+def test_a_qos1_message_survives_a_restart_of_the_middle_broker(brokers: Brokers) -> None:
+    down = Inbox()
+    at_village = link(brokers.ports[VILLAGE], "t-village-persistent", wake_topic(VILLAGE), down)
+    publisher = link(brokers.ports[CITY], "t-pub-city-2")
+    try:
+        brokers.supervisor.stop(f"{COUNTY}-mosquitto")
+        # The city keeps it for the county's bridge, whose session is persistent (cleansession false).
+        assert publisher.publish(wake_topic(VILLAGE), {"while": "county down"})
+        time.sleep(1)
+        assert not down.messages
+        brokers.supervisor.start([brokers.specs[COUNTY]])  # type: ignore[list-item]
+        assert down.wait_for(1, timeout=30), "the queued message must arrive once the county is back"
+        assert down.messages[0][1] == {"while": "county down"}
+        time.sleep(2)
+        assert len(down.messages) == 1
+    finally:
+        at_village.stop()
+        publisher.stop()
