@@ -28,6 +28,8 @@ class DocStore:
         self.db_name = db_name
         self.timeout = timeout
         self.server = pycouchdb.Server(self.base_url, timeout=timeout)
+        # The store is on loopback: never look up proxy settings (requests does it on every call).
+        self.server.resource.session.trust_env = False
         self._db: pycouchdb.client.Database | None = None
 
     @property

@@ -70,6 +70,12 @@ checkpoints = Table(
     Column("seq", Text, nullable=False),
 )
 
+# Built once: composing the statement per call cost more than executing it.
+_insert_case = sqlite_insert(cases)
+_UPSERT_CASE = _insert_case.on_conflict_do_update(
+    index_elements=["case_no"], set_={c.name: _insert_case.excluded[c.name] for c in cases.columns if c.name != "case_no"}
+)
+
 PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
 
 
@@ -120,10 +126,8 @@ class ReadModel:
             "transferred": len(case.handlers_history) > 1,
             "event_ids": json.dumps(sorted(event_ids)),
         }
-        statement = sqlite_insert(cases).values(**values)
-        statement = statement.on_conflict_do_update(index_elements=["case_no"], set_=values)
         with self.engine.begin() as conn:
-            conn.execute(statement)
+            conn.execute(_UPSERT_CASE, values)
 
     def record_quarantine(self, items: list[Quarantined]) -> None:
         if not items:
