@@ -1,7 +1,11 @@
 # Tongban: `make demo` runs the local four-tier federation; `make test` runs the test suite.
 # Both do all set-up first (Debian packages, Python venv, npm packages) and say what they do.
 
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
+# This machine's pip configuration names local wheel folders that may not exist; keep the output readable.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_VENV := $(VENV)/.installed
@@ -20,10 +24,10 @@ $(STAMP_VENV): pyproject.toml
 	@echo "[setup] creating Python venv in $(VENV) and installing Tongban (a few minutes on first run) …"
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "[setup] error: Python 3.11 is required (set PYTHON=python3.11)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | { $(QUIET_PIP); }
+	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | { $(QUIET_PIP); }
 	@# face_recognition's own metadata would make pip compile dlib; dlib-bin provides it prebuilt.
-	@$(PY) -m pip install -q --no-deps 'face_recognition==1.3.0'
+	@$(PY) -m pip install -q --no-deps 'face_recognition==1.3.0' 2>&1 | { $(QUIET_PIP); }
 	@touch $@
 	@echo "[setup] Python packages installed"
 
