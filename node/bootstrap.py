@@ -10,7 +10,7 @@ from node import __version__
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.keys import NodeIdentity
-from node.adapters.mqtt import MqttLink, wake_topic
+from node.adapters.mqtt import MqttLink, notice_topic, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
 from node.adapters.readmodel import Projector, ReadModel
@@ -109,8 +109,10 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
     )
 
     def written(events: list[Event]) -> None:
-        projector.project_events(events)
+        case = projector.project_events(events)
         context.wake()
+        if case is not None and mqtt is not None:
+            mqtt.signal(notice_topic(config.code), {"case_no": case.case_no, "state": case.state.value})
 
     cases.on_written = written
     return context

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from node.adapters.docstore import StoreUnavailable
-from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic, wake_topic
+from node.adapters.mqtt import MqttLink, heartbeat, notice_topic, ops_topic, status_topic, wake_topic
 from node.adapters.opsmodel import store_report, write_agent_stats
 from node.bootstrap import NodeContext, publish_own_documents
+from node.domain.case import Case
+from node.domain.events import Event
 from sync.link import Link, put_heartbeat, wake_children
 
 HEARTBEAT_INTERVAL_S = 10.0
@@ -48,7 +50,7 @@ class Agent:
     def run(self) -> None:
         self.mqtt.start(wait_s=30)
         publish_own_documents(self.context)
-        self.context.projector.on_case = self.context.cases.system_receive
+        self.context.projector.on_case = self.on_case
         self.wake_cursor = self.context.store.info()["update_seq"]
         ready = os.environ.get("TONGBAN_READY_FILE")
         try:
@@ -66,6 +68,14 @@ class Agent:
             self.mqtt.stop()
             if ready:
                 Path(ready).unlink(missing_ok=True)
+
+    def on_case(self, case: Case, events: list[Event]) -> None:
+        """A case came in or changed by replication: take it in if it is ours, and tell the staff pages."""
+        self.context.cases.system_receive(case, events)
+        self.mqtt.signal(
+            notice_topic(self.code),
+            {"case_no": case.case_no, "state": case.state.value, "handling_node": case.handling_node},
+        )
 
     def cycle(self) -> None:
         try:

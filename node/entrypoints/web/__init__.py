@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
+from node.entrypoints.web.notices import NoticeBoard
 
 
 def create_app(context: NodeContext) -> Flask:
@@ -12,6 +14,10 @@ def create_app(context: NodeContext) -> Flask:
     app.config["SECRET_KEY"] = context.config.secret_key
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions["tongban"] = context
+    board = NoticeBoard()
+    app.extensions["tongban.notices"] = board
+    if context.mqtt is not None:
+        context.mqtt.subscribe(notice_topic(context.config.code), board.post)
 
     from node.entrypoints.web.api import blueprint as api
     from node.entrypoints.web.health import blueprint as health

@@ -18,6 +18,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     g,
     get_flashed_messages,
@@ -26,6 +27,7 @@ from flask import (
     render_template,
     request,
     session,
+    stream_with_context,
     url_for,
 )
 from flask.blueprints import BlueprintSetupState
@@ -627,7 +629,17 @@ def inbox() -> ResponseReturnValue:
         state=state,
         states=list(CaseState),
         source=url_for("pages.inbox_json", **filters),
+        events=url_for("pages.inbox_events"),
         poll_ms=INBOX_POLL_MS,
+    )
+
+
+@pages.get("/inbox/events")
+@staff_page()
+def inbox_events() -> ResponseReturnValue:
+    board = current_app.extensions["tongban.notices"]
+    return Response(
+        stream_with_context(board.stream()), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
 
 

@@ -1,0 +1,40 @@
+"""Notices reach open inbox pages: MQTT notice → the web process's board → a server-sent event."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from node.adapters.mqtt import MqttLink, notice_topic
+from node.bootstrap import NodeContext
+from node.entrypoints.web import create_app
+from node.entrypoints.web.notices import NoticeBoard
+from tests.conftest import Services
+
+
+def test_a_posted_notice_is_streamed_as_an_event() -> None:
+    board = NoticeBoard()
+    stream = board.stream(lifetime_s=5, keepalive_s=5)
+    assert next(stream).startswith("retry:")
+    threading.Timer(0.2, board.post, args=("t", {"case_no": "X-1", "state": "accepted"})).start()
+    event = next(stream)
+    assert event.startswith("data: ") and '"case_no": "X-1"' in event
+
+
+def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, services: Services) -> None:
+    county_node.mqtt = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-county-web")
+    app = create_app(county_node)
+    assert county_node.mqtt.start(wait_s=10)
+    board: NoticeBoard = app.extensions["tongban.notices"]
+    publisher = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-agent")
+    try:
+        assert publisher.start(wait_s=10)
+        before = board.version
+        assert publisher.publish(notice_topic(county_node.config.code), {"case_no": "430903000000-20261127-9"})
+        deadline = time.monotonic() + 5
+        while board.version == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert board.version == before + 1
+    finally:
+        publisher.stop()
+        county_node.mqtt.stop()
