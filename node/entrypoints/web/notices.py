@@ -35,7 +35,7 @@ class NoticeBoard:
             self._condition.wait_for(lambda: self._version != seen, timeout=timeout)
             return self._version, (self._last if self._version != seen else None)
 
-    def stream(self, lifetime_s: float = 300.0, keepalive_s: float = 20.0) -> Iterator[str]:
+    def stream(self, lifetime_s: float = 60.0, keepalive_s: float = 20.0) -> Iterator[str]:
         """Server-sent events until ``lifetime_s`` (the browser reconnects), with keep-alive comments."""
         seen = self.version
         ends = time.monotonic() + lifetime_s
