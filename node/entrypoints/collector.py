@@ -58,7 +58,13 @@ class _RetainAwareLink(MqttLink):
 
 
 class Collector:
-    def __init__(self, config: NodeConfig, ops: OpsModel | None = None, store: DocStore | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        ops: OpsModel | None = None,
+        store: DocStore | None = None,
+        client_id: str | None = None,
+    ) -> None:
         self.config = config
         self.ops = ops or OpsModel.for_node(config.data_dir)
         self.store = store or DocStore(config.docstore_url, config.docstore_db, timeout=10)
@@ -66,7 +72,7 @@ class Collector:
         self.mqtt = _RetainAwareLink(
             config.mqtt_host,
             config.mqtt_port,
-            client_id=f"{config.code}-ops-collector",
+            client_id=client_id or f"{config.code}-ops-collector",
             # A persistent session: QoS 1 reports (quarantine) published while the collector restarts
             # are kept for it by the broker.
             clean_start=False,

@@ -23,12 +23,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport
+from node.adapters.opsmodel import LinkReport, OpsModel, OpsSnapshot, QuarantineReport, StatusReport
 from node.domain.case import Case
 from node.domain.errors import DomainError
 from tiers import DivisionTree, Tier
@@ -173,9 +172,10 @@ def layout(tree: DivisionTree) -> Layout:
 
 
 def iso(instant: float | None) -> str | None:
+    """Epoch seconds as ISO-8601 UTC (``2026-11-27T06:26:53Z``); cheap enough for every node on every request."""
     if instant is None:
         return None
-    return datetime.fromtimestamp(instant, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
 
 
 # --- nodes and links --------------------------------------------------------------------------------------
@@ -234,9 +234,12 @@ def _node_status(
     return "online", None, None
 
 
-def node_views(ops: OpsModel, tree: DivisionTree, now: float, thresholds: Thresholds) -> list[NodeView]:
+def node_views(
+    ops: OpsModel, tree: DivisionTree, now: float, thresholds: Thresholds, snapshot: OpsSnapshot | None = None
+) -> list[NodeView]:
     """Every node of the tree, depth first (city, county, its townships and their villages, …)."""
-    statuses, links, heartbeats = ops.statuses(), ops.links(), ops.heartbeats()
+    snapshot = snapshot or ops.snapshot()
+    statuses, links, heartbeats = snapshot.statuses, snapshot.links, snapshot.heartbeats
     shape = layout(tree)
     views = []
     for code in shape.order:
@@ -325,9 +328,12 @@ class LinkView:
 LINK_SEVERITY = {"stuck": 0, "error": 1, "lagging": 2, "offline": 3, "ok": 4, "unknown": 5}
 
 
+_DIRECTION_KEYS = ("last_success", "last_attempt", "docs_written", "errors", "last_error", "checkpoint_moved_at")
+_COLUMNS = {name: tuple((key, f"{name}_{key}") for key in _DIRECTION_KEYS) for name in ("push", "pull")}
+
+
 def _direction(link: dict[str, Any], name: str) -> dict[str, Any]:
-    keys = ("last_success", "last_attempt", "docs_written", "errors", "last_error", "checkpoint_moved_at")
-    return {key: link.get(f"{name}_{key}") for key in keys}
+    return {key: link[column] for key, column in _COLUMNS[name]}
 
 
 def _failing(stats: dict[str, Any]) -> bool:
@@ -342,10 +348,12 @@ def link_views(
     now: float,
     thresholds: Thresholds,
     nodes: list[NodeView] | None = None,
+    snapshot: OpsSnapshot | None = None,
 ) -> list[LinkView]:
     """Every child → parent link of the tree, in tree order."""
-    nodes = nodes if nodes is not None else node_views(ops, tree, now, thresholds)
-    links = ops.links()
+    snapshot = snapshot or ops.snapshot()
+    nodes = nodes if nodes is not None else node_views(ops, tree, now, thresholds, snapshot)
+    links = snapshot.links
     views = []
     for node in nodes:
         if node.parent is None:
@@ -415,9 +423,10 @@ def alert_conditions(
     own_store_ok: bool | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(kind, node) → detail for every rule that holds right now."""
-    nodes = node_views(ops, tree, now, thresholds)
-    links = {link.child: link for link in link_views(ops, tree, now, thresholds, nodes)}
-    raw_links = ops.links()
+    snapshot = ops.snapshot()
+    nodes = node_views(ops, tree, now, thresholds, snapshot)
+    links = {link.child: link for link in link_views(ops, tree, now, thresholds, nodes, snapshot)}
+    raw_links = snapshot.links
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for node in nodes:
         if node.status == "offline" and (node.offline_for_s or 0.0) >= thresholds.offline_alert_s:
@@ -716,18 +725,3 @@ def tree_groups(tree: DivisionTree, nodes: list[NodeView]) -> list[dict[str, Any
             townships.append({"node": township, "villages": villages})
         counties.append({"node": county, "townships": townships, "counts": counts})
     return counties
-
-
-def status_snapshot(nodes: list[NodeView]) -> dict[str, Any]:
-    """What the dashboard polls: the status of every node heard of (the rest stay ``unknown``)."""
-    return {
-        node.code: {
-            "s": node.status,
-            "seen": iso(node.last_seen),
-            "v": node.version,
-            "lag": _round(node.lag_s),
-            "why": node.reason,
-        }
-        for node in nodes
-        if node.status != "unknown" or node.lag_s is not None
-    }

@@ -252,8 +252,9 @@ def _operations(out: Exposition) -> None:
         return
     context: NodeContext = current_app.extensions["tongban"]
     now, limits, ops = time.time(), thresholds(), ops_model()
-    nodes = node_views(ops, context.tree, now, limits)
-    links = link_views(ops, context.tree, now, limits, nodes)
+    snapshot = ops.snapshot()
+    nodes = node_views(ops, context.tree, now, limits, snapshot)
+    links = link_views(ops, context.tree, now, limits, nodes, snapshot)
     out.metric(
         "tongban_ops_nodes",
         "gauge",

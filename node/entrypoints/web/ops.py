@@ -24,16 +24,15 @@ from node.entrypoints.web.api import context, error_response, require_role
 from node.entrypoints.web.metrics import blueprint as metrics
 from node.service_layer.ops import (
     LINK_SEVERITY,
+    NodeView,
     Thresholds,
     alert_json,
     case_figures,
     figures_csv,
-    iso,
     link_views,
     node_views,
     refresh_outcomes,
     status_counts,
-    status_snapshot,
     tree_groups,
 )
 from tiers import Capability, capabilities
@@ -45,6 +44,7 @@ pages = Blueprint("pages", __name__, url_prefix="/ops")
 OPS_ROLES = (OPS, ADMIN)
 POLL_MS = 5000
 LINKS_SHOWN = 100  # the dashboard lists the worst links; the JSON API lists them all
+ALERTS_SHOWN = 200  # and the newest open alerts (a city-wide outage opens one per node)
 FIGURES_REFRESH = 50  # outcomes folded on a figures request; the beat job does the bulk
 
 # --- UI strings (zh, en), looked up before the staff pages' own ---------------------------------------------
@@ -96,6 +96,10 @@ OPS_STRINGS: dict[str, tuple[str, str]] = {
     "stuck_for": ("已停滞 {s}", "stuck for {s}"),
     "alerts_title": ("告警", "Alerts"),
     "alerts_none": ("当前没有未关闭的告警", "No open alerts"),
+    "alerts_more": (
+        "仅显示最新 {n} 条，全部告警见 /api/v1/ops/alerts",
+        "The newest {n} shown; all in /api/v1/ops/alerts",
+    ),
     "alerts_history": ("告警历史（最近 {n} 条已关闭）", "History (last {n} closed)"),
     "col_alert": ("告警", "Alert"),
     "col_node": ("节点", "Node"),
@@ -238,7 +242,7 @@ def api_nodes() -> ResponseReturnValue:
 @ops_api
 def api_links() -> ResponseReturnValue:
     now = time.time()
-    links = link_views(ops_model(), context().tree, now, thresholds())
+    links = link_views(ops_model(), context().tree, now, thresholds(), snapshot=ops_model().snapshot())
     counts: dict[str, int] = {}
     for link in links:
         counts[link.state] = counts.get(link.state, 0) + 1
@@ -333,12 +337,35 @@ def fmt_size(size: int | None) -> str:
 
 
 def ts_text(instant: float | str | None) -> str:
-    """An epoch instant (or ISO string) as China time."""
+    """An epoch instant (or ISO string) as China time (UTC+8, no daylight saving)."""
     if instant is None:
         return "—"
     if isinstance(instant, str):
         return staff_pages.china_time(instant)
-    return staff_pages.china_time(iso(instant))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(instant + 8 * 3600))
+
+
+def node_titles(nodes: list[NodeView]) -> dict[str, str]:
+    """The hover text of every node, built in Python: a Jinja macro per node costs ~0.2 ms, ×1,571."""
+    labels = {key: t(key) for key in ("last_seen", "version", "lag", "store_size")}
+    status = {key: t(f"st_{key}") for key in ("online", "offline", "unknown")}
+    why = {key: t(f"why_{key}") for key in ("stopped", "will", "no_heartbeat")}
+    titles = {}
+    for node in nodes:
+        parts = [
+            f"{node.name} {node.code}",
+            status[node.status] + (f" · {why.get(node.reason, node.reason)}" if node.reason else ""),
+        ]
+        if node.last_seen is not None:
+            parts.append(f"{labels['last_seen']} {ts_text(node.last_seen)}")
+        if node.version:
+            parts.append(f"{labels['version']} {node.version}")
+        if node.lag_s is not None:
+            parts.append(f"{labels['lag']} {fmt_age(node.lag_s)}")
+        if node.store_size:
+            parts.append(f"{labels['store_size']} {fmt_size(node.store_size)}")
+        titles[node.code] = " · ".join(parts)
+    return titles
 
 
 @pages.get("")
@@ -348,8 +375,9 @@ def dashboard() -> ResponseReturnValue:
     limits = thresholds()
     ops = ops_model()
     tree = context().tree
-    nodes = node_views(ops, tree, now, limits)
-    links = link_views(ops, tree, now, limits, nodes)
+    snapshot = ops.snapshot()
+    nodes = node_views(ops, tree, now, limits, snapshot)
+    links = link_views(ops, tree, now, limits, nodes, snapshot)
     figures = _figures()
     link_counts: dict[str, int] = {}
     for link in links:
@@ -359,10 +387,12 @@ def dashboard() -> ResponseReturnValue:
         now=now,
         city=nodes[0],
         counties=tree_groups(tree, nodes),
+        titles=node_titles(nodes),
         counts=status_counts(nodes),
         links=_problem_links(links)[:LINKS_SHOWN],
         link_counts=link_counts,
-        open_alerts=_alert_rows("open", 500),
+        open_alerts=_alert_rows("open", ALERTS_SHOWN),
+        open_alert_total=sum(ops.open_alert_counts().values()),
         closed_alerts=_alert_rows("closed", 20),
         figures=figures,
         poll_ms=POLL_MS,
@@ -382,15 +412,23 @@ def status_json() -> ResponseReturnValue:
     now = time.time()
     limits = thresholds()
     ops = ops_model()
-    nodes = node_views(ops, context().tree, now, limits)
-    links = link_views(ops, context().tree, now, limits, nodes)
+    snapshot = ops.snapshot()
+    nodes = node_views(ops, context().tree, now, limits, snapshot)
+    links = link_views(ops, context().tree, now, limits, nodes, snapshot)
+    titles = node_titles(nodes)
     lang = staff_pages.lang()
     return jsonify(
         {
             "generated_at": now,
             "generated_text": ts_text(now),
+            "city_seen": ts_text(nodes[0].last_seen),
             "counts": status_counts(nodes),
-            "nodes": status_snapshot(nodes),
+            # Every node heard of, with its hover text; the rest stay "never heard of" on the page.
+            "nodes": {
+                node.code: {"s": node.status, "t": titles[node.code]}
+                for node in nodes
+                if node.status != "unknown" or node.lag_s is not None
+            },
             "labels": {
                 key: t(key)
                 for key in (
@@ -421,8 +459,9 @@ def status_json() -> ResponseReturnValue:
                     else "",
                     "ack_url": url_for("ops.pages.acknowledge", alert_id=alert["id"]),
                 }
-                for alert in _alert_rows("open", 500)
+                for alert in _alert_rows("open", ALERTS_SHOWN)
             ],
+            "open_alert_total": sum(ops.open_alert_counts().values()),
             "links": [
                 {
                     **link.to_json(),
