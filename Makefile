@@ -43,6 +43,7 @@ demo: setup
 	@$(VENV)/bin/tongban federation up
 
 test: setup
+	@bash deploy/setup-system.sh chromium
 	@bash deploy/run-tests.sh $(PYTEST_ARGS)
 
 lint: venv

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from flask.testing import FlaskClient
 
 from node.adapters.docstore import DocStore

@@ -92,9 +92,10 @@ def signal_groups(groups: list[int], signum: signal.Signals) -> None:
 
 
 def test_a_village_that_goes_dark_turns_offline_on_the_dashboard(federation: RunningFederation) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium fonts-noto-cjk)")
+    from playwright import sync_api
+
+    # `make test` installs Debian's chromium; without it this check must fail, not pass unseen.
+    assert CHROMIUM.exists(), "Debian chromium is not installed: run `bash deploy/setup-system.sh chromium`"
     account = ops_account(federation)
     city_url = f"http://127.0.0.1:{federation.http_port(CITY)}"
     chip = f'.chip[data-code="{VILLAGE}"]'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -84,7 +85,7 @@ def test_path_between_laws(a: str, b: str) -> None:
     assert len(path) == len(set(path))
     assert list(reversed(path)) == TREE.path_between(b, a)
     assert TREE.lowest_common_ancestor(a, b) in path
-    for x, y in zip(path, path[1:], strict=False):
+    for x, y in itertools.pairwise(path):
         assert TREE.parent(x) == y or TREE.parent(y) == x
 
 

@@ -73,7 +73,8 @@ checkpoints = Table(
 # Built once: composing the statement per call cost more than executing it.
 _insert_case = sqlite_insert(cases)
 _UPSERT_CASE = _insert_case.on_conflict_do_update(
-    index_elements=["case_no"], set_={c.name: _insert_case.excluded[c.name] for c in cases.columns if c.name != "case_no"}
+    index_elements=["case_no"],
+    set_={c.name: _insert_case.excluded[c.name] for c in cases.columns if c.name != "case_no"},
 )
 
 PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
