@@ -129,33 +129,29 @@ def main() -> None:
 
         result = run_wrk(f"{base}/api/v1/cases", token, args.seconds, args.connections, workdir)
 
-        # Read-model lag for documents arriving by replication: write a case's signed events straight
-        # into the store, as the replicator does, and poll the inbox until the agent has projected it.
+        # Read-model lag for documents arriving by replication: a child township accepts cases and
+        # pushes them through the county's sync API, as its agent would; the county's agent is woken
+        # by the push and projects them. Measured until the case shows in the county's case search.
         from node.bootstrap import bootstrap
-
-        village = NodeConfig(
-            **{**config.__dict__, "code": "430903101201", "data_dir": workdir / "village", "docstore_db": "village"}
-        )
-        village.save()
-        provision_node(village, ensure_city_authority(workdir / "ca"))
         from node.service_layer.cases import Actor
+        from sync.node_peer import NodeApiPeer
+        from sync.replicator import StorePeer, replicate
 
-        remote = bootstrap(village, connect_mqtt=False)
-        remote.cases.events.publish_certificate(remote.identity.certificate_pem)
-        county_store = bootstrap(config, connect_mqtt=False).store
-        cert = remote.store.get(f"cert:430903101201:{remote.identity.cert_sha256}")
-        county_store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
+        township = NodeConfig(
+            **{**config.__dict__, "code": "430903101000", "data_dir": workdir / "township", "docstore_db": "township"}
+        )
+        township.save()
+        provision_node(township, ensure_city_authority(workdir / "ca"))
+        child = bootstrap(township, connect_mqtt=False)
+        child.cases.events.publish_certificate(child.identity.certificate_pem)
+        uplink = NodeApiPeer(base, child.identity)
         lags = []
         for _ in range(args.lag_samples):
-            outcome = remote.cases.accept(Actor("acceptor", "acceptor", None), BODY)
-            docs = [{k: v for k, v in d.items() if k != "_rev"} for d in remote.cases.events.case_docs(outcome.case_no)]
+            outcome = child.cases.accept(Actor("acceptor", "acceptor", None), BODY)
             started = time.perf_counter()
-            county_store.bulk_docs(docs)
-            while True:
-                inbox = get(f"{base}/api/v1/cases?q={outcome.case_no}", approver)["cases"]
-                if inbox:
-                    break
-                time.sleep(0.01)
+            replicate(StorePeer(child.store), uplink)
+            while not get(f"{base}/api/v1/cases?q={outcome.case_no}", approver)["cases"]:
+                time.sleep(0.005)
             lags.append(time.perf_counter() - started)
         lags.sort()
         print(

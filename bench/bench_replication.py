@@ -139,10 +139,10 @@ def main() -> None:
 
         rates = {label: args.docs / statistics.median(seconds) for label, seconds in timings.items()}
         print(f"\n{args.docs} docs, median of {args.repeat} interleaved runs (every target verified complete)\n")
-        print(f"{'method':<50} {'median s':>9} {'docs/s':>8} {'runs docs/s':>20}")
+        print(f"{'method':<56} {'median s':>9} {'docs/s':>8} {'runs docs/s':>20}")
         for label, seconds in timings.items():
             runs = " ".join(f"{args.docs / s:.0f}" for s in seconds)
-            print(f"{label:<50} {statistics.median(seconds):>9.2f} {rates[label]:>8.0f} {runs:>20}")
+            print(f"{label:<56} {statistics.median(seconds):>9.2f} {rates[label]:>8.0f} {runs:>20}")
         best_native = max(rate for label, rate in rates.items() if label.startswith("native"))
         ours = rates[HEADLINE.format(batch=args.batch)]
         print(f"\nratio sync.replicator / best native: {ours / best_native:.2f}x")

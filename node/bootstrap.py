@@ -15,6 +15,7 @@ from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
 from node.adapters.readmodel import Projector, ReadModel
 from node.config import ConfigError, NodeConfig
+from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
 from node.domain.events import Event
 from node.domain.workdays import WorkingDayCalendar
@@ -89,7 +90,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         PersonalData.ensure(identity_dir(config) / DATA_KEY),
         calendar,
     )
-    projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name)
+    projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name, lambda case: scope(case, tree))
     mqtt = None
     if connect_mqtt:
         mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")

@@ -14,7 +14,7 @@ from node.adapters.mqtt import MqttLink, wake_topic
 from node.bootstrap import NodeContext
 from sync.node_peer import NodeApiPeer
 from sync.replicator import Backoff, ReplicationError, StorePeer, replicate
-from sync.serving import LinkServer
+from sync.routing import case_of, goes_everywhere, touches_subtree
 from sync.trust import TrustedStorePeer, TrustFilter
 
 HEARTBEAT_DOC = "heartbeat:{node}"
@@ -74,16 +74,24 @@ class Link:
 
 
 def wake_children(context: NodeContext, since: Any, mqtt: MqttLink) -> Any:
-    """Wake each child whose subtree may hold documents that changed here since ``since``."""
+    """Wake each child whose subtree may hold documents that changed here since ``since``.
+
+    A hint only (a child also syncs on its timer), so the read model's scopes serve: no store reads.
+    """
     children = context.tree.children(context.config.code)
     if not children:
         return since
-    server = LinkServer(context.store, context.tree, context.config.code)
     feed = context.store.changes(since=since, limit=5_000)
     ids = [row["id"] for row in feed.get("results", [])]
     if not ids:
         return feed.get("last_seq", since)
-    for child in server.visible_to(ids, children):
+    touched: set[str] = set()
+    if any(goes_everywhere(doc_id) for doc_id in ids):
+        touched.update(children)
+    scopes = context.readmodel.scopes(list({c for c in map(case_of, ids) if c}))
+    for members in scopes.values():
+        touched.update(child for child in children if touches_subtree(members, child, context.tree))
+    for child in sorted(touched):
         mqtt.signal(wake_topic(child), {"node": child, "from": context.config.code})
     return feed["last_seq"]
 

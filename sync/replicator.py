@@ -23,6 +23,13 @@ pouchdb-server 4.2.0, measured here (ARCHITECTURE §3 lists the rest):
   fetch is simply not returned; it is reported in ``errors`` and its successor, which has a later
   seq, arrives in a later batch.
 - ``_bulk_docs new_edits:false`` answers ``[]`` on success, as CouchDB does: only failures are listed.
+  It sets every inline attachment's ``revpos`` to the generation of the revision being written,
+  whatever the body says; the native replicator's writes get the same, so the results still match.
+- ``_revs_diff`` returns no ``possible_ancestors``; nothing here needs them (attachments go inline).
+
+Throughput (bench/bench_replication.py): the target's ``_bulk_docs`` is the bottleneck, so the loop
+runs as a pipeline — changes, revs_diff and bulk_get each in their own thread a couple of batches
+ahead, checkpoints written in the background — keeping both single-threaded stores busy at once.
 """
 
 from __future__ import annotations
@@ -63,7 +70,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 class Peer(Protocol):
-    """One end of a replication. ``id`` names it stably (URL, node code) for the checkpoint id."""
+    """One end of a replication. ``id`` names it stably (URL, node code) for the checkpoint id.
+
+    A pipelined run calls a peer from several threads at once (one per pipeline step, plus the
+    checkpoint writer); a peer that cannot allow that is run with ``pipelined=False``.
+    """
 
     id: str
 
@@ -71,6 +82,9 @@ class Peer(Protocol):
         """Up to ``limit`` rows ``{"id", "changes": [{"rev"}, …], "seq"}`` after ``since`` with every
         leaf revision (style=all_docs), and the seq to resume from. Rows are empty only when the feed
         is exhausted: a filtering peer keeps reading until it has something to return or reaches the end.
+
+        A row may carry ``"doc"``, the winning revision as ``include_docs=true`` gives it; it then
+        stands in for a bulk_get when it is the document's whole history (see :func:`_whole_history`).
         """
         ...
 
@@ -98,34 +112,45 @@ class StorePeer:
     where DocStore's returns the raw feed, and code holding a DocStore must keep getting the latter.
     """
 
-    def __init__(self, store: DocStore) -> None:
+    def __init__(self, store: DocStore, include_docs: bool = True) -> None:
         self.store = store
         self.id = store.db_url
-        # Open (and create if absent) now, not racing from the reading and the writing thread later.
-        _ = store.db
+        # Bodies in the feed spare most bulk_get work for immutable event docs (one revision each):
+        # halves the source's CPU per document, measured. Off for a feed read over a slow link.
+        self.include_docs = include_docs
+        self._open = False
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, base_url: str, db_name: str, timeout: float = 60.0) -> StorePeer:
         return cls(DocStore(base_url, db_name, timeout=timeout))
 
+    def _ready(self) -> DocStore:
+        # DocStore opens (and creates) its database on first use; not from several pipeline threads at once.
+        if not self._open:
+            with self._lock:
+                _ = self.store.db
+                self._open = True
+        return self.store
+
     def changes(self, since: Seq, limit: int) -> tuple[list[Doc], Seq]:
-        feed = self.store.changes(since=since, limit=limit)
+        feed = self._ready().changes(since=since, limit=limit, include_docs=self.include_docs)
         return feed["results"], feed["last_seq"]
 
     def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
-        return self.store.revs_diff(revs)
+        return self._ready().revs_diff(revs)
 
     def bulk_get(self, wanted: list[Doc]) -> list[Doc]:
-        return self.store.bulk_get(wanted, revs=True, attachments=True)
+        return self._ready().bulk_get(wanted, revs=True, attachments=True)
 
     def bulk_docs(self, docs: list[Doc], new_edits: bool = False) -> list[Doc]:
-        return [row for row in self.store.bulk_docs(docs, new_edits=new_edits) if "error" in row]
+        return [row for row in self._ready().bulk_docs(docs, new_edits=new_edits) if "error" in row]
 
     def get_local(self, name: str) -> Doc | None:
-        return self.store.get_local(name)
+        return self._ready().get_local(name)
 
     def put_local(self, name: str, body: Doc) -> None:
-        self.store.put_local(name, body)
+        self._ready().put_local(name, body)
 
 
 @dataclass(frozen=True)
@@ -190,14 +215,15 @@ def start_seq(source_log: Doc | None, target_log: Doc | None) -> Seq:
         return source_log.get("last_seq", 0)
     source_history, target_history = source_log.get("history", []), target_log.get("history", [])
     for i in range(min(len(source_history), len(target_history))):
-        if source_history[i]["session_id"] in {entry["session_id"] for entry in target_history[i:]}:
+        if source_history[i].get("session_id") in {entry.get("session_id") for entry in target_history[i:]}:
             return source_history[i]["last_seq"]
-        if target_history[i]["session_id"] in {entry["session_id"] for entry in source_history[i + 1 :]}:
+        if target_history[i].get("session_id") in {entry.get("session_id") for entry in source_history[i + 1 :]}:
             return target_history[i]["last_seq"]
     return 0
 
 
-def _next_log(previous: Doc | None, session: str, seq: Seq) -> Doc:
+def next_log(previous: Doc | None, session: str, seq: Seq) -> Doc:
+    """The checkpoint doc after ``session`` reached ``seq`` (PouchDB's format: session, seq, short history)."""
     history = [entry for entry in (previous or {}).get("history", []) if entry.get("session_id") != session]
     return {
         "session_id": session,
@@ -227,6 +253,17 @@ def _change_pages(source: Peer, since: Seq, limit: int, backoff: Backoff) -> Ite
         since = last_seq
 
 
+def _whole_history(row: Doc) -> Doc | None:
+    """The row's included doc if it is all there is to copy: the only leaf, generation 1, not deleted,
+    no attachments (included docs carry stubs only). Then ``_rev`` alone is its revision tree, so
+    no ``_revisions`` are needed — PouchDB's replicator takes such docs from ``_all_docs`` likewise.
+    """
+    doc, changes = row.get("doc"), row["changes"]
+    if not doc or len(changes) != 1 or doc.get("_rev") != changes[0]["rev"] or not doc["_rev"].startswith("1-"):
+        return None
+    return None if doc.get("_deleted") or doc.get("_attachments") else doc
+
+
 def _diffed(target: Peer, backoff: Backoff, batch: _Batch) -> _Batch:
     revs: dict[str, list[str]] = {}
     for row in batch.rows:
@@ -237,7 +274,10 @@ def _diffed(target: Peer, backoff: Backoff, batch: _Batch) -> _Batch:
 
 
 def _fetched(source: Peer, backoff: Backoff, batch: _Batch) -> _Batch:
-    batch.docs = backoff.call(partial(source.bulk_get, batch.wanted)) if batch.wanted else []
+    at_hand = {(doc["_id"], doc["_rev"]): doc for doc in filter(None, map(_whole_history, batch.rows))}
+    batch.docs = [at_hand[want["id"], want["rev"]] for want in batch.wanted if (want["id"], want["rev"]) in at_hand]
+    fetch = [want for want in batch.wanted if (want["id"], want["rev"]) not in at_hand]
+    batch.docs += backoff.call(partial(source.bulk_get, fetch)) if fetch else []
     got = {(doc["_id"], doc["_rev"]) for doc in batch.docs}
     batch.not_found = [
         {**want, "error": "not_found", "reason": "revision gone from the source since its changes were read"}
@@ -307,10 +347,11 @@ def replicate(
     """Copy to ``target`` every leaf revision ``source`` has and ``target`` lacks, then return.
 
     Resumes from the checkpoint both sides agree on and checkpoints after every batch written.
-    ``pipelined`` keeps the source busy reading (changes, revs_diff, bulk_get) up to
-    ``PREFETCH_BATCHES`` ahead while the target writes, and writes each checkpoint in the
-    background once its batch is stored; ``False`` runs the same protocol strictly in sequence.
-    Raises :class:`ReplicationError` when a call fails for good; what was checkpointed stays done.
+    ``pipelined`` runs changes, revs_diff and bulk_get each in its own thread, up to
+    ``PREFETCH_BATCHES`` batches ahead of the next step, and writes each checkpoint in the
+    background once its batch is stored (never before); ``False`` runs the same protocol strictly
+    in sequence. Transient failures are retried with ``backoff``; a call that fails for good raises
+    :class:`ReplicationError`, and what was checkpointed until then stays done.
     """
     backoff = backoff or Backoff()
     rep_id = replication_id(source, target)
@@ -324,7 +365,7 @@ def replicate(
     def save_checkpoint(seq: Seq) -> None:
         # Target first, as CouchDB does: a source log ahead of its target must never be trusted alone.
         for side, peer in (("target", target), ("source", source)):
-            log = _next_log(logs[side], session, seq)
+            log = next_log(logs[side], session, seq)
             backoff.call(partial(peer.put_local, rep_id, log))
             logs[side] = log
         result.last_seq = seq
@@ -340,6 +381,11 @@ def replicate(
             save_checkpoint(seq)
         else:
             pending = checkpointer.submit(save_checkpoint, seq)
+
+    def close() -> None:
+        stop.set()  # a read still in flight only reads: it is not waited for
+        if checkpointer is not None:
+            checkpointer.shutdown(wait=True)
 
     try:
         if checkpoint:
@@ -380,9 +426,8 @@ def replicate(
         if pending is not None:
             pending.result()
     except Exception as exc:
+        close()  # first, so that the error reports the checkpoint of every batch that was stored
         raise ReplicationError(result) from exc
     finally:
-        stop.set()  # a read still in flight only reads: it is not waited for
-        if checkpointer is not None:
-            checkpointer.shutdown(wait=True)
+        close()
     return result

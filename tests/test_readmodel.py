@@ -108,3 +108,20 @@ def test_supplement_pause_extends_the_deadline(county_node: NodeContext) -> None
     county_node.cases.today = lambda: date(2024, 10, 10)
     after = county_node.cases.act(ACCEPTOR, case_no, {"action": "supplement"}).deadline
     assert before is not None and after is not None and after > before
+
+
+def test_a_read_model_of_an_older_shape_is_rebuilt(county_node: NodeContext) -> None:
+    from sqlalchemy import update
+
+    from node.adapters.readmodel import ReadModel, schema
+
+    accept(county_node)
+    assert county_node.readmodel.count() == 1
+    with county_node.readmodel.engine.begin() as conn:
+        conn.execute(update(schema).values(version=1))
+    path = county_node.config.data_dir / "readmodel.sqlite3"
+    reopened = ReadModel(path)
+    assert reopened.count() == 0 and reopened.checkpoint("changes") == 0
+    county_node.projector.readmodel = reopened
+    assert county_node.projector.catch_up() == 1
+    assert reopened.count() == 1

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import fcntl
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from werkzeug.security import check_password_hash, generate_password_hash
 
 metadata = MetaData()
@@ -36,11 +37,16 @@ counters = Table(
 )
 
 
-def create_tables(meta: MetaData, engine: Engine, path: Path) -> None:
-    """``create_all`` under a file lock: a node's processes start together and would race on it."""
+def create_tables(
+    meta: MetaData, engine: Engine, path: Path, migrate: Callable[[Connection], None] | None = None
+) -> None:
+    """``create_all`` (and ``migrate``) under a file lock: a node's processes start together and would race."""
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        meta.create_all(engine)
+        with engine.begin() as conn:
+            meta.create_all(conn)
+            if migrate is not None:
+                migrate(conn)
 
 
 def sqlite_engine(path: Path) -> Engine:

@@ -48,6 +48,7 @@ cases = Table(
     Column("event_count", Integer, nullable=False),
     Column("transferred", Boolean, nullable=False),
     Column("event_ids", Text, nullable=False),  # JSON list: which events the row reflects
+    Column("scope", Text, nullable=False),  # JSON list: the nodes that must hold the case
 )
 
 quarantine = Table(
@@ -77,6 +78,10 @@ _UPSERT_CASE = _insert_case.on_conflict_do_update(
     set_={c.name: _insert_case.excluded[c.name] for c in cases.columns if c.name != "case_no"},
 )
 
+# Bump when a projected table changes shape: an older read model is dropped and rebuilt from the store.
+SCHEMA_VERSION = 2
+schema = Table("schema", metadata, Column("version", Integer, primary_key=True))
+
 PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
 
 
@@ -103,9 +108,21 @@ class CaseRow:
 class ReadModel:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
-        create_tables(metadata, self.engine, path)
+        create_tables(metadata, self.engine, path, self._migrate)
 
-    def upsert_case(self, case: Case, event_ids: list[str], catalogue: Catalogue, applicant_name: str) -> None:
+    @staticmethod
+    def _migrate(conn: Any) -> None:
+        """A read model of an older shape is thrown away; the checkpoint goes with it, so it is rebuilt."""
+        version = conn.execute(select(func.max(schema.c.version))).scalar()
+        if version != SCHEMA_VERSION:
+            for table in (*PROJECTED_TABLES, schema):
+                table.drop(conn, checkfirst=True)
+            metadata.create_all(conn)
+            conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+
+    def upsert_case(
+        self, case: Case, event_ids: list[str], catalogue: Catalogue, applicant_name: str, scope: frozenset[str]
+    ) -> None:
         matter = catalogue.get(case.matter_code) if case.matter_code in catalogue else None
         values = {
             "case_no": case.case_no,
@@ -126,6 +143,7 @@ class ReadModel:
             "event_count": len(case.timeline),
             "transferred": len(case.handlers_history) > 1,
             "event_ids": json.dumps(sorted(event_ids)),
+            "scope": json.dumps(sorted(scope)),
         }
         with self.engine.begin() as conn:
             conn.execute(_UPSERT_CASE, values)
@@ -151,6 +169,11 @@ class ReadModel:
     def pending(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(pending_cases.c.case_no)).scalars())
+
+    def scopes(self, case_numbers: list[str]) -> dict[str, frozenset[str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cases.c.case_no, cases.c.scope).where(cases.c.case_no.in_(case_numbers)))
+            return {row.case_no: frozenset(json.loads(row.scope)) for row in rows}
 
     def known_event_ids(self, case_numbers: list[str]) -> dict[str, set[str]]:
         with self.engine.connect() as conn:
@@ -263,8 +286,10 @@ class Projector:
         verifier: EventVerifier,
         catalogue: Catalogue,
         applicant_name: ApplicantName,
+        scope_of: Callable[[Case], frozenset[str]],
         on_case: CaseHook | None = None,
     ) -> None:
+        self.scope_of = scope_of
         self.store = store
         self.readmodel = readmodel
         self.verifier = verifier
@@ -279,7 +304,9 @@ class Projector:
             case = fold(events)
         except DomainError:
             return None  # the first event has not arrived yet; a later change brings it
-        self.readmodel.upsert_case(case, [e.doc_id for e in events], self.catalogue, self.applicant_name(case))
+        self.readmodel.upsert_case(
+            case, [e.doc_id for e in events], self.catalogue, self.applicant_name(case), self.scope_of(case)
+        )
         if self.on_case:
             self.on_case(case, events)
         return case
