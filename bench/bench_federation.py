@@ -144,6 +144,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--timer-samples", type=int, default=8, help="timer-only runs are slow: fewer samples")
     parser.add_argument("--offline", type=int, default=1000)
     args = parser.parse_args()
     base = next(b for b in range(23000, 40000, 100) if all(port_is_free(p) for p in range(b, b + 100)))
@@ -153,7 +154,8 @@ def main() -> None:
         process = start(var, base, extra)
         try:
             federation = Federation.load(var)
-            report[f"four_hops_{label}"] = summary(four_hop_latency(federation, args.samples))
+            samples = args.samples if label == "wakeups" else args.timer_samples
+            report[f"four_hops_{label}"] = summary(four_hop_latency(federation, samples))
             if label == "wakeups":
                 report["offline_convergence_s"] = {
                     "cases": args.offline,

@@ -29,6 +29,8 @@ from node.domain.events import Event
 from sync.link import Link, put_heartbeat, wake_children
 
 HEARTBEAT_INTERVAL_S = 10.0
+# Under a stream of local writes every write wakes the agent; cycles closer than this add load, not speed.
+MIN_CYCLE_GAP_S = 0.1
 log = logging.getLogger("tongban.agent")
 
 
@@ -58,7 +60,9 @@ class Agent:
                 self.cycle()
                 if ready and self.mqtt.connected and not Path(ready).exists():
                     Path(ready).touch()
+                finished = time.monotonic()
                 self.woken.wait(self.context.config.sync_interval_s)
+                self.stop.wait(max(0.0, MIN_CYCLE_GAP_S - (time.monotonic() - finished)))
                 self.woken.clear()
         finally:
             if self.mqtt.connected:
