@@ -40,10 +40,13 @@ class Agent:
         self.stop = stop
         self.code = context.config.code
         self.woken = threading.Event()
+        # What the wake-ups since the last cycle asked for: "pull" (the parent has news), "push" (this
+        # node or a child wrote). The timer asks for both.
+        self.wanted: set[str] = set()
         self.mqtt = MqttLink(
             context.config.mqtt_host, context.config.mqtt_port, client_id=f"{self.code}-agent", will_node=self.code
         )
-        self.mqtt.subscribe(wake_topic(self.code), lambda _topic, _payload: self.woken.set())
+        self.mqtt.subscribe(wake_topic(self.code), self.on_wake)
         self.link = Link(context) if context.config.parent_url else None
         self.reported_quarantine = {row["doc_id"] for row in context.readmodel.quarantined()}
         self.wake_cursor: Any = None
@@ -56,14 +59,16 @@ class Agent:
         self.wake_cursor = self.context.store.info()["update_seq"]
         ready = os.environ.get("TONGBAN_READY_FILE")
         try:
+            wanted = {"push", "pull"}
             while not self.stop.is_set():
-                self.cycle()
+                self.cycle(wanted)
                 if ready and self.mqtt.connected and not Path(ready).exists():
                     Path(ready).touch()
                 finished = time.monotonic()
-                self.woken.wait(self.context.config.sync_interval_s)
+                woken = self.woken.wait(self.context.config.sync_interval_s)
                 self.stop.wait(max(0.0, MIN_CYCLE_GAP_S - (time.monotonic() - finished)))
                 self.woken.clear()
+                wanted, self.wanted = (self.wanted or {"push", "pull"}) if woken else {"push", "pull"}, set()
         finally:
             if self.mqtt.connected:
                 self.mqtt.publish(
@@ -81,12 +86,16 @@ class Agent:
             {"case_no": case.case_no, "state": case.state.value, "handling_node": case.handling_node},
         )
 
-    def cycle(self) -> None:
+    def on_wake(self, _topic: str, payload: dict[str, Any]) -> None:
+        from_parent = payload.get("from") is not None and payload.get("from") == self.context.division.parent
+        self.wanted.add("pull" if from_parent else "push")
+        self.woken.set()
+
+    def cycle(self, wanted: set[str]) -> None:
         try:
-            self.context.projector.catch_up()
             if self.link is not None:
-                self.link.sync()
-                self.context.projector.catch_up()
+                self.link.sync(push="push" in wanted, pull="pull" in wanted)
+            self.context.projector.catch_up()
             if self.context.config.wakeups:
                 self.wake_cursor = wake_children(self.context, self.wake_cursor, self.mqtt)
         except StoreUnavailable as exc:
