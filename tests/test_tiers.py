@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -99,3 +100,8 @@ def test_a_village_is_not_in_another_villages_subtree() -> None:
     v1, v2 = "430902102201", "430902102202"
     assert not TREE.is_in_subtree(v1, v2)
     assert TREE.path_between(v1, v2) == [v1, "430902102000", v2]
+
+
+def test_the_shipped_division_table_is_the_shared_one(shared_dir: Path) -> None:
+    # The product reads its own copy; it must not drift from the project's reference data.
+    assert DIVISIONS_CSV.read_bytes() == (shared_dir / "data" / "yiyang_divisions.csv").read_bytes()
