@@ -274,12 +274,12 @@ def celery_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> 
     )
 
 
-def agent_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
-    """The node agent: MQTT heartbeat with last will, wake-ups and the replication loop."""
+def _node_process_spec(name: str, subcommand: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
+    """A ``tongban node <subcommand>`` process that touches its ready file once it is working."""
     ready_file = data_dir / "run" / f"{name}.ready"
     return ServiceSpec(
         name=name,
-        argv=[sys.executable, "-m", "node.entrypoints.cli", "node", "agent", "--config", str(config_path)],
+        argv=[sys.executable, "-m", "node.entrypoints.cli", "node", subcommand, "--config", str(config_path)],
         healthy=ready_file.exists,
         log_path=log_dir / f"{name}.log",
         env={**_python_env(config_path), "TONGBAN_READY_FILE": str(ready_file)},
@@ -287,18 +287,13 @@ def agent_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> S
         start_timeout_s=90.0,
         ready_file=ready_file,
     )
+
+
+def agent_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
+    """The node agent: MQTT heartbeat with last will, wake-ups and the replication loop."""
+    return _node_process_spec(name, "agent", config_path, data_dir, log_dir)
 
 
 def collector_spec(name: str, config_path: Path, data_dir: Path, log_dir: Path) -> ServiceSpec:
     """The ops collector (nodes with ops monitoring): records every node's status and link reports."""
-    ready_file = data_dir / "run" / f"{name}.ready"
-    return ServiceSpec(
-        name=name,
-        argv=[sys.executable, "-m", "node.entrypoints.cli", "node", "collector", "--config", str(config_path)],
-        healthy=ready_file.exists,
-        log_path=log_dir / f"{name}.log",
-        env={**_python_env(config_path), "TONGBAN_READY_FILE": str(ready_file)},
-        cwd=PROJECT_ROOT,
-        start_timeout_s=90.0,
-        ready_file=ready_file,
-    )
+    return _node_process_spec(name, "collector", config_path, data_dir, log_dir)
