@@ -33,8 +33,7 @@ class TrustFilter:
             return passed
         known = self.readmodel.known_event_ids(list(by_case))
         unprojected = [c for c, ids in by_case.items() if not set(ids) <= known.get(c, set())]
-        for case_no in unprojected:
-            self.projector.project_case(case_no)
+        self.projector.project_cases(unprojected)
         if unprojected:
             known.update(self.readmodel.known_event_ids(unprojected))
         for case_no, ids in by_case.items():

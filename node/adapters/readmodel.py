@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, func, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from node.adapters.docstore import DocStore
+from node.adapters.docstore import Doc, DocStore
 from node.adapters.eventstore import EventVerifier, Quarantined
 from node.adapters.nodestate import create_tables, sqlite_engine
 from node.domain.case import Case, fold
@@ -311,11 +312,23 @@ class Projector:
             self.on_case(case, events)
         return case
 
-    def project_case(self, case_no: str) -> Case | None:
-        verified = self.verifier.verified_case(case_no)
+    def project_case(self, case_no: str, docs: list[Doc] | None = None) -> Case | None:
+        if docs is None:
+            docs = self.verifier.events.case_docs(case_no)
+        verified = self.verifier.verify_docs(case_no, docs)
         self.readmodel.record_quarantine(verified.quarantined)
         self.readmodel.set_pending(case_no, bool(verified.pending))
         return self.project_events(verified.events) if verified.events else None
+
+    def project_cases(self, case_numbers: list[str]) -> None:
+        """Project several cases; their documents are read a few at a time in parallel.
+
+        One range read per case is the cost of projecting replicated documents; the store serves
+        several at once, which matters when a reconnecting village brings a thousand cases.
+        """
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="case-docs") as pool:
+            for case_no, docs in zip(case_numbers, pool.map(self.verifier.events.case_docs, case_numbers), strict=True):
+                self.project_case(case_no, docs)
 
     def catch_up(self, batch: int = 500) -> int:
         """Project every change since the checkpoint; returns how many cases were refreshed.
@@ -342,8 +355,7 @@ class Projector:
                 stale = [case_no for case_no, ids in changed.items() if not ids <= known.get(case_no, set())]
                 if any(row["id"].startswith("cert:") for row in results):
                     stale.extend(c for c in self.readmodel.pending() if c not in stale)
-                for case_no in stale:
-                    self.project_case(case_no)
+                self.project_cases(stale)
                 refreshed += len(stale)
                 since = feed["last_seq"]
                 self.readmodel.save_checkpoint(self.CHECKPOINT, since)
