@@ -41,7 +41,7 @@ from node.domain.errors import DomainError
 from node.domain.events import EVALUATION_LEVELS
 from node.entrypoints.web.api import STATUS, context, error_response
 from node.service_layer.cases import CHINA, Actor
-from tiers import Division, Tier
+from tiers import Capability, Division, Tier, capabilities
 
 pages = Blueprint("pages", __name__)
 
@@ -60,6 +60,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "nav_accept": ("综合窗口受理", "Accept an application"),
     "nav_inbox": ("待办箱", "Inbox"),
     "nav_query": ("办件进度查询", "Case progress"),
+    "nav_ops": ("运行监控", "Operations"),
     "nav_login": ("工作人员登录", "Staff sign-in"),
     "nav_logout": ("退出", "Sign out"),
     "lang_other": ("English", "中文"),
@@ -465,6 +466,8 @@ def _template_helpers() -> dict[str, Any]:
         "tier_text": tier_text,
         "department_name": department_name,
         "ACCEPT_ROLES": ACCEPT_ROLES,
+        # Only the tier that monitors the federation (the city) serves the ops dashboard.
+        "MONITORS": Capability.OPS_MONITORING in capabilities(context().division.tier),
         "flashes": get_flashed_messages(with_categories=True),
     }
 
