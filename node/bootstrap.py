@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node import __version__
+from node.adapters.catalogue_doc import CATALOGUE_DOC, PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.keys import NodeIdentity
@@ -23,7 +24,6 @@ from node.runtime.provisioning import DATA_KEY, identity_dir
 from node.service_layer.cases import CaseService
 from tiers import Division, DivisionTree, yiyang
 
-CATALOGUE_DOC = "catalogue"
 CALENDAR_OVERRIDES = "workday-overrides.json"
 
 
@@ -39,8 +39,12 @@ class NodeContext:
     readmodel: ReadModel
     projector: Projector
     cases: CaseService
-    catalogue: Catalogue
+    published_catalogue: PublishedCatalogue
     version: str = __version__
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.published_catalogue.current
 
     def wake(self) -> None:
         """Tell this node's agent that documents changed here, so it syncs now rather than on its timer."""
@@ -53,12 +57,6 @@ def config_from_env() -> NodeConfig:
     if not path:
         raise ConfigError("TONGBAN_NODE_CONFIG 未设置 / TONGBAN_NODE_CONFIG is not set: point it at a node.json")
     return NodeConfig.load(Path(path))
-
-
-def load_catalogue(store: DocStore) -> Catalogue:
-    """The catalogue the city published into the store, or the shipped seed before it arrives."""
-    doc = store.get(CATALOGUE_DOC)
-    return Catalogue.from_dict(doc) if doc else load_seed_catalogue()
 
 
 def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str | None = None) -> NodeContext:
@@ -78,7 +76,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
     verifier = EventVerifier(events, identity.ca_pem)
     state = NodeState(config.data_dir / "state.sqlite3")
     readmodel = ReadModel(config.data_dir / "readmodel.sqlite3")
-    catalogue = load_catalogue(store)
+    catalogue = PublishedCatalogue(store, load_seed_catalogue())
     cases = CaseService(
         config.code,
         tree,
@@ -90,7 +88,9 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         PersonalData.ensure(identity_dir(config) / DATA_KEY),
         calendar,
     )
-    projector = Projector(store, readmodel, verifier, catalogue, cases.applicant_name, lambda case: scope(case, tree))
+    projector = Projector(
+        store, readmodel, verifier, lambda: catalogue.current, cases.applicant_name, lambda case: scope(case, tree)
+    )
     mqtt = None
     if connect_mqtt:
         mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")
@@ -106,7 +106,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         readmodel=readmodel,
         projector=projector,
         cases=cases,
-        catalogue=catalogue,
+        published_catalogue=catalogue,
     )
 
     def written(events: list[Event]) -> None:
@@ -123,4 +123,4 @@ def publish_own_documents(context: NodeContext) -> None:
     """Put this node's certificate (and, at the city, the catalogue) into its store for replication."""
     context.cases.events.publish_certificate(context.identity.certificate_pem)
     if context.division.parent is None and context.store.get(CATALOGUE_DOC) is None:
-        context.store.bulk_docs([{**context.catalogue.to_dict(), "_id": CATALOGUE_DOC}])
+        context.store.bulk_docs([{**load_seed_catalogue().to_dict(), "_id": CATALOGUE_DOC}])

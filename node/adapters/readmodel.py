@@ -285,7 +285,7 @@ class Projector:
         store: DocStore,
         readmodel: ReadModel,
         verifier: EventVerifier,
-        catalogue: Catalogue,
+        catalogue: Callable[[], Catalogue],
         applicant_name: ApplicantName,
         scope_of: Callable[[Case], frozenset[str]],
         on_case: CaseHook | None = None,
@@ -306,7 +306,7 @@ class Projector:
         except DomainError:
             return None  # the first event has not arrived yet; a later change brings it
         self.readmodel.upsert_case(
-            case, [e.doc_id for e in events], self.catalogue, self.applicant_name(case), self.scope_of(case)
+            case, [e.doc_id for e in events], self.catalogue(), self.applicant_name(case), self.scope_of(case)
         )
         if self.on_case:
             self.on_case(case, events)

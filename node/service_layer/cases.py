@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.keys import NodeIdentity
 from node.adapters.nodestate import Account, NodeState
@@ -88,7 +89,7 @@ class CaseService:
         self,
         node_code: str,
         tree: DivisionTree,
-        catalogue: Catalogue,
+        catalogue: PublishedCatalogue,
         events: EventStore,
         verifier: EventVerifier,
         identity: NodeIdentity,
@@ -100,7 +101,7 @@ class CaseService:
     ) -> None:
         self.node = node_code
         self.tree = tree
-        self.catalogue = catalogue
+        self.published = catalogue
         self.events = events
         self.verifier = verifier
         self.identity = identity
@@ -110,6 +111,10 @@ class CaseService:
         self.clock = HybridLogicalClock(node_code)
         self.on_written = on_written
         self.today = today
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.published.current
 
     # --- writing ------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from node.bootstrap import NodeContext
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.openapi import SPEC
 from node.service_layer.cases import Actor
+from node.service_layer.catalogue import publish_catalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -161,6 +162,14 @@ def matters() -> ResponseReturnValue:
             ],
         }
     )
+
+
+@blueprint.put("/catalog")
+@require_role("admin")
+def publish() -> ResponseReturnValue:
+    node = context()
+    catalogue = publish_catalogue(g.actor.role, node.division.tier, node.published_catalogue, json_body())
+    return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 
 @blueprint.post("/cases")

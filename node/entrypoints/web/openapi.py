@@ -105,6 +105,13 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/catalog": {
+            "put": {
+                "summary": "Publish a new catalogue version (admin, at the city only; version = current + 1)",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 409)},
+            }
+        },
         "/api/v1/catalog/matters": {
             "get": {"summary": "The catalogue of general matters", "responses": {"200": _json({"type": "object"})}}
         },
