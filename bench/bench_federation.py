@@ -144,7 +144,9 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--timer-samples", type=int, default=8, help="timer-only runs are slow: fewer samples (0 skips them)")
+    parser.add_argument(
+        "--timer-samples", type=int, default=8, help="timer-only runs are slow: fewer samples (0 skips them)"
+    )
     parser.add_argument("--offline", type=int, default=1000)
     args = parser.parse_args()
     base = next(b for b in range(23000, 40000, 100) if all(port_is_free(p) for p in range(b, b + 100)))
