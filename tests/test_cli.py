@@ -241,3 +241,35 @@ def test_unusable_node_config_raises_config_error(tmp_path: Path, content: bytes
 def test_missing_node_config_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         NodeConfig.load(tmp_path / "absent.json")
+
+
+def test_ctrl_c_while_starting_stops_at_once_and_leaves_nothing(var: Path) -> None:
+    base = next(b for b in range(32000, 40000, 100) if all(port_is_free(p) for p in range(b, b + 60)))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.entrypoints.cli",
+            "federation",
+            "up",
+            "--var",
+            str(var),
+            "--base-port",
+            str(base),
+            "--nodes",
+            f"{CITY},430903000000",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "document stores and brokers" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, output
+    assert "stopped" in output
+    assert processes_mentioning(var.parent) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from node.config import ConfigError, NodeConfig
 from node.runtime.services import PROJECT_ROOT, SetupError
-from node.runtime.supervisor import StartError
+from node.runtime.supervisor import Interrupted, StartError
 from tiers import UnknownDivisionError, yiyang
 
 DEFAULT_VAR = PROJECT_ROOT / "var"
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SetupError, StartError, UnknownDivisionError) as exc:
         print(f"tongban: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         return 130
 
 

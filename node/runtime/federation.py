@@ -19,6 +19,7 @@ from typing import Any
 
 from node.adapters.mqtt import down_subtree_pattern, up_pattern
 from node.config import ConfigError, NodeConfig
+from node.runtime.provisioning import provision_federation
 from node.runtime.services import (
     ServiceSpec,
     agent_spec,
@@ -196,7 +197,7 @@ def run(
     federation.save()
     federation.lock_file.parent.mkdir(parents=True, exist_ok=True)
     federation.lock_file.write_text(str(os.getpid()))
-    supervisor = Supervisor(federation.var_dir / "run", progress)
+    supervisor = Supervisor(federation.var_dir / "run", progress, stop)
     log_dir = federation.var_dir / "logs"
     started = time.monotonic()
     try:
@@ -207,8 +208,6 @@ def run(
             groups = [node_service_specs(config, log_dir) for config in configs]
             progress(f"starting {len(configs)} document stores and brokers …")
             supervisor.start([spec for infra, _ in groups for spec in infra])
-            from node.runtime.provisioning import provision_federation
-
             provision_federation(configs, progress)
             progress(f"starting {len(configs)} nodes (web, worker, agent) …")
             supervisor.start([spec for _, app in groups for spec in app])

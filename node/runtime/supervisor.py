@@ -30,6 +30,10 @@ class StartError(Exception):
     """A service that would not start; carries the tail of its log."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while services were still starting."""
+
+
 # Loaded once here: loading a library between fork and exec (in ``preexec_fn``) can deadlock.
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -121,8 +125,11 @@ class Running:
 class Supervisor:
     """Owns a set of processes. Spawn and stop only from the thread that created it."""
 
-    def __init__(self, run_dir: Path, progress: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, run_dir: Path, progress: Callable[[str], None] = print, stop: threading.Event | None = None
+    ) -> None:
         self.run_dir = run_dir
+        self.stop_requested = stop
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.running: dict[str, Running] = {}
@@ -192,6 +199,8 @@ class Supervisor:
     def wait_healthy(self, names: Iterable[str]) -> None:
         pending = set(names)
         while pending:
+            if self.stop_requested is not None and self.stop_requested.is_set():
+                raise Interrupted("stopped while starting")
             for name in sorted(pending):
                 entry = self.running[name]
                 if entry.process.poll() is not None:
