@@ -17,6 +17,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from node.adapters.batching import GroupCommit
+
 metadata = MetaData()
 
 accounts = Table(
@@ -76,18 +78,26 @@ class NodeState:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
         create_tables(metadata, self.engine, path)
+        # Concurrent acceptances share one transaction (see node.adapters.batching).
+        self._serials: GroupCommit[str, int] = GroupCommit(self._reserve_serials)
 
     def next_case_serial(self, day: date) -> int:
-        """The next serial for today's case numbers; one atomic statement across the node's processes."""
-        key = day.strftime("%Y%m%d")
-        statement = (
-            sqlite_insert(counters)
-            .values(day=key, last=1)
-            .on_conflict_do_update(index_elements=["day"], set_={"last": counters.c.last + 1})
-            .returning(counters.c.last)
-        )
+        """The next serial for ``day``'s case numbers: atomic across the node's processes, no gaps."""
+        return self._serials.write([day.strftime("%Y%m%d")])[0]
+
+    def _reserve_serials(self, days: list[str]) -> list[int]:
+        """One statement per day for all the requests waiting at once; serials handed out in order."""
+        serials: list[int] = []
         with self.engine.begin() as conn:
-            return int(conn.execute(statement).scalar_one())
+            for key in days:
+                statement = (
+                    sqlite_insert(counters)
+                    .values(day=key, last=1)
+                    .on_conflict_do_update(index_elements=["day"], set_={"last": counters.c.last + 1})
+                    .returning(counters.c.last)
+                )
+                serials.append(int(conn.execute(statement).scalar_one()))
+        return serials
 
     def ensure_at_least(self, day: date, serial: int) -> None:
         """Never hand out a serial at or below one already used (e.g. after the state file was lost)."""

@@ -1,0 +1,63 @@
+"""Group commit hands every caller its own results, shares writes, and reports failures to all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from node.adapters.batching import GroupCommit
+from node.adapters.nodestate import NodeState
+
+
+def test_concurrent_callers_get_their_own_results_and_share_flushes() -> None:
+    flushes: list[int] = []
+
+    def flush(items: list[int]) -> list[int]:
+        flushes.append(len(items))
+        time.sleep(0.01)
+        return [item * 10 for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(flush)
+    results: dict[int, list[int]] = {}
+
+    def caller(n: int) -> None:
+        results[n] = group.write([n, n + 1000])
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: [n * 10, (n + 1000) * 10] for n in range(40)}
+    assert sum(flushes) == 80 and len(flushes) < 40  # shared, not one flush per caller
+
+
+def test_a_failed_flush_reaches_every_waiting_caller() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: (_ for _ in ()).throw(OSError("store down")))
+    with pytest.raises(OSError, match="store down"):
+        group.write([1])
+
+
+def test_case_serials_are_unique_and_gapless_across_threads_and_processes(tmp_path: Path) -> None:
+    first, second = NodeState(tmp_path / "state.sqlite3"), NodeState(tmp_path / "state.sqlite3")
+    day = date(2026, 11, 27)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def take(state: NodeState) -> None:
+        for _ in range(10):
+            serial = state.next_case_serial(day)
+            with lock:
+                got.append(serial)
+
+    threads = [threading.Thread(target=take, args=(state,)) for state in (first, second) * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 81))
+    assert first.next_case_serial(date(2026, 11, 28)) == 1
