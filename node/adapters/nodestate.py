@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -78,6 +79,7 @@ class NodeState:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
         create_tables(metadata, self.engine, path)
+        self._accounts: dict[str, tuple[Account | None, float]] = {}
         # Concurrent acceptances share one transaction (see node.adapters.batching).
         self._serials: GroupCommit[str, int] = GroupCommit(self._reserve_serials)
 
@@ -125,6 +127,7 @@ class NodeState:
         otherwise take half a minute. People's own passwords always get scrypt.
         """
         method = "pbkdf2:sha256:1000" if generated else "scrypt"
+        self._accounts.pop(username, None)
         with self.engine.begin() as conn:
             conn.execute(accounts.delete().where(accounts.c.username == username))
             conn.execute(
@@ -138,7 +141,18 @@ class NodeState:
             )
         return Account(username, role, department, display_name or username)
 
-    def account(self, username: str) -> Account | None:
+    def account(self, username: str, max_age_s: float = 0.0) -> Account | None:
+        """The account, or None; with ``max_age_s``, a copy read at most that long ago will do."""
+        if max_age_s > 0:
+            cached = self._accounts.get(username)
+            if cached and time.monotonic() - cached[1] < max_age_s:
+                return cached[0]
+        found = self._read_account(username)
+        if max_age_s > 0:
+            self._accounts[username] = (found, time.monotonic())
+        return found
+
+    def _read_account(self, username: str) -> Account | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(accounts).where(accounts.c.username == username)).first()
         return Account(row.username, row.role, row.department, row.display_name) if row else None

@@ -23,6 +23,8 @@ from node.service_layer.catalogue import publish_catalogue
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 TOKEN_MAX_AGE_S = 12 * 3600
+# API calls may see a role change up to this late; it spares every request a read of the account file.
+ACCOUNT_CACHE_S = 2.0
 STATUS = {
     ErrorKind.INVALID: 400,
     ErrorKind.NOT_FOUND: 404,
@@ -55,7 +57,7 @@ def actor_from_token(token: str) -> Actor | None:
         return None
     if not isinstance(data, dict) or data.get("n") != context().config.code:
         return None
-    account = context().state.account(str(data.get("u")))
+    account = context().state.account(str(data.get("u")), max_age_s=ACCOUNT_CACHE_S)
     return Actor.of(account) if account else None
 
 
