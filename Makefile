@@ -53,6 +53,8 @@ bench: setup
 	@bash deploy/setup-system.sh wrk
 	@$(PY) bench/bench_acceptance.py
 	@$(PY) bench/bench_replication.py
+	@$(PY) bench/bench_federation.py
+	@$(PY) bench/bench_ops.py
 
 clean:
 	rm -rf var test-artifacts .pytest_cache
