@@ -49,10 +49,6 @@ class NodeConfig:
         return "127.0.0.1"
 
     @property
-    def readmodel_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'readmodel.sqlite3'}"
-
-    @property
     def config_path(self) -> Path:
         return self.data_dir / "node.json"
 

@@ -20,6 +20,7 @@ import pytest
 
 from node.config import ConfigError, NodeConfig
 from node.runtime.services import PROJECT_ROOT, free_port, port_is_free
+from tests.test_federation import processes_mentioning
 
 UNKNOWN_CODE = "999999999999"
 CITY = "430900000000"
@@ -33,24 +34,6 @@ def tongban(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[s
         text=True,
         timeout=timeout,
     )
-
-
-def processes_mentioning(path: Path) -> list[str]:
-    """Live processes with ``path`` in their command line or environment (node configs travel in the env)."""
-    needle = str(path).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and (needle in cmdline or needle in environ):
-            found.append(entry.name + ": " + cmdline.replace(b"\0", b" ").decode(errors="replace"))
-    return found
 
 
 def assert_one_clear_error(result: subprocess.CompletedProcess[str], *phrases: str) -> str:
@@ -70,9 +53,9 @@ def var(tmp_path: Path) -> Iterator[Path]:
     var_dir = tmp_path / "var"
     yield var_dir
     leftovers = processes_mentioning(tmp_path)
-    for entry in leftovers:  # ours: they work in this test's own directory
+    for pid in leftovers:  # ours: they work in this test's own directory
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left running: {leftovers}"
 
 
@@ -272,4 +255,4 @@ def test_ctrl_c_while_starting_stops_at_once_and_leaves_nothing(var: Path) -> No
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 130, output
     assert "stopped" in output
-    assert processes_mentioning(var.parent) == []
+    assert processes_mentioning(var.parent) == {}

@@ -152,9 +152,9 @@ class RunningFederation:
         )
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]:
-    root = tmp_path_factory.mktemp("federation")
+@contextlib.contextmanager
+def federation_in(root: Path) -> Iterator[RunningFederation]:
+    """A started federation under ``root``; afterwards nothing of it is left running."""
     running = RunningFederation(root / "var", free_base_port())
     try:
         running.start()
@@ -171,6 +171,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFede
         for pid in processes_mentioning(root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]:
+    with federation_in(tmp_path_factory.mktemp("federation")) as running:
+        yield running
 
 
 class Inbox:

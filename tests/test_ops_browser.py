@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from node.runtime.services import PROJECT_ROOT
-from tests.test_federation import CITY, VILLAGE, RunningFederation, free_base_port, processes_mentioning
+from tests.test_federation import CITY, VILLAGE, RunningFederation, federation_in
 
 pytestmark = pytest.mark.slow
 
@@ -46,22 +46,8 @@ OFFLINE_WITHIN_S = 60
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]:
-    root = tmp_path_factory.mktemp("ops-browser")
-    running = RunningFederation(root / "var", free_base_port())
-    try:
-        running.start()
+    with federation_in(tmp_path_factory.mktemp("ops-browser")) as running:
         yield running
-    finally:
-        process = running.process
-        if process is not None:
-            try:
-                running.interrupt()
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for pid in processes_mentioning(root):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def ops_account(federation: RunningFederation) -> dict[str, str]:

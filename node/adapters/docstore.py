@@ -127,11 +127,6 @@ class DocStore:
         )
         return [entry["ok"] for item in result.get("results", []) for entry in item.get("docs", []) if "ok" in entry]
 
-    def find(self, selector: Doc, limit: int = 10_000, **extra: Any) -> list[Doc]:
-        body = {"selector": selector, "limit": limit, **extra}
-        result = self._request("POST", "_find", data=json.dumps(body), headers={"Content-Type": "application/json"})
-        return list(result.get("docs", []))
-
     def all_docs(self, start_key: str, end_key: str, include_docs: bool = True) -> list[Doc]:
         params = {
             "startkey": json.dumps(start_key),

@@ -151,12 +151,3 @@ class MqttLink:
 
 def heartbeat(node: str, version: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"node": node, "status": "online", "version": version, "at": time.time(), **(extra or {})}
-
-
-def probe_broker(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether an MQTT broker accepts a connection (CONNECT → CONNACK) right now."""
-    link = MqttLink(host, port, client_id=f"probe-{time.monotonic_ns()}")
-    try:
-        return link.start(wait_s=timeout)
-    finally:
-        link.stop()

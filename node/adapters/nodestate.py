@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -101,16 +101,6 @@ class NodeState:
                 serials.append(int(conn.execute(statement).scalar_one()))
         return serials
 
-    def ensure_at_least(self, day: date, serial: int) -> None:
-        """Never hand out a serial at or below one already used (e.g. after the state file was lost)."""
-        key = day.strftime("%Y%m%d")
-        with self.engine.begin() as conn:
-            current = conn.execute(select(counters.c.last).where(counters.c.day == key)).scalar_one_or_none()
-            if current is None:
-                conn.execute(insert(counters).values(day=key, last=serial))
-            elif current < serial:
-                conn.execute(update(counters).where(counters.c.day == key).values(last=serial))
-
     def add_account(
         self,
         username: str,
@@ -167,11 +157,6 @@ class NodeState:
         if not check_password_hash(row.password_hash, password):
             return None
         return Account(row.username, row.role, row.department, row.display_name)
-
-    def all_accounts(self) -> list[Account]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(accounts).order_by(accounts.c.username)).all()
-        return [Account(r.username, r.role, r.department, r.display_name) for r in rows]
 
 
 def new_password() -> str:

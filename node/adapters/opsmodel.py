@@ -343,17 +343,6 @@ class OpsModel:
                 for name, table in (("status", node_status), ("links", link_stats), ("heartbeats", heartbeat_docs))
             }
 
-    def status_count(self, since: float) -> int:
-        """Nodes whose newest heartbeat is at or after ``since``."""
-        with self.engine.connect() as conn:
-            query = select(func.count()).select_from(node_status).where(node_status.c.last_heartbeat_at >= since)
-            return int(conn.execute(query).scalar_one())
-
-    def link_count(self, since: float) -> int:
-        with self.engine.connect() as conn:
-            query = select(func.count()).select_from(link_stats).where(link_stats.c.received_at >= since)
-            return int(conn.execute(query).scalar_one())
-
     # --- quarantine -------------------------------------------------------------------------------------
 
     def unacknowledged_quarantine(self) -> dict[str, list[dict[str, Any]]]:

@@ -404,6 +404,13 @@ def status_counts(nodes: list[NodeView]) -> dict[str, int]:
     return counts
 
 
+def link_state_counts(links: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for link in links:
+        counts[link.state] = counts.get(link.state, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 # --- alerts -----------------------------------------------------------------------------------------------
 
 

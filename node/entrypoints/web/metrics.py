@@ -246,7 +246,7 @@ def _http(out: Exposition) -> None:
 
 def _operations(out: Exposition) -> None:
     from node.entrypoints.web.ops import monitors, ops_model, thresholds
-    from node.service_layer.ops import link_views, node_views, status_counts
+    from node.service_layer.ops import link_state_counts, link_views, node_views, status_counts
 
     if not monitors():
         return
@@ -261,14 +261,12 @@ def _operations(out: Exposition) -> None:
         "Nodes of the tree by status, as city operations sees them",
         [({"status": status}, count) for status, count in status_counts(nodes).items()],
     )
-    link_counts: dict[str, int] = {}
-    for link in links:
-        link_counts[link.state] = link_counts.get(link.state, 0) + 1
+    link_counts = link_state_counts(links)
     out.metric(
         "tongban_ops_links",
         "gauge",
         "Replication links by state",
-        [({"state": state}, count) for state, count in sorted(link_counts.items())],
+        [({"state": state}, count) for state, count in link_counts.items()],
     )
     lags = [link.lag_s for link in links if link.lag_s is not None]
     out.metric(

@@ -29,6 +29,7 @@ from node.service_layer.ops import (
     alert_json,
     case_figures,
     figures_csv,
+    link_state_counts,
     link_views,
     node_views,
     refresh_outcomes,
@@ -379,9 +380,7 @@ def dashboard() -> ResponseReturnValue:
     nodes = node_views(ops, tree, now, limits, snapshot)
     links = link_views(ops, tree, now, limits, nodes, snapshot)
     figures = _figures()
-    link_counts: dict[str, int] = {}
-    for link in links:
-        link_counts[link.state] = link_counts.get(link.state, 0) + 1
+    link_counts = link_state_counts(links)
     return render_template(
         "ops.html",
         now=now,
