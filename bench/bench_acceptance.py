@@ -4,13 +4,17 @@ Starts a county node for real (pouchdb-server, Mosquitto, gunicorn, agent) on fr
 drives ``POST /api/v1/cases`` with wrk at concurrency 16, then measures how long documents written
 into the store (as replication writes them) take to show in the approver's inbox.
 
-    .venv/bin/python bench/bench_acceptance.py [--seconds 20] [--workers 2] [--connections 16]
+    .venv/bin/python bench/bench_acceptance.py [--seconds 20] [--workers 2] [--connections 16] [--cpus 1.1]
+
+``--cpus`` confines the whole run (node, load generator) to that many cores' worth of CPU time
+with a CPU cgroup, to see how the latency tail holds on a slower or busier machine (needs root).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -85,13 +89,44 @@ def run_wrk(url: str, token: str, seconds: int, connections: int, workdir: Path)
     }
 
 
+def confine_cpu(cpus: float) -> None:
+    """Move this process (and so everything it starts) into a CPU cgroup limited to ``cpus`` cores.
+
+    A 10 ms period keeps each throttling pause short, so the limit slows the run evenly instead of
+    freezing it for tens of milliseconds at a time.
+    """
+    period_us = 10_000
+    quota_us = int(cpus * period_us)
+    v2, v1 = Path("/sys/fs/cgroup/cgroup.controllers"), Path("/sys/fs/cgroup/cpu")
+    try:
+        if v2.exists():
+            if "cpu" not in (v2.parent / "cgroup.subtree_control").read_text().split():
+                (v2.parent / "cgroup.subtree_control").write_text("+cpu")
+            group = Path("/sys/fs/cgroup/tongban-bench")
+            group.mkdir(exist_ok=True)
+            (group / "cpu.max").write_text(f"{quota_us} {period_us}")
+        elif v1.is_dir():
+            group = v1 / "tongban-bench"
+            group.mkdir(exist_ok=True)
+            (group / "cpu.cfs_period_us").write_text(str(period_us))
+            (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+        else:
+            sys.exit("--cpus: this machine has no CPU cgroup controller")
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError as exc:
+        sys.exit(f"--cpus needs a writable CPU cgroup (run as root): {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--lag-samples", type=int, default=50)
+    parser.add_argument("--cpus", type=float, help="confine the run to this many cores (CPU cgroup)")
     args = parser.parse_args()
+    if args.cpus:
+        confine_cpu(args.cpus)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: run `bash deploy/setup-system.sh wrk`")
 
@@ -160,6 +195,7 @@ def main() -> None:
                     "acceptance": result,
                     "workers": args.workers,
                     "connections": args.connections,
+                    "cpus": args.cpus or os.cpu_count(),
                     "readmodel_lag_s": {
                         "samples": len(lags),
                         "p50": statistics.median(lags),

@@ -89,7 +89,13 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         calendar,
     )
     projector = Projector(
-        store, readmodel, verifier, lambda: catalogue.current, cases.applicant_name, lambda case: scope(case, tree)
+        store,
+        readmodel,
+        verifier,
+        lambda: catalogue.current,
+        cases.applicant_name,
+        lambda case: scope(case, tree),
+        own_node=config.code,
     )
     mqtt = None
     if connect_mqtt:

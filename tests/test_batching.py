@@ -36,6 +36,41 @@ def test_concurrent_callers_get_their_own_results_and_share_flushes() -> None:
     assert sum(flushes) == 80 and len(flushes) < 40  # shared, not one flush per caller
 
 
+def test_a_caller_is_answered_as_soon_as_its_own_batch_is_written() -> None:
+    """The leader must not go on writing later callers' batches before it returns (tail latency)."""
+    first_started, second_queued, release_second = threading.Event(), threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def flush(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            first_started.set()
+            assert second_queued.wait(5)
+            time.sleep(0.05)  # let the second caller reach its wait
+        else:
+            assert release_second.wait(5)
+        return items
+
+    group: GroupCommit[int, int] = GroupCommit(flush)
+    first_answer: list[int] = []
+    second_answer: list[int] = []
+    first = threading.Thread(target=lambda: first_answer.extend(group.write([1])))
+    first.start()
+    assert first_started.wait(5)
+    second = threading.Thread(target=lambda: second_answer.extend(group.write([2])))
+    second.start()
+    second_queued.set()
+    first.join(timeout=2)
+    assert not first.is_alive() and first_answer == [1]  # answered while batch 2 is still being written
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert second.is_alive() and calls == [[1], [2]]  # the second caller writes its own batch
+    release_second.set()
+    second.join(timeout=5)
+    assert second_answer == [2]
+
+
 def test_a_failed_flush_reaches_every_waiting_caller() -> None:
     group: GroupCommit[int, int] = GroupCommit(lambda items: (_ for _ in ()).throw(OSError("store down")))
     with pytest.raises(OSError, match="store down"):

@@ -38,3 +38,30 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
     finally:
         publisher.stop()
         county_node.mqtt.stop()
+
+
+def test_a_burst_of_signals_is_folded_but_its_last_always_arrives(services: Services) -> None:
+    topic = notice_topic("430903000000")
+    heard: list[dict] = []
+    listener = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-listener")
+    listener.subscribe(topic, lambda _topic, payload: heard.append(payload))
+    sender = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-sender")
+    try:
+        assert listener.start(wait_s=10) and sender.start(wait_s=10)
+        for n in range(200):
+            sender.signal(topic, {"n": n})
+        deadline = time.monotonic() + 5
+        while (not heard or heard[-1] != {"n": 199}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert heard[0] == {"n": 0}  # the first goes at once
+        assert heard[-1] == {"n": 199}  # the last is never swallowed
+        assert len(heard) < 20  # the burst in between is folded
+        time.sleep(0.1)
+        sender.signal(topic, {"n": "alone"})  # after a quiet window a signal goes at once
+        deadline = time.monotonic() + 5
+        while heard[-1] != {"n": "alone"} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert heard[-1] == {"n": "alone"}
+    finally:
+        sender.stop()
+        listener.stop()

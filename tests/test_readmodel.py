@@ -125,3 +125,22 @@ def test_a_read_model_of_an_older_shape_is_rebuilt(county_node: NodeContext) -> 
     county_node.projector.readmodel = reopened
     assert county_node.projector.catch_up() == 1
     assert reopened.count() == 1
+
+
+def test_own_writes_about_to_be_projected_are_not_read_back(county_node: NodeContext) -> None:
+    """The agent leaves the web process a moment to project what it wrote, but never loses a case."""
+    import threading
+
+    project_now = county_node.cases.on_written
+    assert project_now is not None
+    # The web process projects a little after the store write, as under load.
+    county_node.cases.on_written = lambda events: threading.Timer(0.01, project_now, args=(events,)).start()
+    late = accept(county_node)
+    assert county_node.projector.catch_up() == 0  # projected by the writer within the grace: not read back
+    assert county_node.readmodel.count() == 1
+    # The web process died between the store write and its projection: the agent projects the case.
+    county_node.cases.on_written = None
+    lost = accept(county_node)
+    assert county_node.projector.catch_up() == 1
+    states = {r["case_no"]: r["state"] for r in county_node.readmodel.snapshot() if "state" in r}
+    assert states == {late: "in_review", lost: "in_review"}

@@ -19,9 +19,11 @@ Result = TypeVar("Result")
 @dataclass
 class _Waiter(Generic[Item, Result]):
     items: list[Item]
-    done: threading.Event = field(default_factory=threading.Event)
+    woken: threading.Event = field(default_factory=threading.Event)
     results: list[Result] = field(default_factory=list)
     error: Exception | None = None
+    # Set when the waiter is woken to write the next batch rather than to collect its results.
+    leads: bool = False
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -36,31 +38,37 @@ class GroupCommit(Generic[Item, Result]):
         mine: _Waiter[Item, Result] = _Waiter(items)
         with self._lock:
             self._queue.append(mine)
-            lead = not self._writing
+            mine.leads = not self._writing
             self._writing = True
-        if lead:
-            self._drain()
-        else:
-            mine.done.wait()
+        if not mine.leads:
+            mine.woken.wait()
+        if mine.leads:
+            self._write_one_batch()
         if mine.error is not None:
             raise mine.error
         return mine.results
 
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                batch, self._queue = self._queue, []
-                if not batch:
-                    self._writing = False
-                    return
-            try:
-                answers = self.flush([item for waiter in batch for item in waiter.items])
-                offset = 0
-                for waiter in batch:
-                    waiter.results = answers[offset : offset + len(waiter.items)]
-                    offset += len(waiter.items)
-            except Exception as exc:  # every waiting caller must hear of the failure
-                for waiter in batch:
-                    waiter.error = exc
+    def _write_one_batch(self) -> None:
+        # The leader writes exactly one batch (its own among them) and hands the next batch to a
+        # queued caller: a leader that kept draining would hold its own reply hostage to every
+        # later arrival, which is what made the tail latency under load.
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            answers = self.flush([item for waiter in batch for item in waiter.items])
+            offset = 0
             for waiter in batch:
-                waiter.done.set()
+                waiter.results = answers[offset : offset + len(waiter.items)]
+                offset += len(waiter.items)
+        except Exception as exc:  # every waiting caller must hear of the failure
+            for waiter in batch:
+                waiter.error = exc
+        with self._lock:
+            if self._queue:
+                self._queue[0].leads = True
+                self._queue[0].woken.set()
+            else:
+                self._writing = False
+        for waiter in batch:
+            waiter.leads = False
+            waiter.woken.set()

@@ -16,6 +16,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 TOPIC_ROOT = "tongban"
+# Signals on one topic closer together than this are folded into one (see MqttLink.signal).
+SIGNAL_WINDOW_S = 0.05
 
 
 def node_path(node: str) -> str:
@@ -78,6 +80,10 @@ class MqttLink:
         self._ready = threading.Event()  # connected and every subscription acknowledged
         self._pending_subacks: set[int] = set()
         self._subscriptions: dict[str, MessageHandler] = {}
+        self._signal_ready = threading.Condition()
+        self._last_signal: dict[str, float] = {}  # when each topic's last signal went out
+        self._held: dict[str, dict[str, Any]] = {}  # folded signals waiting for their window to end
+        self._signal_sender: threading.Thread | None = None
         if will_node is not None:
             self.client.will_set(
                 status_topic(will_node), json.dumps({"node": will_node, "status": "offline"}), qos=1, retain=True
@@ -116,7 +122,40 @@ class MqttLink:
         return info.is_published()
 
     def signal(self, topic: str, payload: dict[str, Any]) -> None:
-        """Fire-and-forget QoS 1: for wake-ups, which the timer backs up when one is lost."""
+        """Fire-and-forget QoS 1: for wake-ups and notices, which a timer or a poll backs up when lost.
+
+        A signal is a hint that something changed, so a burst needs only its first and its last:
+        the first goes at once; later ones within SIGNAL_WINDOW_S are folded into one message (the
+        latest payload) that a background thread sends at the window's end. Under load that spares
+        every request two publishes and every subscriber hundreds of messages a second.
+        """
+        with self._signal_ready:
+            since_last = time.monotonic() - self._last_signal.get(topic, -SIGNAL_WINDOW_S)
+            if topic not in self._held and since_last >= SIGNAL_WINDOW_S:
+                self._last_signal[topic] = time.monotonic()
+            else:
+                self._held[topic] = payload
+                if self._signal_sender is None:
+                    self._signal_sender = threading.Thread(target=self._send_held, name="mqtt-signals", daemon=True)
+                    self._signal_sender.start()
+                self._signal_ready.notify()
+                return
+        self._send_signal(topic, payload)
+
+    def _send_held(self) -> None:
+        while True:
+            with self._signal_ready:
+                self._signal_ready.wait_for(lambda: bool(self._held))
+                topic = min(self._held, key=lambda t: self._last_signal.get(t, 0.0))
+                wait_s = self._last_signal.get(topic, 0.0) + SIGNAL_WINDOW_S - time.monotonic()
+                if wait_s > 0:
+                    self._signal_ready.wait(wait_s)
+                    continue
+                payload = self._held.pop(topic)
+                self._last_signal[topic] = time.monotonic()
+            self._send_signal(topic, payload)
+
+    def _send_signal(self, topic: str, payload: dict[str, Any]) -> None:
         if self.connected:
             self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1)
 

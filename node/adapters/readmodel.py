@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,8 +298,10 @@ class Projector:
         applicant_name: ApplicantName,
         scope_of: Callable[[Case], frozenset[str]],
         on_case: CaseHook | None = None,
+        own_node: str | None = None,
     ) -> None:
         self.scope_of = scope_of
+        self.own_node = own_node
         self.store = store
         self.readmodel = readmodel
         self.verifier = verifier
@@ -359,8 +362,7 @@ class Projector:
                     except DomainError:
                         continue
                     changed.setdefault(case_no, set()).add(row["id"])
-                known = self.readmodel.known_event_ids(list(changed))
-                stale = [case_no for case_no, ids in changed.items() if not ids <= known.get(case_no, set())]
+                stale = self._stale(changed)
                 if any(row["id"].startswith("cert:") for row in results):
                     stale.extend(c for c in self.readmodel.pending() if c not in stale)
                 self.project_cases(stale)
@@ -368,6 +370,32 @@ class Projector:
                 since = feed["last_seq"]
                 self.readmodel.save_checkpoint(self.CHECKPOINT, since)
             return refreshed
+
+    # How long the web process gets to project what it has just written before the agent does it.
+    OWN_WRITE_GRACE_S = 0.05
+
+    def _stale(self, changed: dict[str, set[str]]) -> list[str]:
+        """Cases whose changed events the read model does not reflect yet.
+
+        The web process writes events, then projects them: a change seen in between is this node's
+        own write about to be projected. Projecting it here too would read the case back from the
+        store for nothing, and under load that was a fifth of the machine; so cases whose only
+        unreflected events were written here get a moment's grace and a second look.
+        """
+        known = self.readmodel.known_event_ids(list(changed))
+        unreflected = {case_no: ids - known.get(case_no, set()) for case_no, ids in changed.items()}
+        stale = [case_no for case_no, ids in unreflected.items() if ids and not self._written_here(ids)]
+        own = [case_no for case_no, ids in unreflected.items() if ids and self._written_here(ids)]
+        if own:
+            time.sleep(self.OWN_WRITE_GRACE_S)
+            known = self.readmodel.known_event_ids(own)
+            stale.extend(case_no for case_no in own if not changed[case_no] <= known.get(case_no, set()))
+        return stale
+
+    def _written_here(self, doc_ids: set[str]) -> bool:
+        return self.own_node is not None and all(
+            parse_event_doc_id(doc_id)[1].endswith(f"-{self.own_node}") for doc_id in doc_ids
+        )
 
     def rebuild(self) -> int:
         with self._lock:
