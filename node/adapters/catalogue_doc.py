@@ -32,6 +32,11 @@ class PublishedCatalogue:
             self._refresh()
         return self._catalogue
 
+    def latest(self) -> Catalogue:
+        """The newest version in the store, read now: an editor must never build on a stale copy."""
+        self._refresh()
+        return self._catalogue
+
     def _refresh(self) -> None:
         with self._lock:
             self._checked = time.monotonic()

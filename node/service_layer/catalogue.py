@@ -6,12 +6,16 @@ from typing import Any
 
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.domain.case import ADMIN
-from node.domain.catalogue import Catalogue
+from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
 from tiers import Capability, Tier, capabilities
 
 
-def publish_catalogue(role: str, tier: Tier, published: PublishedCatalogue, body: Any) -> Catalogue:
+def may_author(role: str, tier: Tier) -> bool:
+    return Capability.CATALOGUE_AUTHORING in capabilities(tier) and role == ADMIN
+
+
+def _check_author(role: str, tier: Tier) -> None:
     if Capability.CATALOGUE_AUTHORING not in capabilities(tier):
         raise DomainError(
             "catalogue_read_only",
@@ -26,8 +30,47 @@ def publish_catalogue(role: str, tier: Tier, published: PublishedCatalogue, body
             "only an admin may publish the catalogue",
             ErrorKind.FORBIDDEN,
         )
+
+
+def publish_catalogue(role: str, tier: Tier, published: PublishedCatalogue, body: Any) -> Catalogue:
+    _check_author(role, tier)
     if not isinstance(body, dict):
         raise DomainError("invalid_json", "请求体必须是 JSON 对象", "the request body must be a JSON object")
     catalogue = Catalogue.from_dict(body)
     published.publish(catalogue)
     return catalogue
+
+
+def publish_matter(
+    role: str, tier: Tier, published: PublishedCatalogue, matter: dict[str, Any], based_on: int, is_new: bool
+) -> Catalogue:
+    """Publish the next catalogue version with one matter changed (or added).
+
+    ``based_on`` is the version the editor started from: if someone published since, the change is
+    refused rather than silently undoing theirs.
+    """
+    _check_author(role, tier)
+    current = published.latest()
+    if based_on != current.version:
+        raise DomainError(
+            "catalogue_changed",
+            f"编辑期间目录已更新为第 {current.version} 版，请重新打开后再修改",
+            f"the catalogue was updated to version {current.version} while you edited; reopen it and edit again",
+            ErrorKind.CONFLICT,
+        )
+    code = matter.get("code")
+    if is_new and code in current:
+        raise DomainError(
+            "matter_exists", f"事项编码 {code} 已存在", f"a matter with code {code} exists already", ErrorKind.CONFLICT
+        )
+    if not is_new and code not in current:
+        raise DomainError("unknown_matter", f"没有事项 {code}", f"no matter {code}", ErrorKind.NOT_FOUND)
+    previous: Matter | None = None if is_new else current.get(str(code))
+    changed = {**matter, "version": previous.version + 1 if previous else 1}
+    data = current.to_dict()
+    if is_new:
+        data["matters"].append(changed)
+    else:
+        data["matters"] = [changed if m["code"] == code else m for m in data["matters"]]
+    data["version"] = current.version + 1
+    return publish_catalogue(role, tier, published, data)

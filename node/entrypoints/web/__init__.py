@@ -20,6 +20,7 @@ def create_app(context: NodeContext) -> Flask:
         context.mqtt.subscribe(notice_topic(context.config.code), board.post)
 
     from node.entrypoints.web.api import blueprint as api
+    from node.entrypoints.web.catalogue_pages import blueprint as catalogue_pages
     from node.entrypoints.web.health import blueprint as health
     from node.entrypoints.web.ops import blueprint as ops
     from node.entrypoints.web.pages import pages
@@ -28,6 +29,7 @@ def create_app(context: NodeContext) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(api)
     app.register_blueprint(pages)
+    app.register_blueprint(catalogue_pages)
     app.register_blueprint(sync_api)
     app.register_blueprint(ops)
     return app

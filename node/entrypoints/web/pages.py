@@ -243,6 +243,77 @@ STRINGS: dict[str, tuple[str, str]] = {
     "action_transfer": ("转办", "Transfer"),
     "action_withdraw": ("撤回申请", "Withdraw"),
     "action_evaluate": ("评价", "Evaluate"),
+    # matter catalogue
+    "nav_catalogue": ("事项目录", "Catalogue"),
+    "catalogue_title": ("政务服务事项目录", "Catalogue of government-service matters"),
+    "catalogue_version": ("第 {version} 版", "version {version}"),
+    "catalogue_read_only_note": (
+        "事项目录由市级编制发布，经同步到达本节点，在本节点只读。",
+        "The catalogue is authored and published at the city and replicated here; it is read-only at this node.",
+    ),
+    "catalogue_author_note": (
+        "保存任一事项的修改即发布目录新版本，并同步至全市各节点（运行中的节点约 10 秒内生效）。",
+        "Saving a change to any matter publishes a new catalogue version, replicated to every node "
+        "(running nodes use it within about 10 seconds).",
+    ),
+    "catalogue_new": ("新增事项", "Add a matter"),
+    "catalogue_new_title": ("新增事项", "New matter"),
+    "catalogue_edit_title": ("编辑事项", "Edit matter"),
+    "catalogue_view_title": ("事项详情", "Matter"),
+    "catalogue_not_author": (
+        "只有市级节点的管理员可以编辑事项目录",
+        "Only an administrator at the city node may edit the catalogue",
+    ),
+    "catalogue_published": (
+        "已发布事项目录第 {version} 版（事项 {code}）",
+        "Published catalogue version {version} (matter {code})",
+    ),
+    "catalogue_code_required": ("请填写事项编码", "Enter the matter code"),
+    "catalogue_save": ("保存并发布新版本", "Save and publish a new version"),
+    "catalogue_back": ("返回事项目录", "Back to the catalogue"),
+    "catalogue_edit": ("编辑", "Edit"),
+    "catalogue_view": ("查看", "View"),
+    "catalogue_days": ("{legal} / {promised} 个工作日", "{legal} / {promised} working days"),
+    "catalogue_materials_hint": (
+        "空白行用于新增材料；勾选“删除”去掉一项。同一材料编码在全市目录中只能对应一个名称。",
+        "Fill a blank row to add a material; tick “remove” to drop one. A material code names one "
+        "material across the whole catalogue.",
+    ),
+    "field_code": ("事项编码", "Matter code"),
+    "field_name": ("事项名称", "Name"),
+    "field_matter_type": ("事项类型", "Type"),
+    "field_department": ("主管部门", "Department"),
+    "field_authority_tier": ("办理层级", "Authority tier"),
+    "field_jurisdiction_rule": ("管辖规则", "Jurisdiction rule"),
+    "field_legal_days": ("法定时限（工作日）", "Legal time limit (working days)"),
+    "field_promised_days": ("承诺时限（工作日）", "Promised time limit (working days)"),
+    "field_days": ("法定 / 承诺时限", "Legal / promised time limit"),
+    "field_handling_type": ("办件类型", "Handling type"),
+    "field_visits_required": ("到现场次数", "Visits required"),
+    "field_fee_yuan": ("收费（元）", "Fee (yuan)"),
+    "field_online_depth": ("网办深度（1–4）", "Online depth (1–4)"),
+    "field_delivery_options": ("送达方式", "Delivery options"),
+    "field_tongban_scope": ("通办范围", "Tongban scope"),
+    "field_materials": ("申请材料", "Materials"),
+    "field_version": ("事项版本", "Matter version"),
+    "mat_code": ("材料编码", "Code"),
+    "mat_name": ("材料名称", "Name"),
+    "mat_form": ("形式", "Form"),
+    "mat_copies": ("份数", "Copies"),
+    "mat_source": ("来源", "Source"),
+    "mat_required": ("必交", "Required"),
+    "mat_remove": ("删除", "Remove"),
+    "rule_residence": ("户籍（居住）地", "registered residence"),
+    "rule_property": ("不动产所在地", "property location"),
+    "rule_business_registration": ("登记注册地", "place of business registration"),
+    "rule_nearest": ("就近办理（受理地）", "nearest (where accepted)"),
+    "source_applicant": ("申请人提供", "from the applicant"),
+    "source_shared_library": ("共享材料库调取", "from the shared library"),
+    "source_issued_by_department": ("部门核发", "issued by a department"),
+    "scope_national": ("全国通办", "nationwide"),
+    "scope_province": ("跨省通办", "across provinces"),
+    "scope_city": ("全市通办", "city-wide"),
+    "scope_county": ("全县通办", "county-wide"),
     # citizen query
     "query_title": ("办件进度查询", "Check the progress of a case"),
     "query_intro": (
@@ -442,7 +513,9 @@ def lang_url(target: str) -> str:
     if endpoint == "pages.act":
         return url_for("pages.case", case_no=view_args.get("case_no", ""), lang=target)
     rule = request.url_rule
-    if not endpoint.startswith("pages.") or rule is None or "GET" not in (rule.methods or ()):
+    if endpoint in ("catalogue.save_matter", "catalogue.add_matter"):
+        return url_for("catalogue.index", lang=target)
+    if not endpoint.startswith(("pages.", "catalogue.")) or rule is None or "GET" not in (rule.methods or ()):
         return url_for("pages.home", lang=target)
     return url_for(endpoint, **{**request.args.to_dict(), **view_args, "lang": target})
 

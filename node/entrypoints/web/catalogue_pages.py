@@ -1,0 +1,216 @@
+"""Catalogue pages (/catalogue): browse the published matter catalogue; at the city an admin edits it.
+
+Every signed-in staff member can read every matter. At the tier that authors the catalogue (the
+city), an admin edits a matter or adds one; saving publishes the next catalogue version, which
+replicates to every node. Below the city the same pages are read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
+
+from node.domain.catalogue import (
+    DELIVERY_OPTIONS,
+    HANDLING_TYPES,
+    LOCATION_FIELDS,
+    MATERIAL_FORMS,
+    MATERIAL_SOURCES,
+    MATTER_TYPES,
+    TONGBAN_SCOPES,
+    Matter,
+    tier_name,
+)
+from node.domain.errors import DomainError
+from node.entrypoints.web import pages as staff_pages
+from node.entrypoints.web.api import STATUS, context
+from node.service_layer.catalogue import may_author, publish_matter
+from tiers import Tier
+
+blueprint = Blueprint("catalogue", __name__, url_prefix="/catalogue")
+blueprint.before_request(staff_pages._before)
+blueprint.after_request(staff_pages._headers)
+
+# Blank material rows offered under a matter's materials, for adding new ones.
+BLANK_MATERIAL_ROWS = 3
+MAX_MATERIAL_ROWS = 60
+INT_FIELDS = ("legal_days", "promised_days", "visits_required", "online_depth")
+TEXT_FIELDS = ("name", "matter_type", "department", "authority_tier", "jurisdiction_rule", "handling_type")
+
+
+def can_author() -> bool:
+    account = staff_pages.current_account()
+    return account is not None and may_author(account.role, context().division.tier)
+
+
+@blueprint.context_processor
+def _helpers() -> dict[str, Any]:
+    return {
+        **staff_pages._template_helpers(),
+        "can_author": can_author(),
+        "MATTER_TYPES": sorted(MATTER_TYPES),
+        "HANDLING_TYPES": sorted(HANDLING_TYPES),
+        "JURISDICTION_RULES": list(LOCATION_FIELDS),
+        "MATERIAL_FORMS": sorted(MATERIAL_FORMS),
+        "MATERIAL_SOURCES": sorted(MATERIAL_SOURCES),
+        "DELIVERY_OPTIONS": DELIVERY_OPTIONS,
+        "TONGBAN_SCOPES": sorted(TONGBAN_SCOPES),
+        "TIERS": [tier_name(tier) for tier in Tier],
+        "tier_name": tier_name,
+        "option_label": option_label,
+    }
+
+
+# Which UI string labels each kind of catalogue code (the acceptance and case pages share some).
+OPTION_PREFIXES = {
+    "form": "form_",
+    "handling": "handling_",
+    "delivery": "method_",
+    "rule": "rule_",
+    "source": "source_",
+    "scope": "scope_",
+}
+
+
+def option_label(kind: str, value: str) -> str:
+    """The label of a catalogue code of ``kind`` (a key of OPTION_PREFIXES, or ``tier``)."""
+    if kind == "tier":
+        return staff_pages.tier_text(Tier[value.upper()])
+    key = OPTION_PREFIXES[kind] + value
+    return staff_pages.t(key) if key in staff_pages.STRINGS else value
+
+
+@blueprint.get("/")
+@staff_pages.staff_page()
+def index() -> ResponseReturnValue:
+    catalogue = context().catalogue
+    groups = [(d, [m for m in catalogue.matters() if m.department == d.code]) for d in catalogue.departments()]
+    return render_template("catalogue.html", catalogue=catalogue, groups=[(d, ms) for d, ms in groups if ms])
+
+
+def _values_of(matter: Matter) -> dict[str, Any]:
+    return {**matter.to_dict(), "materials": [m.to_dict() for m in matter.materials]}
+
+
+def _render_matter(
+    values: dict[str, Any], is_new: bool, based_on: int, status: int = 200, error: dict[str, str] | None = None
+) -> ResponseReturnValue:
+    blank = {"code": "", "name": "", "form": "original", "copies": 1, "source": "applicant", "required": True}
+    rows = [*values.get("materials", []), *([blank] * (BLANK_MATERIAL_ROWS if can_author() else 0))]
+    page = render_template(
+        "catalogue_matter.html",
+        values=values,
+        material_rows=rows,
+        is_new=is_new,
+        based_on=based_on,
+        departments=context().catalogue.departments(),
+        error=error,
+    )
+    return page, status
+
+
+@blueprint.get("/matters/<code>")
+@staff_pages.staff_page()
+def matter(code: str) -> ResponseReturnValue:
+    catalogue = context().catalogue
+    if code not in catalogue:
+        return staff_pages.error_page(404, {"zh": f"没有事项 {code}", "en": f"no matter {code}"})
+    return _render_matter(_values_of(catalogue.get(code)), is_new=False, based_on=catalogue.version)
+
+
+@blueprint.get("/new")
+@staff_pages.staff_page()
+def new_matter() -> ResponseReturnValue:
+    if not can_author():
+        return staff_pages.error_page(403, staff_pages.both("catalogue_not_author"))
+    first = context().catalogue.matters()[0]
+    values = {
+        **_values_of(first),
+        "code": "",
+        "name": "",
+        "fee_yuan": "0",
+        "materials": [],
+    }
+    return _render_matter(values, is_new=True, based_on=context().catalogue.version)
+
+
+def _whole_number(form: MultiDict[str, str], field: str) -> int:
+    text = form.get(field, "").strip()
+    if not text.isdigit():
+        label_zh, label_en = staff_pages.STRINGS[f"field_{field}"]
+        raise DomainError(
+            "invalid_catalogue",
+            f"「{label_zh}」须填写非负整数，收到 {text!r}",
+            f"{label_en} must be a whole number, got {text!r}",
+        )
+    return int(text)
+
+
+def materials_from_form(form: MultiDict[str, str]) -> list[dict[str, Any]]:
+    """The material rows of the edit form; blank rows and rows ticked for removal are dropped."""
+    materials = []
+    for index in range(MAX_MATERIAL_ROWS):
+        prefix = f"m{index}_"
+        material_code = form.get(prefix + "code", "").strip()
+        name = form.get(prefix + "name", "").strip()
+        if (not material_code and not name) or form.get(prefix + "remove"):
+            continue
+        copies = form.get(prefix + "copies", "").strip()
+        materials.append(
+            {
+                "code": material_code,
+                "name": name,
+                "form": form.get(prefix + "form", ""),
+                "copies": int(copies) if copies.isdigit() else -1,  # the catalogue explains a bad count
+                "source": form.get(prefix + "source", ""),
+                "required": bool(form.get(prefix + "required")),
+            }
+        )
+    return materials
+
+
+def matter_from_form(form: MultiDict[str, str], code: str, materials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The matter's catalogue entry from the edit form (the catalogue itself validates the values)."""
+    data: dict[str, Any] = {"code": code, **{field: form.get(field, "").strip() for field in TEXT_FIELDS}}
+    data["fee_yuan"] = form.get("fee_yuan", "").strip() or "0"
+    data["delivery_options"] = form.getlist("delivery_options")
+    data["tongban_scope"] = form.get("tongban_scope", "")
+    data["materials"] = materials
+    for field in INT_FIELDS:
+        data[field] = _whole_number(form, field)
+    return data
+
+
+def _save(code: str, is_new: bool) -> ResponseReturnValue:
+    form = request.form
+    based_on = int(form.get("based_on", "")) if form.get("based_on", "").isdigit() else 0
+    values: dict[str, Any] = {key: form.get(key, "") for key in form if key != "csrf_token"}
+    values["code"] = code
+    values["delivery_options"] = form.getlist("delivery_options")
+    values["materials"] = materials_from_form(form)
+    try:
+        if not code:
+            raise DomainError("missing_field", *staff_pages.STRINGS["catalogue_code_required"])
+        entry = matter_from_form(form, code, values["materials"])
+        catalogue = publish_matter(
+            g.actor.role, context().division.tier, context().published_catalogue, entry, based_on, is_new
+        )
+    except DomainError as exc:
+        return _render_matter(values, is_new, based_on, STATUS[exc.kind], staff_pages.bilingual(exc))
+    flash(staff_pages.both("catalogue_published", version=catalogue.version, code=code), "success")
+    return redirect(url_for("catalogue.matter", code=code), 303)
+
+
+@blueprint.post("/matters/<code>")
+@staff_pages.staff_page()
+def save_matter(code: str) -> ResponseReturnValue:
+    return _save(code, is_new=False)
+
+
+@blueprint.post("/new")
+@staff_pages.staff_page()
+def add_matter() -> ResponseReturnValue:
+    return _save(request.form.get("code", "").strip()[:64], is_new=True)
