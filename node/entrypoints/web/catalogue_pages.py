@@ -126,6 +126,7 @@ def matter(code: str) -> ResponseReturnValue:
 def new_matter() -> ResponseReturnValue:
     if not can_author():
         return staff_pages.error_page(403, staff_pages.both("catalogue_not_author"))
+    # Prefilled from an existing matter so that every choice starts valid; name and code start empty.
     first = context().catalogue.matters()[0]
     values = {
         **_values_of(first),
