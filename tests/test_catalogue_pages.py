@@ -10,7 +10,8 @@ from flask.testing import FlaskClient
 
 from node.bootstrap import NodeContext
 from tests.conftest import Services, client_for, make_node
-from tests.test_pages import csrf_from, sign_in
+from tests.test_api_cases import DIBAO_MATERIALS, RESIDENT
+from tests.test_pages import CSRF, csrf_from, sign_in
 
 DIBAO = "430900-JF-0001"
 CITY = "430900000000"
@@ -25,8 +26,10 @@ def city(services: Services, city_ca: Path, tmp_path: Path) -> NodeContext:
 
 def edit_form(client: FlaskClient, code: str, **changes: object) -> dict[str, object]:
     """The edit form as the page fills it (every input with its current value), then ``changes``."""
-    page = client.get(f"/catalogue/matters/{code}").get_data(as_text=True)
-    form: dict[str, object] = {}
+    whole = client.get(f"/catalogue/matters/{code}").get_data(as_text=True)
+    page = whole[whole.index('id="matter-form"') :]
+    page = page[: page.index("</form>")]
+    form: dict[str, object] = {"csrf_token": CSRF.search(whole).group(1)}  # type: ignore[union-attr]
     for name, value in re.findall(r'<input type="(?:text|number|hidden)" name="([^"]+)" value="([^"]*)"', page):
         form[name] = value
     for select in re.finditer(r'<select name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
@@ -149,3 +152,44 @@ def test_others_only_read_the_catalogue(city: NodeContext, county_node: NodeCont
     refused = county.post(f"/catalogue/matters/{DIBAO}", data=form)
     assert refused.status_code == 403 and "read-only at this node" in refused.get_data(as_text=True)
     assert client_for(county_node).get("/catalogue/").status_code == 302  # signed out: to the sign-in page
+
+
+def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext) -> None:
+    """赫山区's implementation list moves 低保 to the township and shortens it; cases there are routed so."""
+    from node.service_layer.cases import Actor
+
+    client = client_for(city)
+    sign_in(client, city, "admin")
+    url = f"/catalogue/matters/{DIBAO}/delegations"
+    version, _ = matter_json(client, DIBAO)
+    token = csrf_from(client, f"/catalogue/matters/{DIBAO}")
+    line = {"csrf_token": token, "region": "430903000000", "authority_tier": "township", "promised_days": "10"}
+    saved = client.post(url, data={**line, "based_on": str(version), "action": "save"})
+    assert saved.status_code == 303, saved.get_data(as_text=True)
+    page = client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
+    assert 'data-region="430903000000"' in page and "赫山区" in page
+
+    acceptor = Actor("acceptor", "acceptor", None)
+    body = {
+        "matter_code": DIBAO,
+        "applicant": {"kind": "person", "id_number": RESIDENT, "name": "李秀英"},
+        "materials": DIBAO_MATERIALS,
+        "residence_code": "430903101201",
+    }
+    outcome = city.cases.accept(acceptor, body)
+    assert outcome.case is not None and outcome.case.handling_node == "430903101000"  # 八字哨镇, not 赫山区
+
+    # Upward, or longer than the city's promise: refused with the reason, nothing published.
+    for bad, message in (({"authority_tier": "city"}, "只能下放"), ({"promised_days": "25"}, "只能缩短")):
+        refused = client.post(url, data={**line, **bad, "based_on": str(version + 1), "action": "save"})
+        assert refused.status_code == 400 and message in refused.get_data(as_text=True), bad
+    unknown = client.post(url, data={**line, "region": "430999000000", "based_on": str(version + 1)})
+    assert unknown.status_code == 400 and "430999000000" in unknown.get_data(as_text=True)
+    assert matter_json(client, DIBAO)[0] == version + 1
+
+    removed = client.post(
+        url, data={"csrf_token": token, "region": "430903000000", "based_on": str(version + 1), "action": "remove"}
+    )
+    assert removed.status_code == 303
+    assert "data-region=" not in client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
+    assert city.cases.accept(acceptor, body).case.handling_node == "430903000000"  # type: ignore[union-attr]

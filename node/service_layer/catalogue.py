@@ -8,7 +8,7 @@ from node.adapters.catalogue_doc import PublishedCatalogue
 from node.domain.case import ADMIN
 from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
-from tiers import Capability, Tier, capabilities
+from tiers import Capability, DivisionTree, Tier, capabilities
 
 
 def may_author(role: str, tier: Tier) -> bool:
@@ -32,6 +32,19 @@ def _check_author(role: str, tier: Tier) -> None:
         )
 
 
+def _current_for_edit(published: PublishedCatalogue, based_on: int) -> Catalogue:
+    """The newest catalogue, provided the editor started from it (else someone published meanwhile)."""
+    current = published.latest()
+    if based_on != current.version:
+        raise DomainError(
+            "catalogue_changed",
+            f"编辑期间目录已更新为第 {current.version} 版，请重新打开后再修改",
+            f"the catalogue was updated to version {current.version} while you edited; reopen it and edit again",
+            ErrorKind.CONFLICT,
+        )
+    return current
+
+
 def publish_catalogue(role: str, tier: Tier, published: PublishedCatalogue, body: Any) -> Catalogue:
     _check_author(role, tier)
     if not isinstance(body, dict):
@@ -50,14 +63,7 @@ def publish_matter(
     refused rather than silently undoing theirs.
     """
     _check_author(role, tier)
-    current = published.latest()
-    if based_on != current.version:
-        raise DomainError(
-            "catalogue_changed",
-            f"编辑期间目录已更新为第 {current.version} 版，请重新打开后再修改",
-            f"the catalogue was updated to version {current.version} while you edited; reopen it and edit again",
-            ErrorKind.CONFLICT,
-        )
+    current = _current_for_edit(published, based_on)
     code = matter.get("code")
     if is_new and code in current:
         raise DomainError(
@@ -72,5 +78,42 @@ def publish_matter(
         data["matters"].append(changed)
     else:
         data["matters"] = [changed if m["code"] == code else m for m in data["matters"]]
+    data["version"] = current.version + 1
+    return publish_catalogue(role, tier, published, data)
+
+
+def publish_delegation(
+    role: str,
+    tier: Tier,
+    published: PublishedCatalogue,
+    tree: DivisionTree,
+    line: dict[str, Any],
+    region: str,
+    based_on: int,
+    remove: bool = False,
+) -> Catalogue:
+    """Publish the next catalogue version with one line of a region's implementation list set or removed.
+
+    ``line`` is ``{"matter_code", "authority_tier"?, "promised_days"?}``; the catalogue checks that
+    authority only moves down and promised days only shrink.
+    """
+    _check_author(role, tier)
+    current = _current_for_edit(published, based_on)
+    if region not in tree:
+        raise DomainError("unknown_division", f"没有区划代码为 {region!r} 的区域", f"no division with code {region!r}")
+    code = line.get("matter_code")
+    if code not in current:
+        raise DomainError("unknown_matter", f"没有事项 {code}", f"no matter {code}", ErrorKind.NOT_FOUND)
+    if not remove and line.get("authority_tier") is None and line.get("promised_days") is None:
+        raise DomainError(
+            "empty_delegation",
+            "请至少指定下放到的层级或缩短后的承诺时限",
+            "give the tier the matter is delegated to, or a shorter promised time, or both",
+        )
+    data = current.to_dict()
+    lines = [kept for kept in data["implementation"].get(region, []) if kept["matter_code"] != code]
+    if not remove:
+        lines.append({key: value for key, value in line.items() if value is not None})
+    data["implementation"] = {**data["implementation"], region: lines}
     data["version"] = current.version + 1
     return publish_catalogue(role, tier, published, data)

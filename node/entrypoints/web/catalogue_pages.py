@@ -27,7 +27,7 @@ from node.domain.catalogue import (
 from node.domain.errors import DomainError
 from node.entrypoints.web import pages as staff_pages
 from node.entrypoints.web.api import STATUS, context
-from node.service_layer.catalogue import may_author, publish_matter
+from node.service_layer.catalogue import may_author, publish_delegation, publish_matter
 from tiers import Tier
 
 blueprint = Blueprint("catalogue", __name__, url_prefix="/catalogue")
@@ -96,17 +96,31 @@ def _values_of(matter: Matter) -> dict[str, Any]:
 
 
 def _render_matter(
-    values: dict[str, Any], is_new: bool, based_on: int, status: int = 200, error: dict[str, str] | None = None
+    values: dict[str, Any],
+    is_new: bool,
+    based_on: int,
+    status: int = 200,
+    error: dict[str, str] | None = None,
+    delegation: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
     blank = {"code": "", "name": "", "form": "original", "copies": 1, "source": "applicant", "required": True}
     rows = [*values.get("materials", []), *([blank] * (BLANK_MATERIAL_ROWS if can_author() else 0))]
+    catalogue = context().catalogue
+    delegations = [
+        {"region": region, "region_name": staff_pages.node_name(region), **line.to_dict()}
+        for region, lines in catalogue.implementation.regions
+        for line in lines
+        if line.matter_code == values.get("code")
+    ]
     page = render_template(
         "catalogue_matter.html",
         values=values,
         material_rows=rows,
         is_new=is_new,
         based_on=based_on,
-        departments=context().catalogue.departments(),
+        departments=catalogue.departments(),
+        delegations=delegations,
+        delegation=delegation or {},
         error=error,
     )
     return page, status
@@ -185,9 +199,13 @@ def matter_from_form(form: MultiDict[str, str], code: str, materials: list[dict[
     return data
 
 
+def _based_on(form: MultiDict[str, str]) -> int:
+    return int(form.get("based_on", "")) if form.get("based_on", "").isdigit() else 0
+
+
 def _save(code: str, is_new: bool) -> ResponseReturnValue:
     form = request.form
-    based_on = int(form.get("based_on", "")) if form.get("based_on", "").isdigit() else 0
+    based_on = _based_on(form)
     values: dict[str, Any] = {key: form.get(key, "") for key in form if key != "csrf_token"}
     values["code"] = code
     values["delivery_options"] = form.getlist("delivery_options")
@@ -215,3 +233,38 @@ def save_matter(code: str) -> ResponseReturnValue:
 @staff_pages.staff_page()
 def add_matter() -> ResponseReturnValue:
     return _save(request.form.get("code", "").strip()[:64], is_new=True)
+
+
+@blueprint.post("/matters/<code>/delegations")
+@staff_pages.staff_page()
+def save_delegation(code: str) -> ResponseReturnValue:
+    """Set or remove one region's line of the implementation list (实施清单) for this matter."""
+    form = request.form
+    catalogue = context().catalogue
+    if code not in catalogue:
+        return staff_pages.error_page(404, {"zh": f"没有事项 {code}", "en": f"no matter {code}"})
+    region = form.get("region", "").strip().upper()[:12]
+    tier = form.get("authority_tier", "").strip()
+    days = form.get("promised_days", "").strip()
+    typed = {"region": region, "authority_tier": tier, "promised_days": days}
+    try:
+        line: dict[str, Any] = {"matter_code": code, "authority_tier": tier or None, "promised_days": None}
+        if days:
+            line["promised_days"] = _whole_number(form, "promised_days")
+        new_catalogue = publish_delegation(
+            g.actor.role,
+            context().division.tier,
+            context().published_catalogue,
+            context().tree,
+            line,
+            region,
+            _based_on(form),
+            remove=form.get("action") == "remove",
+        )
+    except DomainError as exc:
+        values = _values_of(catalogue.get(code))
+        return _render_matter(
+            values, False, _based_on(form), STATUS[exc.kind], staff_pages.bilingual(exc), delegation=typed
+        )
+    flash(staff_pages.both("catalogue_published", version=new_catalogue.version, code=code), "success")
+    return redirect(url_for("catalogue.matter", code=code) + "#delegations", 303)

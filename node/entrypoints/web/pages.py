@@ -279,6 +279,19 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Fill a blank row to add a material; tick “remove” to drop one. A material code names one "
         "material across the whole catalogue.",
     ),
+    "delegations_title": ("实施清单：区域下放与承诺时限", "Implementation lists: delegation by region"),
+    "delegations_intro": (
+        "区域的实施清单可把本事项的办理权限下放到本级或下级，或缩短承诺时限；适用于管辖地在该区域内的案件。",
+        "A region's implementation list may delegate this matter to its own tier or below, or shorten the "
+        "promised time; it applies to cases whose jurisdiction location lies in the region.",
+    ),
+    "delegations_none": ("没有区域调整本事项", "No region changes this matter"),
+    "delegation_region": ("区域（12 位区划代码）", "Region (12-character division code)"),
+    "delegation_tier": ("下放到", "Delegated to"),
+    "delegation_days": ("承诺时限（工作日）", "Promised days"),
+    "delegation_unchanged": ("不变", "unchanged"),
+    "delegation_save": ("保存并发布", "Save and publish"),
+    "delegation_remove": ("取消", "Remove"),
     "field_code": ("事项编码", "Matter code"),
     "field_name": ("事项名称", "Name"),
     "field_matter_type": ("事项类型", "Type"),
