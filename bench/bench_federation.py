@@ -23,9 +23,8 @@ from datetime import date
 from pathlib import Path
 
 from node.domain.identifiers import make_id_number
-from node.runtime.demo import call
+from node.runtime.demo import call, login
 from node.runtime.federation import Federation
-from node.runtime.provisioning import seed_demo_accounts
 from node.runtime.services import port_is_free
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +42,6 @@ def application(serial: int) -> dict:
         "materials": ["M001", "M002", "M013", "M003"],
         "residence_code": VILLAGE_B,
     }
-
-
-def login(federation: Federation, code: str, username: str) -> str:
-    password = next(
-        a["password"] for a in seed_demo_accounts(federation.node_config(code)) if a["username"] == username
-    )
-    return call(f"{federation.node_config(code).url}/api/v1/auth/token", {"username": username, "password": password})[
-        "token"
-    ]
 
 
 def start(var: Path, base: int, extra: list[str]) -> subprocess.Popen[bytes]:

@@ -5,8 +5,9 @@ Nothing here talks to the machine's pre-started services on standard ports.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +133,13 @@ def token_for(client: FlaskClient, context: NodeContext, username: str) -> dict[
     assert response.status_code == 200, response.get_json()
     _tokens[key] = {"Authorization": f"Bearer {response.get_json()['token']}"}
     return _tokens[key]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held at the end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

@@ -11,6 +11,7 @@ import pytest
 
 from node.adapters.batching import GroupCommit
 from node.adapters.nodestate import NodeState
+from tests.conftest import wait_for
 
 
 def test_concurrent_callers_get_their_own_results_and_share_flushes() -> None:
@@ -62,9 +63,7 @@ def test_a_caller_is_answered_as_soon_as_its_own_batch_is_written() -> None:
     second_queued.set()
     first.join(timeout=2)
     assert not first.is_alive() and first_answer == [1]  # answered while batch 2 is still being written
-    deadline = time.monotonic() + 5
-    while len(calls) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_for(lambda: len(calls) == 2, 5)
     assert second.is_alive() and calls == [[1], [2]]  # the second caller writes its own batch
     release_second.set()
     second.join(timeout=5)

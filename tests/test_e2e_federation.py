@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from node.domain.identifiers import make_id_number
-from node.runtime.demo import run_scenario
+from node.runtime.demo import fetch_json as call
+from node.runtime.demo import login, run_scenario
 from node.runtime.federation import Federation
 from node.runtime.services import port_is_free
 from node.runtime.supervisor import pid_alive
@@ -66,16 +67,6 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         log.close()
 
 
-def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def store_url(federation: Federation, code: str) -> str:
     return f"http://127.0.0.1:{federation.node_config(code).docstore_port}/tongban"
 
@@ -104,16 +95,6 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 120) -> 
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.5)
     return time.monotonic() - started
-
-
-def login(federation: Federation, code: str, username: str) -> str:
-    from node.runtime.provisioning import seed_demo_accounts
-
-    password = next(
-        a["password"] for a in seed_demo_accounts(federation.node_config(code)) if a["username"] == username
-    )
-    url = f"{federation.node_config(code).url}/api/v1/auth/token"
-    return call(url, {"username": username, "password": password})["token"]
 
 
 def service_pids(federation: Federation, name: str) -> int:

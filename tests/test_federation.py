@@ -29,6 +29,7 @@ from node import __version__
 from node.adapters.mqtt import MqttLink, heartbeat, status_topic, wake_topic
 from node.config import NodeConfig
 from node.runtime.services import PROJECT_ROOT, port_is_free
+from tests.conftest import wait_for
 from tiers import yiyang
 
 pytestmark = pytest.mark.slow
@@ -49,15 +50,6 @@ def free_base_port(span: int = SPAN) -> int:
         if all(port_is_free(port) for port in range(base, base + span)):
             return base
     raise RuntimeError("no free port range")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def processes_mentioning(path: Path) -> dict[int, str]:
@@ -130,7 +122,7 @@ class RunningFederation:
                 pytest.fail(f"federation up exited with {process.returncode}:\n{self.output}")
             return "press Ctrl-C" in self.output
 
-        if not wait_for(ready, READY_TIMEOUT_S):
+        if not wait_for(ready, READY_TIMEOUT_S, interval=0.2):
             pytest.fail(f"federation not ready after {READY_TIMEOUT_S:.0f}s:\n{self.output}")
 
     def interrupt(self, timeout: float = 30.0) -> int:
@@ -347,7 +339,8 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(federation: Running
     assert federation.interrupt(timeout=30) == 0, federation.output
     assert time.monotonic() - started < 30
     assert "stopped" in federation.output
-    assert wait_for(lambda: not processes_mentioning(federation.var), 5), processes_mentioning(federation.var)
+    gone = wait_for(lambda: not processes_mentioning(federation.var), 5, interval=0.2)
+    assert gone, processes_mentioning(federation.var)
     ports = [federation.base] + [federation.http_port(code) + k for code in CODES for k in range(3)]
     assert all(port_is_free(port) for port in ports), [port for port in ports if not port_is_free(port)]
     assert not (federation.var / "run" / "federation.pid").exists()
@@ -366,4 +359,5 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(federation: Running
     assert again.returncode == 0, again.stdout
 
     assert federation.interrupt(timeout=30) == 0, federation.output
-    assert wait_for(lambda: not processes_mentioning(federation.var), 5), processes_mentioning(federation.var)
+    gone = wait_for(lambda: not processes_mentioning(federation.var), 5, interval=0.2)
+    assert gone, processes_mentioning(federation.var)

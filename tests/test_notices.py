@@ -9,7 +9,7 @@ from node.adapters.mqtt import MqttLink, notice_topic
 from node.bootstrap import NodeContext
 from node.entrypoints.web import create_app
 from node.entrypoints.web.notices import NoticeBoard
-from tests.conftest import Services
+from tests.conftest import Services, wait_for
 
 
 def test_a_posted_notice_is_streamed_as_an_event() -> None:
@@ -31,9 +31,7 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
         assert publisher.start(wait_s=10)
         before = board.version
         assert publisher.publish(notice_topic(county_node.config.code), {"case_no": "430903000000-20261127-9"})
-        deadline = time.monotonic() + 5
-        while board.version == before and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_for(lambda: board.version != before, 5)
         assert board.version == before + 1
     finally:
         publisher.stop()
@@ -50,18 +48,15 @@ def test_a_burst_of_signals_is_folded_but_its_last_always_arrives(services: Serv
         assert listener.start(wait_s=10) and sender.start(wait_s=10)
         for n in range(200):
             sender.signal(topic, {"n": n})
-        deadline = time.monotonic() + 5
-        while (not heard or heard[-1] != {"n": 199}) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert heard[0] == {"n": 0}  # the first goes at once
-        assert heard[-1] == {"n": 199}  # the last is never swallowed
+        assert wait_for(lambda: bool(heard) and heard[-1] == {"n": 199}, 5), heard  # the last is never swallowed
+        assert heard[0] == {"n": 0}  # the first goes at once (held, it would have been replaced)
         assert len(heard) < 20  # the burst in between is folded
         time.sleep(0.1)
-        sender.signal(topic, {"n": "alone"})  # after a quiet window a signal goes at once
-        deadline = time.monotonic() + 5
-        while heard[-1] != {"n": "alone"} and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert heard[-1] == {"n": "alone"}
+        # After a quiet window a signal goes at once again: had it been held, the next would replace it.
+        sender.signal(topic, {"n": "after a pause"})
+        sender.signal(topic, {"n": "right after"})
+        assert wait_for(lambda: heard[-1] == {"n": "right after"}, 5)
+        assert heard[-2] == {"n": "after a pause"}
     finally:
         sender.stop()
         listener.stop()

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from node.service_layer.ops import (
     parse_status,
 )
 from sync.replicator import StorePeer, replicate
-from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for
+from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
 from tests.test_api_cases import DIBAO, accept_body
 from tests.test_pages import CSRF, sign_in
 from tiers import yiyang
@@ -72,15 +72,6 @@ def bearer(client: FlaskClient, context: NodeContext, username: str) -> dict[str
 def staff_sign_in(client: FlaskClient, context: NodeContext, username: str) -> None:
     fast_account(context, username)
     sign_in(client, context, username)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from node.runtime.services import (
     tcp_open,
 )
 from node.runtime.supervisor import StartError, Supervisor
+from tests.conftest import wait_for
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -70,15 +71,6 @@ def pids_with(marker: str) -> set[int]:
         if marker in cmdline and alive(int(entry.name)):
             found.add(int(entry.name))
     return found
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def all_gone(pids: Iterable[int], timeout: float = 5.0) -> bool:

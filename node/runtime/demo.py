@@ -27,20 +27,36 @@ class ScenarioError(Exception):
     pass
 
 
-def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+def fetch_json(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    """GET (or POST ``body``) as JSON with an optional bearer token; HTTP and network errors propagate."""
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    """:func:`fetch_json` for the scenario: a failure becomes one bilingual ScenarioError line."""
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        return fetch_json(url, body, token)
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}")
         raise ScenarioError(f"{url}: {exc.code} {detail.get('message_zh')} / {detail.get('message_en')}") from None
     except OSError as exc:
         raise ScenarioError(f"{url} 无法访问 / unreachable ({exc}): is `tongban federation up` running?") from None
+
+
+def login(federation: Federation, code: str, username: str) -> str:
+    """A bearer token for one of the demo accounts seeded at node ``code``."""
+    password = next(
+        a["password"] for a in seed_demo_accounts(federation.node_config(code)) if a["username"] == username
+    )
+    return call(f"{federation.node_config(code).url}/api/v1/auth/token", {"username": username, "password": password})[
+        "token"
+    ]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> float:
@@ -60,16 +76,8 @@ def run_scenario(federation: Federation, print_line: Callable[[str], None] = pri
     if county_b not in federation.codes:
         raise ScenarioError("the federation has no 赫山区 node (430903000000)")
 
-    def login(code: str, username: str) -> str:
-        password = next(
-            a["password"] for a in seed_demo_accounts(federation.node_config(code)) if a["username"] == username
-        )
-        return call(
-            f"{federation.node_config(code).url}/api/v1/auth/token", {"username": username, "password": password}
-        )["token"]
-
     village_url, county_url = federation.node_config(village).url, federation.node_config(county_b).url
-    acceptor, approver = login(village, "acceptor"), login(county_b, "approver.civil_affairs")
+    acceptor, approver = login(federation, village, "acceptor"), login(federation, county_b, "approver.civil_affairs")
     body = {
         "matter_code": MATTER,
         "applicant": {"kind": "person", "id_number": make_id_number("430903", date(1968, 5, 12), 37), "name": "王桂兰"},

@@ -13,6 +13,10 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": "error", "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -87,18 +91,13 @@ SPEC: dict[str, Any] = {
         "/api/v1/auth/token": {
             "post": {
                 "summary": "Staff sign-in: username and password → bearer token",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["username", "password"],
-                                "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["username", "password"],
+                        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                    }
+                ),
                 "responses": {
                     "200": _json({"type": "object", "properties": {"token": {"type": "string"}}}),
                     **_errors(400, 401),
@@ -119,27 +118,22 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Accept an application (受理); 200 with outcome=incomplete lists every missing material",
                 "security": [{"bearer": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["matter_code", "applicant"],
-                                "properties": {
-                                    "matter_code": {"type": "string"},
-                                    "applicant": _APPLICANT,
-                                    "materials": {"type": "array", "items": {"type": "string"}},
-                                    "residence_code": {"type": "string"},
-                                    "property_code": {"type": "string"},
-                                    "registered_code": {"type": "string"},
-                                    "settle_on_spot": {"type": "boolean"},
-                                    "refuse_reason": {"type": "string", "description": "不予受理 with this reason"},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["matter_code", "applicant"],
+                        "properties": {
+                            "matter_code": {"type": "string"},
+                            "applicant": _APPLICANT,
+                            "materials": {"type": "array", "items": {"type": "string"}},
+                            "residence_code": {"type": "string"},
+                            "property_code": {"type": "string"},
+                            "registered_code": {"type": "string"},
+                            "settle_on_spot": {"type": "boolean"},
+                            "refuse_reason": {"type": "string", "description": "不予受理 with this reason"},
+                        },
+                    }
+                ),
                 "responses": {
                     "201": _json(_CASE, "accepted"),
                     "200": _json({"type": "object", "properties": {"outcome": {"const": "incomplete"}}}),
@@ -170,25 +164,20 @@ SPEC: dict[str, Any] = {
                 "deliver, transfer, withdraw, evaluate",
                 "security": [{"bearer": []}],
                 "parameters": [{"name": "case_no", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["action"],
-                                "properties": {
-                                    "action": {"type": "string"},
-                                    "reason": {"type": "string"},
-                                    "summary": {"type": "string"},
-                                    "method": {"enum": ["window", "post", "electronic"]},
-                                    "new_handling_node": {"type": "string"},
-                                    "level": {"type": "integer", "minimum": 1, "maximum": 5},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["action"],
+                        "properties": {
+                            "action": {"type": "string"},
+                            "reason": {"type": "string"},
+                            "summary": {"type": "string"},
+                            "method": {"enum": ["window", "post", "electronic"]},
+                            "new_handling_node": {"type": "string"},
+                            "level": {"type": "integer", "minimum": 1, "maximum": 5},
+                        },
+                    }
+                ),
                 "responses": {"200": _json(_CASE), **_errors(400, 401, 403, 404, 409)},
             }
         },
@@ -202,22 +191,17 @@ SPEC: dict[str, Any] = {
         "/api/v1/public/progress": {
             "post": {
                 "summary": "Citizen progress query: case number plus ID number (or credit code)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["case_no"],
-                                "properties": {
-                                    "case_no": {"type": "string"},
-                                    "id_number": {"type": "string"},
-                                    "credit_code": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["case_no"],
+                        "properties": {
+                            "case_no": {"type": "string"},
+                            "id_number": {"type": "string"},
+                            "credit_code": {"type": "string"},
+                        },
+                    }
+                ),
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 404)},
             }
         },
