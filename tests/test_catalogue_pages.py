@@ -88,9 +88,10 @@ def test_bad_values_are_explained_and_nothing_is_published(city: NodeContext) ->
     assert 'value="改名"' in page  # what the admin typed is kept
     not_a_number = client.post(f"/catalogue/matters/{DIBAO}", data=edit_form(client, DIBAO, legal_days="二十"))
     assert not_a_number.status_code == 400 and "须填写非负整数" in not_a_number.get_data(as_text=True)
-    clash = edit_form(client, DIBAO, m20_code="M001", m20_name="另一个名字")
+    new_row = {"m20_form": "original", "m20_copies": "1", "m20_source": "applicant"}
+    clash = edit_form(client, DIBAO, m20_code="M007", m20_name="另一个名字", **new_row)  # M007: 出生医学证明
     clash_page = client.post(f"/catalogue/matters/{DIBAO}", data=clash)
-    assert clash_page.status_code == 400 and "M001" in clash_page.get_data(as_text=True)
+    assert clash_page.status_code == 400 and "材料编码 M007 同时用于" in clash_page.get_data(as_text=True)
     assert matter_json(client, DIBAO) == (version, before)
 
 
@@ -133,23 +134,40 @@ def test_the_city_admin_adds_a_matter_that_windows_can_accept(city: NodeContext)
     nameless = client.post("/catalogue/new", data={**form, "code": "", "based_on": str(new_version)})
     assert nameless.status_code == 400 and "请填写事项编码" in nameless.get_data(as_text=True)
 
+    # A window accepts the new matter at once, routed to the township of the applicant's residence.
+    from node.service_layer.cases import Actor
+
+    body = {
+        "matter_code": "430900-GG-0099",
+        "applicant": {"kind": "person", "id_number": RESIDENT, "name": "李秀英"},
+        "materials": ["M001"],
+        "residence_code": "430903101201",
+    }
+    outcome = city.cases.accept(Actor("acceptor", "acceptor", None), body)
+    assert outcome.outcome == "accepted" and outcome.case is not None
+    assert outcome.case.handling_node == "430903101000"
+
 
 def test_others_only_read_the_catalogue(city: NodeContext, county_node: NodeContext) -> None:
     city_client = client_for(city)
     sign_in(city_client, city, "acceptor")
     page = city_client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
     assert "最低生活保障" in page and "保存并发布新版本" not in page and "disabled" in page
-    form = edit_form(city_client, DIBAO, promised_days="3")
-    form["csrf_token"] = csrf_from(city_client, "/catalogue/")
-    assert city_client.post(f"/catalogue/matters/{DIBAO}", data=form).status_code == 403
+    before = matter_json(city_client, DIBAO)
+    assert (
+        city_client.post(
+            f"/catalogue/matters/{DIBAO}", data=edit_form(city_client, DIBAO, promised_days="3")
+        ).status_code
+        == 403
+    )
+    assert matter_json(city_client, DIBAO) == before
     assert city_client.get("/catalogue/new").status_code == 403
 
     county = client_for(county_node)
     sign_in(county, county_node, "admin")
     index = county.get("/catalogue/?lang=en").get_data(as_text=True)
     assert "Catalogue of government-service matters" in index and "read-only at this node" in index
-    form = {**edit_form(county, DIBAO, promised_days="3"), "csrf_token": csrf_from(county, "/catalogue/")}
-    refused = county.post(f"/catalogue/matters/{DIBAO}", data=form)
+    refused = county.post(f"/catalogue/matters/{DIBAO}", data=edit_form(county, DIBAO, promised_days="3"))
     assert refused.status_code == 403 and "read-only at this node" in refused.get_data(as_text=True)
     assert client_for(county_node).get("/catalogue/").status_code == 302  # signed out: to the sign-in page
 
