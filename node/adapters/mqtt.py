@@ -130,9 +130,10 @@ class MqttLink:
         every request two publishes and every subscriber hundreds of messages a second.
         """
         with self._signal_ready:
-            since_last = time.monotonic() - self._last_signal.get(topic, -SIGNAL_WINDOW_S)
-            if topic not in self._held and since_last >= SIGNAL_WINDOW_S:
-                self._last_signal[topic] = time.monotonic()
+            now = time.monotonic()
+            last = self._last_signal.get(topic)
+            if topic not in self._held and (last is None or now - last >= SIGNAL_WINDOW_S):
+                self._last_signal[topic] = now
             else:
                 self._held[topic] = payload
                 if self._signal_sender is None:

@@ -383,9 +383,12 @@ class Projector:
         unreflected events were written here get a moment's grace and a second look.
         """
         known = self.readmodel.known_event_ids(list(changed))
-        unreflected = {case_no: ids - known.get(case_no, set()) for case_no, ids in changed.items()}
-        stale = [case_no for case_no, ids in unreflected.items() if ids and not self._written_here(ids)]
-        own = [case_no for case_no, ids in unreflected.items() if ids and self._written_here(ids)]
+        stale: list[str] = []
+        own: list[str] = []
+        for case_no, ids in changed.items():
+            unreflected = ids - known.get(case_no, set())
+            if unreflected:
+                (own if self._written_here(unreflected) else stale).append(case_no)
         if own:
             time.sleep(self.OWN_WRITE_GRACE_S)
             known = self.readmodel.known_event_ids(own)

@@ -12,7 +12,11 @@ from tiers import Capability, DivisionTree, Tier, capabilities
 
 
 def may_author(role: str, tier: Tier) -> bool:
-    return Capability.CATALOGUE_AUTHORING in capabilities(tier) and role == ADMIN
+    try:
+        _check_author(role, tier)
+    except DomainError:
+        return False
+    return True
 
 
 def _check_author(role: str, tier: Tier) -> None:
@@ -69,9 +73,7 @@ def publish_matter(
         raise DomainError(
             "matter_exists", f"事项编码 {code} 已存在", f"a matter with code {code} exists already", ErrorKind.CONFLICT
         )
-    if not is_new and code not in current:
-        raise DomainError("unknown_matter", f"没有事项 {code}", f"no matter {code}", ErrorKind.NOT_FOUND)
-    previous: Matter | None = None if is_new else current.get(str(code))
+    previous: Matter | None = None if is_new else current.get(str(code))  # raises for an unknown code
     changed = {**matter, "version": previous.version + 1 if previous else 1}
     data = current.to_dict()
     if is_new:
@@ -101,9 +103,7 @@ def publish_delegation(
     current = _current_for_edit(published, based_on)
     if region not in tree:
         raise DomainError("unknown_division", f"没有区划代码为 {region!r} 的区域", f"no division with code {region!r}")
-    code = line.get("matter_code")
-    if code not in current:
-        raise DomainError("unknown_matter", f"没有事项 {code}", f"no matter {code}", ErrorKind.NOT_FOUND)
+    code = current.get(str(line.get("matter_code"))).code  # raises for an unknown code
     if not remove and line.get("authority_tier") is None and line.get("promised_days") is None:
         raise DomainError(
             "empty_delegation",

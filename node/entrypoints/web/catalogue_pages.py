@@ -21,7 +21,6 @@ from node.domain.catalogue import (
     MATERIAL_SOURCES,
     MATTER_TYPES,
     TONGBAN_SCOPES,
-    Matter,
     tier_name,
 )
 from node.domain.errors import DomainError
@@ -86,13 +85,7 @@ def option_label(kind: str, value: str) -> str:
 @blueprint.get("/")
 @staff_pages.staff_page()
 def index() -> ResponseReturnValue:
-    catalogue = context().catalogue
-    groups = [(d, [m for m in catalogue.matters() if m.department == d.code]) for d in catalogue.departments()]
-    return render_template("catalogue.html", catalogue=catalogue, groups=[(d, ms) for d, ms in groups if ms])
-
-
-def _values_of(matter: Matter) -> dict[str, Any]:
-    return {**matter.to_dict(), "materials": [m.to_dict() for m in matter.materials]}
+    return render_template("catalogue.html", catalogue=context().catalogue, groups=staff_pages.matter_groups())
 
 
 def _render_matter(
@@ -130,9 +123,11 @@ def _render_matter(
 @staff_pages.staff_page()
 def matter(code: str) -> ResponseReturnValue:
     catalogue = context().catalogue
-    if code not in catalogue:
-        return staff_pages.error_page(404, {"zh": f"没有事项 {code}", "en": f"no matter {code}"})
-    return _render_matter(_values_of(catalogue.get(code)), is_new=False, based_on=catalogue.version)
+    try:
+        found = catalogue.get(code)
+    except DomainError as exc:
+        return staff_pages.error_page(STATUS[exc.kind], staff_pages.bilingual(exc))
+    return _render_matter(found.to_dict(), is_new=False, based_on=catalogue.version)
 
 
 @blueprint.get("/new")
@@ -142,13 +137,7 @@ def new_matter() -> ResponseReturnValue:
         return staff_pages.error_page(403, staff_pages.both("catalogue_not_author"))
     # Prefilled from an existing matter so that every choice starts valid; name and code start empty.
     first = context().catalogue.matters()[0]
-    values = {
-        **_values_of(first),
-        "code": "",
-        "name": "",
-        "fee_yuan": "0",
-        "materials": [],
-    }
+    values = {**first.to_dict(), "code": "", "name": "", "fee_yuan": "0", "materials": []}
     return _render_matter(values, is_new=True, based_on=context().catalogue.version)
 
 
@@ -240,9 +229,10 @@ def add_matter() -> ResponseReturnValue:
 def save_delegation(code: str) -> ResponseReturnValue:
     """Set or remove one region's line of the implementation list (实施清单) for this matter."""
     form = request.form
-    catalogue = context().catalogue
-    if code not in catalogue:
-        return staff_pages.error_page(404, {"zh": f"没有事项 {code}", "en": f"no matter {code}"})
+    try:
+        found = context().catalogue.get(code)
+    except DomainError as exc:
+        return staff_pages.error_page(STATUS[exc.kind], staff_pages.bilingual(exc))
     region = form.get("region", "").strip().upper()[:12]
     tier = form.get("authority_tier", "").strip()
     days = form.get("promised_days", "").strip()
@@ -262,9 +252,8 @@ def save_delegation(code: str) -> ResponseReturnValue:
             remove=form.get("action") == "remove",
         )
     except DomainError as exc:
-        values = _values_of(catalogue.get(code))
         return _render_matter(
-            values, False, _based_on(form), STATUS[exc.kind], staff_pages.bilingual(exc), delegation=typed
+            found.to_dict(), False, _based_on(form), STATUS[exc.kind], staff_pages.bilingual(exc), delegation=typed
         )
     flash(staff_pages.both("catalogue_published", version=new_catalogue.version, code=code), "success")
     return redirect(url_for("catalogue.matter", code=code) + "#delegations", 303)

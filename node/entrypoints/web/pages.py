@@ -596,7 +596,8 @@ def logout() -> ResponseReturnValue:
 # --- acceptance ---
 
 
-def _matter_groups() -> list[tuple[Any, list[Matter]]]:
+def matter_groups() -> list[tuple[Any, list[Matter]]]:
+    """The catalogue's matters by department, departments without matters left out."""
     catalogue = context().catalogue
     matters = catalogue.matters()
     groups = [(d, [m for m in matters if m.department == d.code]) for d in catalogue.departments()]
@@ -636,7 +637,7 @@ def _render_accept(
     selected = catalogue.get(code) if code in catalogue else None
     page = render_template(
         "accept.html",
-        groups=_matter_groups(),
+        groups=matter_groups(),
         selected=selected,
         values=values,
         error=error,
