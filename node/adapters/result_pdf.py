@@ -43,8 +43,8 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen import canvas
 
-from node.adapters.seal import CheckedSeal, DepartmentSeal, check_signature, verify_bytes
-from node.adapters.seal_keys import TrustBundle, verify_department_certificate
+from node.adapters.seal import CheckedSeal, DepartmentSeal, check_signature, trusted_department, verify_bytes
+from node.adapters.seal_keys import TrustBundle
 from node.domain.errors import DomainError
 from node.domain.seal import SealRejected, Verdict, VerdictStatus
 
@@ -229,9 +229,9 @@ def verify_qr_payload(
     except ValueError:
         return Verdict(VerdictStatus.UNKNOWN_ISSUER, None, "找不到签发部门的证书", "no certificate of the issuer")
     try:
-        node, dept = verify_department_certificate(signer_cert_pem, trust.ca_pem, cert.not_valid_before_utc)
-    except DomainError as exc:
-        return Verdict(VerdictStatus.UNKNOWN_ISSUER, None, exc.message_zh, exc.message_en)
+        node, dept = trusted_department(cert, trust)
+    except SealRejected as rejected:
+        return Verdict(rejected.status, rejected.issuer, rejected.zh, rejected.en)
     issuer = f"{node}/{dept}"
     forged = fields.issuer != issuer or not verify_bytes(
         cert, fields.signature, _qr_message(fields.document_id, fields.issuer, fields.content_hash)
@@ -246,7 +246,7 @@ def verify_qr_payload(
         )
     if content is not None and content.document_id != fields.document_id:
         return Verdict(VerdictStatus.TAMPERED, issuer, "二维码与文书编号不符", "QR and document id differ")
-    if trust.is_revoked(cert.serial_number) or fields.document_id in trust.revoked_documents:
+    if fields.document_id in trust.revoked_documents:
         return Verdict(VerdictStatus.REVOKED, issuer, "已被吊销", "revoked", fields.document_id)
     return Verdict(VerdictStatus.VALID, issuer, "二维码有效", "the QR code is genuine", fields.document_id)
 

@@ -15,6 +15,7 @@ see docs/seals.md). Signatures are ECDSA P-256 / SHA-256 in the GB/T 38540 struc
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import io
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from node.adapters.seal_keys import CertificateAuthority, TrustBundle, verify_department_certificate
 from node.domain import seal as ses
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.licence import canonical_json
 from node.domain.seal import SealRejected, VerdictStatus
 
 KEY_FILE = "seal.key"
@@ -328,6 +331,50 @@ def _verify_ecdsa(cert: x509.Certificate, signature: bytes, data: bytes) -> bool
     return True
 
 
+def issued_by_trusted_ca(cert: x509.Certificate, trust: TrustBundle) -> bool:
+    """Whether ``cert`` was signed by the bundle's CA, whatever the dates."""
+    ca = x509.load_pem_x509_certificate(trust.ca_pem)
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def trusted_department(cert: x509.Certificate, trust: TrustBundle) -> tuple[str, str]:
+    """(node, department) of a department certificate from the bundle's CA, whatever the dates.
+
+    For signatures that carry no trusted time (QR codes, records): the certificate must come from
+    the CA and not be revoked; its validity period is not checked against an untrusted claim.
+    """
+    if not issued_by_trusted_ca(cert, trust):
+        raise SealRejected(
+            VerdictStatus.UNKNOWN_ISSUER, "证书不是由受信任的城市 CA 签发", "the certificate is not from the trusted CA"
+        )
+    try:
+        node, dept = verify_department_certificate(
+            cert.public_bytes(serialization.Encoding.PEM), trust.ca_pem, cert.not_valid_before_utc
+        )
+    except DomainError:
+        # inside its own validity the CA may not have been valid yet (a re-keyed CA): check the shape only
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        found = [
+            u for u in uris.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("urn:tongban:dept:")
+        ]
+        if not found:
+            raise SealRejected(
+                VerdictStatus.UNKNOWN_ISSUER, "不是通办部门证书", "not a Tongban department certificate"
+            ) from None
+        _, node, dept = found[0].rsplit(":", 2)
+    if trust.is_revoked(cert.serial_number):
+        raise SealRejected(
+            VerdictStatus.REVOKED, "签名证书已被吊销", "the signing certificate is revoked", f"{node}/{dept}"
+        )
+    return node, dept
+
+
 def verify_bytes(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:
     """Check a bare signature made by :meth:`DepartmentSeal.sign_bytes`."""
     return _verify_ecdsa(cert, signature, data)
@@ -354,16 +401,12 @@ def check_signature(signature_der: bytes, data_hash: bytes, trust: TrustBundle) 
     try:
         node, dept = verify_department_certificate(cert_pem, trust.ca_pem, parsed.signed_at)
     except DomainError as exc:
-        try:  # genuine from the trusted CA but not valid when it signed: expired, not unknown
-            verify_department_certificate(cert_pem, trust.ca_pem, cert.not_valid_before_utc)
-        except DomainError:
-            raise SealRejected(
-                VerdictStatus.UNKNOWN_ISSUER,
-                f"印章证书不是由受信任的城市 CA 签发：{exc.message_zh}",
-                f"the seal certificate is not from the trusted city CA: {exc.message_en}",
-            ) from exc
+        # genuine from the trusted CA but not valid when it signed: expired, not unknown
+        status = VerdictStatus.EXPIRED if issued_by_trusted_ca(cert, trust) else VerdictStatus.UNKNOWN_ISSUER
         raise SealRejected(
-            VerdictStatus.EXPIRED, f"签章时印章证书不在有效期内：{exc.message_zh}", exc.message_en
+            status,
+            f"印章证书在签章时无效或不是由受信任的城市 CA 签发：{exc.message_zh}",
+            f"the seal certificate was not valid when it signed, or is not from the trusted city CA: {exc.message_en}",
         ) from exc
     issuer = f"{node}/{dept}"
     if parsed.algorithm not in ses.SUPPORTED_ALGORITHMS or parsed.seal_algorithm not in ses.SUPPORTED_ALGORITHMS:
@@ -392,3 +435,59 @@ def check_signature(signature_der: bytes, data_hash: bytes, trust: TrustBundle) 
     if trust.is_revoked(cert.serial_number):
         raise SealRejected(VerdictStatus.REVOKED, "印章证书已被吊销", "the seal certificate has been revoked", issuer)
     return CheckedSeal(node, dept, parsed.seal_name, parsed.signed_at, parsed.property_info, parsed.extensions, cert)
+
+
+# --------------------------------------------------------------------------------------------
+# signed records (licences, their revocations and replacements)
+
+RECORD_SIGNATURE_ALG = "ES256"
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def sign_record(seal: DepartmentSeal, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"record", "signature"}``: ES256 by the seal key over the record's canonical JSON.
+
+    The record must name this seal's node and department as its issuer; the signature carries the
+    department certificate (PEM) so anyone holding the city CA certificate can check it.
+    """
+    if record.get("issuer_node") != seal.node_code or record.get("issuer_department") != seal.department_code:
+        raise DomainError(
+            "record_issuer_mismatch",
+            "记录的颁发部门与签章部门不符",
+            f"the record's issuer is not {seal.issuer}",
+            ErrorKind.FORBIDDEN,
+        )
+    value = seal.sign_bytes(canonical_json(record))
+    return {
+        "record": dict(record),
+        "signature": {
+            "alg": RECORD_SIGNATURE_ALG,
+            "cert": seal.certificate_pem.decode("ascii"),
+            "value": base64.b64encode(value).decode("ascii"),
+        },
+    }
+
+
+def verify_signed_record(document: Mapping[str, Any], trust: TrustBundle) -> dict[str, Any]:
+    """The record of a signed document after checking it; raises :class:`SealRejected` otherwise."""
+    record, signature = document.get("record"), document.get("signature")
+    if not isinstance(record, Mapping) or not isinstance(signature, Mapping):
+        raise SealRejected(VerdictStatus.TAMPERED, "签名记录格式不正确", "not a signed record")
+    payload = canonical_json(record)
+    if len(payload) > MAX_RECORD_BYTES or signature.get("alg") != RECORD_SIGNATURE_ALG:
+        raise SealRejected(VerdictStatus.TAMPERED, "签名记录过大或算法不受支持", "record too large or bad algorithm")
+    try:
+        cert_pem = str(signature.get("cert", "")).encode("ascii")
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        value = base64.b64decode(str(signature.get("value", "")), validate=True)
+    except (ValueError, UnicodeError) as exc:
+        raise SealRejected(VerdictStatus.TAMPERED, "签名或证书无法解析", "unreadable signature or certificate") from exc
+    node, dept = trusted_department(cert, trust)
+    issuer = f"{node}/{dept}"
+    if record.get("issuer_node") != node or record.get("issuer_department") != dept:
+        raise SealRejected(
+            VerdictStatus.TAMPERED, "记录的颁发部门与签名证书不符", "the record names another issuer", issuer
+        )
+    if not _verify_ecdsa(cert, value, payload):
+        raise SealRejected(VerdictStatus.TAMPERED, "记录签名无效（内容被改动）", "the record's signature fails", issuer)
+    return dict(record)
