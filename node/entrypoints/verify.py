@@ -2,8 +2,8 @@
 
 Exit codes: 0 valid, 1 tampered, 2 revoked, 3 expired, 4 unknown issuer, 5 no trust bundle or
 unreadable file. The first output line is the verdict word (``valid`` followed by the issuer, or
-``tampered``, ``revoked``, ``expired``, ``unknown issuer``); the next lines explain, in Chinese and
-English.
+``tampered``, ``revoked``, ``expired``, ``unknown issuer`` alone); the next lines explain, in Chinese
+and English.
 
 The trust bundle (the city CA certificate, optionally its CRL ``crl.pem``) is taken, first found:
 ``--trust PATH`` (a directory or one PEM file), ``$TONGBAN_TRUST``, the identity directory of the
@@ -105,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     else:
-        first = verdict.status.label
-        if verdict.issuer:
-            first += f" {verdict.issuer}" + (f" {verdict.seal_name}" if verdict.seal_name else "")
-        print(first)
+        if verdict.valid:
+            print(f"valid {verdict.issuer} {verdict.seal_name or ''}".rstrip())
+        else:
+            print(verdict.status.label)
+            if verdict.issuer:  # a tampered file's issuer is only what its certificate claims
+                print(f"issuer: {verdict.issuer}")
         if verdict.document_id:
             print(f"document: {verdict.document_id}")
         print(verdict.details_zh)
