@@ -24,6 +24,7 @@ changed byte anywhere — in ``P``, the seal or the trailer — makes the file `
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -284,6 +285,12 @@ def _format_fields(content: ResultContent) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _seal_reader(png: bytes) -> ImageReader:
+    """A decoded seal image, kept: a node seals with a handful of department seals, over and over."""
+    return ImageReader(io.BytesIO(png))
+
+
 def _draw_qr(pdf: canvas.Canvas, text: str, x: float, y: float, size: float) -> None:
     """The QR code as vector squares (each row's runs of dark modules as one rectangle): crisp and fast."""
     matrix = segno.make(text, error="m", mask=QR_MASK).matrix
@@ -333,7 +340,7 @@ def render_pdf(content: ResultContent, seal_image_png: bytes, qr_text: str) -> b
     pdf.drawRightString(right, signature_y + 6 * mm, content.issued_on.strftime("%Y年%m月%d日"))
     seal_size = 42 * mm
     pdf.drawImage(
-        ImageReader(io.BytesIO(seal_image_png)),
+        _seal_reader(seal_image_png),
         right - seal_size + 4 * mm,
         signature_y - 8 * mm,
         seal_size,
