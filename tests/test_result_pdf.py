@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -110,6 +111,24 @@ def test_one_byte_changed_anywhere_is_tampered(sealed: bytes, trust: TrustBundle
     unsealed = sealed[: sealed.rfind(b"<< /Type /TongbanSeal")]
     assert verify_result(unsealed, trust).status is VerdictStatus.TAMPERED
     assert verify_result(b"not a pdf", trust).status is VerdictStatus.TAMPERED
+
+
+def test_random_damage_is_always_tampered_never_a_crash(sealed: bytes, trust: TrustBundle) -> None:
+    rng = random.Random(15)
+    seal_start = sealed.rfind(b"<< /Type /TongbanSeal")
+    for _ in range(400):
+        damaged = bytearray(sealed)
+        # mostly inside the seal structure and trailer, where parsing is most exposed
+        position = rng.randrange(seal_start - 50, len(damaged)) if rng.random() < 0.8 else rng.randrange(len(damaged))
+        action = rng.random()
+        if action < 0.6:
+            damaged[position] = rng.randrange(256)
+        elif action < 0.8:
+            del damaged[position : position + rng.randrange(1, 40)]
+        else:
+            damaged[position:position] = rng.randbytes(rng.randrange(1, 20))
+        if bytes(damaged) != sealed:
+            assert verify_result(bytes(damaged), trust).status is VerdictStatus.TAMPERED
 
 
 def test_seal_of_another_ca_is_unknown_issuer(

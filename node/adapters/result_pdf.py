@@ -35,7 +35,6 @@ from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import segno
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from reportlab import rl_config
 from reportlab.lib.pagesizes import A4
@@ -45,7 +44,14 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen import canvas
 
-from node.adapters.seal import CheckedSeal, DepartmentSeal, check_signature, trusted_department, verify_bytes
+from node.adapters.seal import (
+    CheckedSeal,
+    DepartmentSeal,
+    check_signature,
+    load_certificate,
+    trusted_department,
+    verify_bytes,
+)
 from node.adapters.seal_keys import TrustBundle
 from node.domain.errors import DomainError
 from node.domain.seal import SealRejected, Verdict, VerdictStatus
@@ -231,10 +237,7 @@ def verify_qr_payload(
     except DomainError as exc:
         return Verdict(VerdictStatus.TAMPERED, None, exc.message_zh, exc.message_en)
     try:
-        cert = x509.load_pem_x509_certificate(signer_cert_pem)
-    except ValueError:
-        return Verdict(VerdictStatus.UNKNOWN_ISSUER, None, "找不到签发部门的证书", "no certificate of the issuer")
-    try:
+        cert = load_certificate(signer_cert_pem)
         node, dept = trusted_department(cert, trust)
     except SealRejected as rejected:
         return Verdict(rejected.status, rejected.issuer, rejected.zh, rejected.en)
@@ -456,7 +459,7 @@ def verify_result(pdf: bytes, trust: TrustBundle, *, at: datetime | None = None)
         return Verdict(rejected.status, rejected.issuer, rejected.zh, rejected.en)
     try:
         content, qr_text = _content_of(checked)
-    except (ValueError, KeyError, UnicodeError, DomainError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeError, DomainError) as exc:
         return Verdict(VerdictStatus.TAMPERED, checked.issuer, "签章中的文书信息无效", f"bad document record: {exc}")
     cert_pem = checked.certificate.public_bytes(Encoding.PEM)
     qr = verify_qr_payload(qr_text, trust, cert_pem, content)

@@ -29,12 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image, ImageDraw, ImageFont
 
-from node.adapters.seal_keys import CertificateAuthority, TrustBundle, verify_department_certificate
+from node.adapters.seal_keys import (
+    DEPT_URN_PREFIX,
+    CertificateAuthority,
+    TrustBundle,
+    verify_department_certificate,
+)
 from node.domain import seal as ses
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.licence import canonical_json
@@ -331,6 +337,25 @@ def _verify_ecdsa(cert: x509.Certificate, signature: bytes, data: bytes) -> bool
     return True
 
 
+def load_certificate(data: bytes) -> x509.Certificate:
+    """A certificate (PEM or DER) from an untrusted place, fully parsed now; else :class:`SealRejected`.
+
+    ``cryptography`` parses fields lazily, so a damaged certificate would otherwise fail later,
+    wherever a field is first read.
+    """
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if data.lstrip().startswith(b"-----BEGIN")
+            else x509.load_der_x509_certificate(data)
+        )
+        _ = (cert.issuer, cert.subject, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.public_key(), list(cert.extensions), cert.signature, cert.tbs_certificate_bytes)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SealRejected(VerdictStatus.TAMPERED, "证书无法解析", "the certificate is unreadable") from exc
+    return cert
+
+
 def issued_by_trusted_ca(cert: x509.Certificate, trust: TrustBundle) -> bool:
     """Whether ``cert`` was signed by the bundle's CA, whatever the dates."""
     ca = x509.load_pem_x509_certificate(trust.ca_pem)
@@ -343,6 +368,21 @@ def issued_by_trusted_ca(cert: x509.Certificate, trust: TrustBundle) -> bool:
     return True
 
 
+def _department_of(cert: x509.Certificate) -> tuple[str, str]:
+    """(node, department) from a department certificate's ``urn:tongban:dept`` name matching its CN."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = [u for u in names.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(DEPT_URN_PREFIX)]
+        common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except x509.ExtensionNotFound:
+        uris, common_names = [], []
+    if uris:
+        _, node, dept = uris[0].rsplit(":", 2)
+        if common_names and common_names[0].value == dept:
+            return node, dept
+    raise SealRejected(VerdictStatus.UNKNOWN_ISSUER, "不是通办部门证书", "not a Tongban department certificate")
+
+
 def trusted_department(cert: x509.Certificate, trust: TrustBundle) -> tuple[str, str]:
     """(node, department) of a department certificate from the bundle's CA, whatever the dates.
 
@@ -353,21 +393,7 @@ def trusted_department(cert: x509.Certificate, trust: TrustBundle) -> tuple[str,
         raise SealRejected(
             VerdictStatus.UNKNOWN_ISSUER, "证书不是由受信任的城市 CA 签发", "the certificate is not from the trusted CA"
         )
-    try:
-        node, dept = verify_department_certificate(
-            cert.public_bytes(serialization.Encoding.PEM), trust.ca_pem, cert.not_valid_before_utc
-        )
-    except DomainError:
-        # inside its own validity the CA may not have been valid yet (a re-keyed CA): check the shape only
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        found = [
-            u for u in uris.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("urn:tongban:dept:")
-        ]
-        if not found:
-            raise SealRejected(
-                VerdictStatus.UNKNOWN_ISSUER, "不是通办部门证书", "not a Tongban department certificate"
-            ) from None
-        _, node, dept = found[0].rsplit(":", 2)
+    node, dept = _department_of(cert)
     if trust.is_revoked(cert.serial_number):
         raise SealRejected(
             VerdictStatus.REVOKED, "签名证书已被吊销", "the signing certificate is revoked", f"{node}/{dept}"
@@ -383,39 +409,33 @@ def verify_bytes(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:
 def check_signature(signature_der: bytes, data_hash: bytes, trust: TrustBundle) -> CheckedSeal:
     """Verify an ``SES_Signature`` over ``data_hash`` against ``trust``; raises :class:`SealRejected`.
 
-    Order: structure → signer certificate from the trusted CA (else unknown issuer) → seal and
-    signature values → the signed hash → certificate validity at signing time (else expired) →
-    revocation (CRL). A certificate inside the structure is trusted only through the bundle's CA.
+    Order: structure and the certificate's three copies → certificate signed by the trusted CA
+    (else unknown issuer) → seal and signature values → the signed hash (any failure so far:
+    tampered) → certificate and seal valid at the signing time (else expired) → revocation (CRL).
+    A certificate inside the structure is trusted only through the bundle's CA.
     """
     try:
         parsed = ses.parse_signature(signature_der)
     except DomainError as exc:
         raise SealRejected(VerdictStatus.TAMPERED, exc.message_zh, exc.message_en) from exc
-    try:
-        cert = x509.load_der_x509_certificate(parsed.signer_cert)
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    except ValueError as exc:
+    # The certificate is in the structure three times (seal's list, seal maker, signer): copies that
+    # differ mean the file was changed, whatever the certificate then claims about its issuer.
+    if parsed.signer_cert not in parsed.seal_cert_list or parsed.seal_maker_cert != parsed.signer_cert:
         raise SealRejected(
-            VerdictStatus.TAMPERED, "签章者证书无法解析", "the signer certificate is unreadable"
-        ) from exc
-    try:
-        node, dept = verify_department_certificate(cert_pem, trust.ca_pem, parsed.signed_at)
-    except DomainError as exc:
-        # genuine from the trusted CA but not valid when it signed: expired, not unknown
-        status = VerdictStatus.EXPIRED if issued_by_trusted_ca(cert, trust) else VerdictStatus.UNKNOWN_ISSUER
+            VerdictStatus.TAMPERED, "签章者证书与印章不匹配", "the signer certificate does not match the seal"
+        )
+    cert = load_certificate(parsed.signer_cert)
+    if not issued_by_trusted_ca(cert, trust):
         raise SealRejected(
-            status,
-            f"印章证书在签章时无效或不是由受信任的城市 CA 签发：{exc.message_zh}",
-            f"the seal certificate was not valid when it signed, or is not from the trusted city CA: {exc.message_en}",
-        ) from exc
+            VerdictStatus.UNKNOWN_ISSUER,
+            "印章证书不是由受信任的城市 CA 签发",
+            "the seal certificate is not from the trusted city CA",
+        )
+    node, dept = _department_of(cert)
     issuer = f"{node}/{dept}"
     if parsed.algorithm not in ses.SUPPORTED_ALGORITHMS or parsed.seal_algorithm not in ses.SUPPORTED_ALGORITHMS:
         raise SealRejected(
             VerdictStatus.TAMPERED, "不支持的签名算法", f"unsupported algorithm {parsed.algorithm}", issuer
-        )
-    if parsed.signer_cert not in parsed.seal_cert_list or parsed.seal_maker_cert != parsed.signer_cert:
-        raise SealRejected(
-            VerdictStatus.TAMPERED, "签章者证书与印章不匹配", "the signer certificate does not match the seal", issuer
         )
     if not _verify_ecdsa(cert, parsed.seal_signed_value, parsed.seal_info_der):
         raise SealRejected(VerdictStatus.TAMPERED, "电子印章签名无效", "the seal's own signature fails", issuer)
@@ -428,6 +448,13 @@ def check_signature(signature_der: bytes, data_hash: bytes, trust: TrustBundle) 
             "the document does not match the signed hash (it was changed)",
             issuer,
         )
+    # only now, with every signature good, is the signing time the signer's own statement
+    try:
+        verify_department_certificate(cert.public_bytes(serialization.Encoding.PEM), trust.ca_pem, parsed.signed_at)
+    except DomainError as exc:
+        raise SealRejected(
+            VerdictStatus.EXPIRED, f"签章时印章证书不在有效期内：{exc.message_zh}", exc.message_en, issuer
+        ) from exc
     if not parsed.seal_valid_start <= parsed.signed_at <= parsed.seal_valid_end:
         raise SealRejected(
             VerdictStatus.EXPIRED, "签章时电子印章不在有效期内", "the seal was not valid when it signed", issuer
@@ -477,11 +504,10 @@ def verify_signed_record(document: Mapping[str, Any], trust: TrustBundle) -> dic
     if len(payload) > MAX_RECORD_BYTES or signature.get("alg") != RECORD_SIGNATURE_ALG:
         raise SealRejected(VerdictStatus.TAMPERED, "签名记录过大或算法不受支持", "record too large or bad algorithm")
     try:
-        cert_pem = str(signature.get("cert", "")).encode("ascii")
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = load_certificate(str(signature.get("cert", "")).encode("ascii"))
         value = base64.b64decode(str(signature.get("value", "")), validate=True)
     except (ValueError, UnicodeError) as exc:
-        raise SealRejected(VerdictStatus.TAMPERED, "签名或证书无法解析", "unreadable signature or certificate") from exc
+        raise SealRejected(VerdictStatus.TAMPERED, "签名无法解析", "unreadable signature value") from exc
     node, dept = trusted_department(cert, trust)
     issuer = f"{node}/{dept}"
     if record.get("issuer_node") != node or record.get("issuer_department") != dept:

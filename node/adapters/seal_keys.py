@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from node.adapters.keys import (
     CA_CERT_FILE,
     CA_KEY_FILE,
+    DEPT_URN_PREFIX,
     CertificateAuthority,
     cert_sha256,
     verify_department_certificate,
@@ -36,6 +37,7 @@ from node.domain.errors import DomainError, ErrorKind
 
 __all__ = [
     "CRL_FILE",
+    "DEPT_URN_PREFIX",
     "CertificateAuthority",
     "TrustBundle",
     "cert_sha256",

@@ -279,11 +279,12 @@ def parse_signature(der: bytes) -> ParsedSignature:
             signature_value=parsed["signature"].native,
             extensions={e["extnID"].dotted: e["extnValue"].native for e in (tbs["extDatas"] or [])},
         )
+        canonical = encode(parsed) == bytes(der)
     except DomainError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise _malformed(f"cannot decode ({type(exc).__name__})") from exc
-    if encode(parsed) != bytes(der):
+    if not canonical:
         raise _malformed("not in canonical DER")
     return result
 
