@@ -13,9 +13,16 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from PIL import Image
 
-from node.adapters.seal import DepartmentSeal, check_signature, sign_record, verify_signed_record
+from node.adapters.seal import (
+    DepartmentSeal,
+    check_signature,
+    ensure_node_seals,
+    sign_record,
+    verify_signed_record,
+)
 from node.adapters.seal_keys import CertificateAuthority, TrustBundle, issue_crl
 from node.domain import seal as ses
+from node.domain.catalogue import load_seed_catalogue
 from node.domain.errors import DomainError
 from node.domain.seal import SealRejected, VerdictStatus
 
@@ -175,3 +182,17 @@ def test_signed_records_check_issuer_and_content(
     forged["record"]["issuer_department"] = DEPT
     with pytest.raises(SealRejected):
         verify_signed_record(forged, TrustBundle.from_ca(ca))
+
+
+def test_every_department_of_a_node_gets_its_own_seal(ca: CertificateAuthority, tmp_path: Path) -> None:
+    departments = [(d.code, d.name_zh) for d in load_seed_catalogue().departments()]
+    seals = ensure_node_seals(tmp_path, NODE, "益阳市赫山区", departments, ca)
+    assert set(seals) == {code for code, _ in departments} and len(seals) >= 2
+    assert seals["public_security"].name == "益阳市赫山区公安局"  # 公安局（户政）: no parenthetical on a seal
+    keys = {s.certificate.public_key().public_numbers() for s in seals.values()}
+    assert len(keys) == len(seals)
+    trust = TrustBundle.from_ca(ca)
+    digest = hashlib.sha256(b"r").digest()
+    assert (
+        check_signature(seals["public_security"].sign(digest, "d"), digest, trust).department_code == "public_security"
+    )

@@ -21,8 +21,9 @@ import fcntl
 import io
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -288,6 +289,26 @@ class DepartmentSeal:
     def sign_bytes(self, data: bytes) -> bytes:
         """A bare ECDSA signature (DER) by the seal key, for compact payloads such as a QR code."""
         return self._key.sign(data, _ECDSA_SHA256)
+
+
+def seal_name(node_name: str, department_name: str) -> str:
+    """The name on a seal: the node's name and the department's, without a parenthetical (``公安局（户政）``)."""
+    base = re.sub(r"[（(].*?[）)]", "", department_name).strip()
+    return f"{node_name}{base}"
+
+
+def ensure_node_seals(
+    seals_dir: Path,
+    node_code: str,
+    node_name: str,
+    departments: Iterable[tuple[str, str]],
+    ca: CertificateAuthority,
+) -> dict[str, DepartmentSeal]:
+    """Every department's seal of one node (``departments``: code, Chinese name), for provisioning."""
+    return {
+        code: DepartmentSeal.ensure(seals_dir, node_code, code, seal_name(node_name, name), ca)
+        for code, name in departments
+    }
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
