@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import subprocess
@@ -211,6 +212,9 @@ def test_verify_command_exit_codes_and_words(
     assert verify.main([str(good), "--trust", str(bundle)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("valid ") and f"{NODE}/market" in first
+    assert verify.main([str(good), "--trust", str(bundle), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["verdict"] == "valid" and answer["document_id"] == "R-430903-2026-000001"
 
     bad = tmp_path / "bad.pdf"
     changed = bytearray(sealed)
