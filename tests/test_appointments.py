@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -10,16 +11,20 @@ import pytest
 
 from node.adapters.appointments_store import SqliteAppointmentStore
 from node.domain.appointments import (
+    Appointment,
     AppointmentStatus,
     Ticket,
     TicketStatus,
     WorkingPlan,
+    booking_share,
     check_arrival,
     check_booking,
     is_no_show,
+    merge,
     next_ticket,
     parse_start,
     queue_view,
+    reminder_due,
     slots,
 )
 from node.domain.errors import DomainError, ErrorKind
@@ -360,3 +365,57 @@ def test_next_ticket_prefers_due_appointments_then_the_earliest_number() -> None
     assert next_ticket(waiting, at(MONDAY, "09:50")).number == "A003"
     assert next_ticket(waiting, at(MONDAY, "10:25")).number == "A003"
     assert next_ticket(waiting[1:2], at(MONDAY, "09:30")).number == "A002"  # early holder waits like everyone
+
+
+# --- convergence between nodes, reminders ---------------------------------------------------------------------------
+
+
+def copy(appointment: Appointment, status: AppointmentStatus, minute: int) -> Appointment:
+    return replace(appointment, status=status, changed_at=at(MONDAY, "08:00") + timedelta(minutes=minute))
+
+
+def test_copies_of_an_appointment_converge_in_any_order(store, plan) -> None:
+    booked = book(store, plan, "person-1", at(MONDAY, "10:00"), holder=CITY)
+    copies = [
+        booked,
+        copy(booked, AppointmentStatus.CANCELLED, 1),
+        copy(booked, AppointmentStatus.NO_SHOW, 2),
+        copy(booked, AppointmentStatus.ARRIVED, 3),
+    ]
+    for a in copies:
+        for b in copies:
+            assert merge(a, b) == merge(b, a)
+            assert merge(a, a) == a
+            for c in copies:
+                assert merge(merge(a, b), c) == merge(a, merge(b, c))
+    assert merge(copies[1], copies[3]).status is AppointmentStatus.ARRIVED  # the person at the window wins
+    assert merge(copies[1], copies[2]).status is AppointmentStatus.CANCELLED  # the earlier change stands
+    with pytest.raises(ValueError):
+        merge(booked, replace(booked, appointment_id="other"))
+
+
+def test_a_village_store_receives_the_citys_booking_and_its_cancellation(tmp_path: Path, plan) -> None:
+    city = SqliteAppointmentStore(tmp_path / "city.sqlite3")
+    village = SqliteAppointmentStore(tmp_path / "village.sqlite3")
+    start = at(MONDAY, "10:00")
+    slot = check_booking(plan, CALENDAR, BIRTH, start, NOW)
+    assert booking_share(plan, slot, CITY) == 2 and booking_share(plan, slot, "430902000000") == 0
+    made = city.book(slot, BIRTH, "person-1", CITY, booking_share(plan, slot, CITY), NOW)
+    assert village.receive(made) == made
+    assert village.taken(VILLAGE, MONDAY) == {("general", start): 1}
+    cancelled = city.cancel(made.appointment_id, "person-1", NOW, plan)
+    assert village.receive(cancelled).status is AppointmentStatus.CANCELLED
+    assert village.receive(made).status is AppointmentStatus.CANCELLED  # a stale copy changes nothing
+    assert village.taken(VILLAGE, MONDAY) == {}
+    city.close()
+    village.close()
+
+
+def test_reminders_go_out_the_day_before_for_confirmed_bookings(store, plan) -> None:
+    tomorrow = book(store, plan, "person-1", at(MONDAY, "10:00"))
+    later = book(store, plan, "person-2", at(date(2026, 12, 9), "10:00"))
+    cancelled = store.cancel(book(store, plan, "person-3", at(MONDAY, "11:00")).appointment_id, "person-3", NOW, plan)
+    evening = at(date(2026, 12, 6), "18:00")
+    due = [a for a in store.on_day(VILLAGE, MONDAY) if reminder_due(a, evening)]
+    assert [a.appointment_id for a in due] == [tomorrow.appointment_id]
+    assert not reminder_due(later, evening) and not reminder_due(cancelled, evening)

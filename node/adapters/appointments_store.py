@@ -32,17 +32,13 @@ from node.domain.appointments import (
     check_cancel,
     check_ticket_transition,
     duplicate_booking_error,
+    merge,
     next_ticket,
     not_found_error,
     slot_full_error,
     ticket_number,
 )
 from node.domain.errors import DomainError, ErrorKind
-
-# States that hold a place of a slot.
-_HOLDING = ("booked", "arrived", "no_show")
-# States that count as "this person has a booking for this slot".
-_ACTIVE = ("booked", "requested", "arrived")
 
 
 class AppointmentStore(Protocol):
@@ -59,6 +55,10 @@ class AppointmentStore(Protocol):
     def decide(self, appointment_id: str, owner_share: int, now: datetime) -> Appointment: ...
 
     def get(self, appointment_id: str) -> Appointment: ...
+
+    def receive(self, incoming: Appointment) -> Appointment: ...
+
+    def on_day(self, node: str, day: date) -> list[Appointment]: ...
 
     def cancel(self, appointment_id: str, applicant_key: str, now: datetime, plan: WorkingPlan) -> Appointment: ...
 
@@ -251,6 +251,41 @@ class SqliteAppointmentStore:
                 )
             return self._get(conn, appointment_id)
 
+    def receive(self, incoming: Appointment) -> Appointment:
+        """Take another node's copy of an appointment (replication) and keep the merged one."""
+        with self._tx() as conn:
+            try:
+                local = self._get(conn, incoming.appointment_id)
+            except DomainError:
+                conn.execute(
+                    text(
+                        'INSERT INTO appointments (appointment_id, node, grp, matter_code, start, "end", applicant_key,'
+                        " booked_at, status, created_at, changed_at) VALUES (:id, :node, :grp, :matter, :start, :end,"
+                        " :key, :holder, :status, :created, :changed)"
+                    ),
+                    _row(incoming),
+                )
+                return incoming
+            merged = merge(local, incoming)
+            if merged is not local:
+                conn.execute(
+                    text(
+                        "UPDATE appointments SET status = :status, booked_at = :holder, changed_at = :changed"
+                        " WHERE appointment_id = :id"
+                    ),
+                    _row(merged),
+                )
+            return self._get(conn, incoming.appointment_id)
+
+    def on_day(self, node: str, day: date) -> list[Appointment]:
+        """The node's appointments of ``day`` (for reminders the day before, and the day's list)."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                text("SELECT appointment_id FROM appointments WHERE node = :node AND start LIKE :day ORDER BY start"),
+                {"node": node, "day": f"{day.isoformat()}T%"},
+            ).scalars()
+            return [self._get(conn, appointment_id) for appointment_id in list(ids)]
+
     def _get(self, conn: Connection, appointment_id: str) -> Appointment:
         if not isinstance(appointment_id, str) or len(appointment_id) > 64:
             raise not_found_error(appointment_id)
@@ -415,6 +450,22 @@ class SqliteAppointmentStore:
                 {"node": node, "day": day.isoformat()},
             ).mappings()
             return [_ticket_from_row(row) for row in rows]
+
+
+def _row(appointment: Appointment) -> dict[str, Any]:
+    return {
+        "id": appointment.appointment_id,
+        "node": appointment.node,
+        "grp": appointment.group,
+        "matter": appointment.matter_code,
+        "start": _slot_iso(appointment.start),
+        "end": _slot_iso(appointment.end),
+        "key": appointment.applicant_key,
+        "holder": appointment.booked_at,
+        "status": str(appointment.status),
+        "created": _iso(appointment.created_at),
+        "changed": _iso(appointment.changed_at) if appointment.changed_at else None,
+    }
 
 
 def _ticket_from_row(row: Any) -> Ticket:

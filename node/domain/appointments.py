@@ -37,13 +37,16 @@ __all__ = [
     "TicketStatus",
     "WindowGroup",
     "WorkingPlan",
+    "booking_share",
     "check_arrival",
     "check_booking",
     "check_cancel",
     "is_no_show",
+    "merge",
     "next_ticket",
     "parse_start",
     "queue_view",
+    "reminder_due",
     "slots",
     "ticket_number",
 ]
@@ -431,6 +434,41 @@ class Appointment:
             "booked_at": self.booked_at,
             "status": str(self.status),
         }
+
+
+# How copies of one appointment converge when nodes exchange them: the higher rank wins, so the
+# merge is the same whatever order copies arrive in. Only the window's node decides a request
+# (booked or rejected), so those two never meet; a person standing at the window (arrived) beats a
+# cancellation made elsewhere while the link was down.
+_STATUS_RANK = {
+    AppointmentStatus.REQUESTED: 0,
+    AppointmentStatus.BOOKED: 1,
+    AppointmentStatus.REJECTED: 2,
+    AppointmentStatus.CANCELLED: 3,
+    AppointmentStatus.NO_SHOW: 3,
+    AppointmentStatus.ARRIVED: 4,
+}
+
+
+def merge(local: Appointment, incoming: Appointment) -> Appointment:
+    """The converged copy of one appointment (same id) from two nodes' copies; commutative and idempotent."""
+    if local.appointment_id != incoming.appointment_id:
+        raise ValueError("merge needs two copies of the same appointment")
+    a, b = _STATUS_RANK[local.status], _STATUS_RANK[incoming.status]
+    if a != b:
+        return local if a > b else incoming
+    # Same rank (cancelled vs no-show): the earlier change happened first and stands.
+    return min(local, incoming, key=lambda x: (x.changed_at or datetime.max, str(x.status)))
+
+
+def reminder_due(appointment: Appointment, now: datetime) -> bool:
+    """Remind the day before: a confirmed booking whose slot is tomorrow (local date)."""
+    return appointment.status == AppointmentStatus.BOOKED and appointment.start.date() == now.date() + timedelta(days=1)
+
+
+def booking_share(plan: WorkingPlan, slot: SlotRef, holder: str) -> int:
+    """Places of ``slot`` that ``holder`` may confirm by itself: 0 means file a request with the window's node."""
+    return plan.group(slot.group).share(plan.node, holder)
 
 
 def slot_full_error(slot: SlotRef) -> DomainError:
