@@ -22,6 +22,7 @@ from node.domain.appointments import (
     is_no_show,
     merge,
     next_ticket,
+    parse_day,
     parse_start,
     queue_view,
     reminder_due,
@@ -164,6 +165,12 @@ def test_a_malformed_start_is_refused(value: object) -> None:
 
 def test_parse_start_reads_local_minutes() -> None:
     assert parse_start("2026-12-07T09:00") == at(MONDAY, "09:00")
+
+
+@pytest.mark.parametrize("value", ["2026-12-7", "2026-13-01", "", None, "2026-12-07T09:00"])
+def test_a_malformed_day_is_refused(value: object) -> None:
+    refused("appointment_day_format", parse_day, value)
+    assert parse_day("2026-12-07") == MONDAY
 
 
 def test_a_full_slot_refuses_the_next_booking(store, plan) -> None:

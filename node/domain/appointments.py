@@ -44,6 +44,7 @@ __all__ = [
     "is_no_show",
     "merge",
     "next_ticket",
+    "parse_day",
     "parse_start",
     "queue_view",
     "reminder_due",
@@ -336,6 +337,20 @@ def slots(
             {"start": start.isoformat(timespec="minutes"), "end": end.isoformat(timespec="minutes"), "free": free}
         )
     return result
+
+
+def parse_day(value: object) -> date:
+    """A day from a request (``YYYY-MM-DD``), for the slots query."""
+    try:
+        if not isinstance(value, str) or len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _invalid(
+            "appointment_day_format",
+            f"日期格式错误：{str(value)[:20]!r}（应为 YYYY-MM-DD）",
+            f"Bad date {str(value)[:20]!r} (expected YYYY-MM-DD)",
+        ) from None
 
 
 def parse_start(value: object) -> datetime:
