@@ -426,3 +426,20 @@ def test_reminders_go_out_the_day_before_for_confirmed_bookings(store, plan) -> 
     due = [a for a in store.on_day(VILLAGE, MONDAY) if reminder_due(a, evening)]
     assert [a.appointment_id for a in due] == [tomorrow.appointment_id]
     assert not reminder_due(later, evening) and not reminder_due(cancelled, evening)
+
+
+def test_another_nodes_record_round_trips_and_a_bad_one_is_refused(store, plan) -> None:
+    made = book(store, plan, "person-1", at(MONDAY, "10:00"), holder=CITY)
+    assert Appointment.from_record(made.to_record()) == made
+    record = made.to_record()
+    for bad in (
+        {**record, "status": "confirmed"},
+        {**record, "appointment_id": "x" * 65},
+        {**record, "start": "tomorrow"},
+        {**record, "end": record["start"]},
+        {**record, "start": "2026-12-07T10:00+08:00"},
+        {key: value for key, value in record.items() if key != "node"},
+        ["not", "an", "object"],
+    ):
+        refused("appointment_record_invalid", Appointment.from_record, bad)
+    assert "applicant_key" not in made.to_dict()  # the API view never shows it

@@ -450,6 +450,70 @@ class Appointment:
             "status": str(self.status),
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """The full record another node receives (the applicant key is a pseudonym, not the ID number)."""
+        return {
+            **self.to_dict(),
+            "applicant_key": self.applicant_key,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "changed_at": self.changed_at.isoformat(timespec="seconds") if self.changed_at else None,
+        }
+
+    @classmethod
+    def from_record(cls, data: object) -> Appointment:
+        """Read another node's copy, bounded and validated; a bad one is refused with the reason."""
+        try:
+            if not isinstance(data, Mapping):
+                raise ValueError("not an object")
+            texts = {}
+            for key, limit in _RECORD_TEXT_FIELDS.items():
+                value = data.get(key)
+                if not isinstance(value, str) or not 0 < len(value) <= limit:
+                    raise ValueError(key)
+                texts[key] = value
+            changed = data.get("changed_at")
+            appointment = cls(
+                appointment_id=texts["appointment_id"],
+                node=texts["node"],
+                group=texts["group"],
+                matter_code=texts["matter_code"],
+                start=_record_time(data.get("start"), "start"),
+                end=_record_time(data.get("end"), "end"),
+                applicant_key=texts["applicant_key"],
+                booked_at=texts["booked_at"],
+                status=AppointmentStatus(data.get("status")),
+                created_at=_record_time(data.get("created_at"), "created_at"),
+                changed_at=None if changed is None else _record_time(changed, "changed_at"),
+            )
+            if appointment.end <= appointment.start:
+                raise ValueError("end")
+        except ValueError as problem:
+            raise _invalid(
+                "appointment_record_invalid",
+                f"收到的预约记录无效（{str(problem)[:40]}）",
+                f"The appointment record received is invalid ({str(problem)[:40]})",
+            ) from None
+        return appointment
+
+
+_RECORD_TEXT_FIELDS = {
+    "appointment_id": 64,
+    "node": 32,
+    "group": 32,
+    "matter_code": 64,
+    "applicant_key": 128,
+    "booked_at": 32,
+}
+
+
+def _record_time(value: object, what: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 25:
+        raise ValueError(what)
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        raise ValueError(what)
+    return parsed
+
 
 # How copies of one appointment converge when nodes exchange them: the higher rank wins, so the
 # merge is the same whatever order copies arrive in. Only the window's node decides a request
