@@ -5,6 +5,12 @@
 - ``api``: the REST API (bearer tokens); ``ops``: the city's operations dashboard and its JSON;
 - ``metrics``: ``/metrics``, served by every node; ``health``: ``/healthz``;
 - ``sync_api``: the parent side of replication links.
+
+Shared by all of them: :mod:`http` (the node's context, bearer tokens, ``DomainError`` → HTTP status,
+JSON errors and the error page), :mod:`i18n` and :mod:`labels` (the text), :mod:`templating` (what
+every template sees). A new page goes into the blueprint of its feature, or a new blueprint
+registered here and named in ``use_for_pages``; its text is written in Chinese inside ``_()``, then
+``make messages`` and the English in ``node/translations/en``.
 """
 
 from __future__ import annotations
