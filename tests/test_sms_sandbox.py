@@ -77,7 +77,7 @@ def _spawn(port: int, data_dir: Path, config_path: Path) -> subprocess.Popen[byt
     return process
 
 
-def _sandbox(tmp: Path, delay_seconds: float) -> Sandbox:
+def _sandbox(tmp: Path, delay_seconds: float, retry_schedule: list[float] | None = None) -> Sandbox:
     config = tmp / "sms.json"
     config.write_text(
         json.dumps(
@@ -85,7 +85,7 @@ def _sandbox(tmp: Path, delay_seconds: float) -> Sandbox:
                 "apps": {APP: SECRET},
                 "deliver_seconds": 0.05,
                 "delay_seconds": delay_seconds,
-                "retry_schedule": [0.1, 0.2, 0.3, 0.4, 0.5],
+                "retry_schedule": retry_schedule or [0.1, 0.2, 0.3, 0.4, 0.5],
             }
         )
     )
@@ -188,8 +188,9 @@ def test_signed_send_is_delivered_with_the_rendered_text_and_a_signed_receipt(
     assert wait_for(lambda: receiver.of(message_id), timeout=10)
     receipt = receiver.of(message_id)[0]
     assert receipt.delivered and receipt.client_ref == "case-1:notice:0001" and receipt.error_code is None
-    texts = [m["text"] for m in sandbox.inbox(DELIVERED) if m["message_id"] == message_id]
-    assert texts == [NOTICE.text]
+    received = [m for m in sandbox.inbox(DELIVERED) if m["message_id"] == message_id]
+    assert [(m["text"], m["params"]) for m in received] == [(NOTICE.text, dict(NOTICE.params))]
+    texts = [m["text"] for m in received]
     assert "张**" in texts[0] and "出生医学证明" in texts[0]
     status = receiver.client.status(message_id)
     assert (status.status, status.client_ref) == ("delivered", "case-1:notice:0001")
@@ -206,6 +207,18 @@ def test_receipt_is_retried_until_the_receiver_acknowledges_it(sandbox: Sandbox,
     assert [r["acked"] for r in raw["receipts"]] == [False, False, False, True]
     time.sleep(0.8)  # past the whole retry schedule: an acknowledged receipt is not pushed again
     assert len(receiver.of(message_id)) == 1
+
+
+def test_a_receipt_nobody_acknowledges_is_dropped_after_the_last_retry(sandbox: Sandbox, receiver: Receiver) -> None:
+    receiver.fail_next = 10**6
+    message_id = receiver.client.send_rendered(NOTICE, DELIVERED)
+
+    assert wait_for(lambda: receiver.attempts >= 6, timeout=10)  # the first push and five retries
+    time.sleep(1.0)
+    assert receiver.attempts == 6
+    pushes = receiver.client._call("GET", f"/v1/sms/messages/{message_id}").json()["receipts"]
+    assert [p["acked"] for p in pushes] == [False] * 6
+    assert receiver.client.status(message_id).status == "delivered"  # polling still tells the truth
 
 
 def test_undeliverable_number_reports_failure_and_receives_nothing(sandbox: Sandbox, receiver: Receiver) -> None:
@@ -381,11 +394,12 @@ def test_forged_stale_and_replayed_receipts_are_refused(sandbox: Sandbox, receiv
 
 
 def test_a_restart_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
-    box = _sandbox(tmp_path, 4.0)
+    box = _sandbox(tmp_path, 4.0, retry_schedule=[0.2] * 100)
     try:
         client = _client(box.url, receiver.url)
+        receiver.fail_next = 10**6  # the node is down: the first receipt waits in the gateway's outbox
         delivered = client.send_rendered(NOTICE, DELIVERED, idempotency_key="restart:notice:0001")
-        assert wait_for(lambda: len(box.inbox(DELIVERED)) == 1, timeout=10)
+        assert wait_for(lambda: receiver.attempts >= 2, timeout=10)
         pending = client.send_rendered(NOTICE, DELAYED, idempotency_key="restart:notice:0002")
         assert client.status(pending).status == "accepted"  # still to be delivered when the gateway dies
         body = _send_body("13800000015", "restart-000003")
@@ -394,11 +408,15 @@ def test_a_restart_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
 
         box.stop(signal.SIGKILL)  # no chance to flush anything: every change was already on disk
         box.start()
+        receiver.fail_next = 0
 
         assert [m["message_id"] for m in box.inbox(DELIVERED)] == [delivered]
         assert client.send_rendered(NOTICE, DELAYED, idempotency_key="restart:notice:0002") == pending
         replayed = requests.post(f"{box.url}/v1/sms/send", data=body, headers=headers, timeout=5)
         assert (replayed.status_code, replayed.json()["error"]) == (401, "nonce_replayed")
+        assert wait_for(lambda: receiver.of(delivered), timeout=10)  # the waiting receipt went out after all
+        pushes = client._call("GET", f"/v1/sms/messages/{delivered}").json()["receipts"]
+        assert len(pushes) >= 3 and pushes[-1]["acked"] and not any(p["acked"] for p in pushes[:-1])
         assert wait_for(lambda: receiver.of(pending), timeout=10)  # the delayed delivery and its receipt went on
         assert [m["message_id"] for m in box.inbox(DELAYED)] == [pending]
     finally:

@@ -21,15 +21,17 @@ Protocol (JSON over HTTP, described for callers in docs/sms.md):
   ``POST {message_id, client_ref, phone, status, error_code, submitted_at, reported_at}``, signed
   ``X-Sms-Signature`` = hex HMAC-SHA256(secret, ``timestamp\\nnonce\\n`` + body) with the same
   headers; retried on ``retry_schedule`` until the receiver answers 2xx, dropped after the last try.
-- ``GET /sandbox/inbox/<phone>`` (unsigned, the sandbox's "phone"): the texts delivered to a number.
+- ``GET /sandbox/inbox/<phone>`` (unsigned, the sandbox's "phone"): the texts delivered to a number,
+  with their template code and params (so a test or the demo can read a one-time code).
 
 Test numbers: 13900000001 undeliverable (空号), 13900000002 delivered after ``delay_seconds``,
 13900000003 503 on every send, 13900000004 503 on the first two sends of a ``client_ref``,
 13900000005 the first send of a ``client_ref`` is accepted but its reply is lost (connection closed);
 any other valid mobile (e.g. 13800000000) is delivered after ``deliver_seconds``.
 
-State (messages, receipts due, nonces, attempt counts) is kept in ``<data>/sms.json``, written
-atomically after every change and reloaded on start: a restarted gateway carries on where it stopped.
+State (messages, receipts due, nonces, attempt counts) is kept in ``<data>/sms.sqlite3``; every
+change is committed before it is answered, so a restarted (even killed) gateway carries on where it
+stopped.
 """
 
 from __future__ import annotations
@@ -38,11 +40,10 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import signal
-import tempfile
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -102,11 +103,44 @@ def load_templates(path: Path) -> dict[str, dict[str, Any]]:
     return registered
 
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    client_ref TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    template_code TEXT NOT NULL,
+    params TEXT NOT NULL,
+    text TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    callback_url TEXT,
+    status TEXT NOT NULL,
+    error_code TEXT,
+    submitted_at TEXT NOT NULL,
+    reported_at TEXT,
+    deliver_at REAL NOT NULL,
+    UNIQUE (app, client_ref)
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (status, deliver_at);
+CREATE INDEX IF NOT EXISTS messages_phone ON messages (phone, status);
+CREATE TABLE IF NOT EXISTS pushes (message_id TEXT NOT NULL, attempt INTEGER NOT NULL, at TEXT NOT NULL,
+                                   acked INTEGER NOT NULL, PRIMARY KEY (message_id, attempt));
+CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, app TEXT NOT NULL, url TEXT NOT NULL,
+                                   body TEXT NOT NULL, attempts INTEGER NOT NULL, due REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS send_attempts (app TEXT NOT NULL, client_ref TEXT NOT NULL, count INTEGER NOT NULL,
+                                          PRIMARY KEY (app, client_ref));
+CREATE TABLE IF NOT EXISTS nonces (app TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL,
+                                   PRIMARY KEY (app, nonce));
+CREATE INDEX IF NOT EXISTS nonces_seen ON nonces (seen);
+"""
+
+
 class Gateway:
-    """The sandbox's state and its clock: deliveries happen and receipts go out from one thread."""
+    """The sandbox's state (one sqlite file) and its clock: deliveries happen and receipts go out from one
+    thread. Every change is committed before the caller hears of it, so a killed gateway loses nothing."""
 
     def __init__(self, data_dir: Path, config: dict[str, Any]) -> None:
-        self.data_dir = data_dir
         self.apps = {key: str(secret).encode() for key, secret in config.get("apps", DEFAULT_APPS).items()}
         self.app_callbacks: dict[str, str] = dict(config.get("callbacks", {}))
         self.templates = load_templates(Path(config.get("templates_file") or DEFAULT_TEMPLATES))
@@ -115,27 +149,15 @@ class Gateway:
         self.retry_schedule = tuple(float(s) for s in config.get("retry_schedule", DEFAULT_RETRY_SCHEDULE))
         self.lock = threading.RLock()
         self.stopping = threading.Event()
-        self.state: dict[str, Any] = {
-            "next_seq": 1,
-            "messages": {},
-            "by_ref": {},
-            "attempts": {},
-            "nonces": {},
-            "outbox": [],
-        }
-        path = data_dir / "sms.json"
-        if path.exists():
-            self.state = json.loads(path.read_text("utf-8"))
+        self.db = sqlite3.connect(data_dir / "sms.sqlite3", check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
+        self.db.executescript(_SCHEMA)
 
-    # -- persistence ------------------------------------------------------------------------------
-
-    def save(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".sms.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.state, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.data_dir / "sms.json")
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
 
     # -- authentication ---------------------------------------------------------------------------
 
@@ -155,23 +177,15 @@ class Gateway:
         if abs(now - int(timestamp)) > MAX_SKEW_S:
             return None, "timestamp_stale"
         with self.lock:
-            nonces: dict[str, float] = self.state["nonces"]
-            key = f"{app}:{nonce}"
-            if key in nonces:
-                return None, "nonce_replayed"
             # A nonce older than the skew window can never come back fresh, so it need not be remembered.
-            for old in [k for k, seen in nonces.items() if seen < now - 2 * MAX_SKEW_S]:
-                del nonces[old]
-            nonces[key] = now
-            self.save()
+            self.db.execute("DELETE FROM nonces WHERE seen < ?", (now - 2 * MAX_SKEW_S,))
+            try:
+                self.db.execute("INSERT INTO nonces (app, nonce, seen) VALUES (?, ?, ?)", (app, nonce, now))
+            except sqlite3.IntegrityError:
+                return None, "nonce_replayed"
         return app, ""
 
     # -- operations -------------------------------------------------------------------------------
-
-    def _message_id(self) -> str:
-        seq = self.state["next_seq"]
-        self.state["next_seq"] = seq + 1
-        return f"SM{datetime.now(UTC):%Y%m%d%H%M%S}{seq:08d}"
 
     def send(self, app: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         phone, code, params = body.get("phone"), body.get("template_code"), body.get("params")
@@ -193,85 +207,78 @@ class Gateway:
             not isinstance(callback, str) or not callback.startswith(("http://", "https://")) or len(callback) > 500
         ):
             return 400, {"error": "callback_url_invalid"}
-        ref_key = f"{app}:{client_ref}"
-        fingerprint = hashlib.sha256(
-            json.dumps([phone, code, params], ensure_ascii=False, sort_keys=True).encode()
-        ).hexdigest()
+        params_json = json.dumps(params, ensure_ascii=False, sort_keys=True)
+        fingerprint = hashlib.sha256(json.dumps([phone, code, params_json], ensure_ascii=False).encode()).hexdigest()
         with self.lock:
-            existing = self.state["by_ref"].get(ref_key)
+            existing = self.db.execute(
+                "SELECT message_id, fingerprint FROM messages WHERE app = ? AND client_ref = ?", (app, client_ref)
+            ).fetchone()
             if existing:
-                message = self.state["messages"][existing]
-                if message["fingerprint"] != fingerprint:
+                if existing["fingerprint"] != fingerprint:
                     return 409, {"error": "client_ref_conflict"}
-                return 200, {**self._accepted(message), "duplicate": True}
-            attempt = self.state["attempts"].get(ref_key, 0) + 1
-            self.state["attempts"][ref_key] = attempt
+                return 200, self._accepted(existing["message_id"], client_ref, duplicate=True)
+            self.db.execute(
+                "INSERT INTO send_attempts (app, client_ref, count) VALUES (?, ?, 1) "
+                "ON CONFLICT (app, client_ref) DO UPDATE SET count = count + 1",
+                (app, client_ref),
+            )
+            attempt = self.db.execute(
+                "SELECT count FROM send_attempts WHERE app = ? AND client_ref = ?", (app, client_ref)
+            ).fetchone()["count"]
             if phone == PROVIDER_ERROR or (phone == FLAKY and attempt <= FLAKY_FAILURES):
-                self.save()
                 return 503, {"error": "provider_error"}
-            now = time.time()
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM messages").fetchone()["next"]
+            message_id = f"SM{datetime.now(UTC):%Y%m%d%H%M%S}{seq:08d}"
             wait = self.delay_seconds if phone == DELAYED else self.deliver_seconds
-            message = {
-                "message_id": self._message_id(),
-                "app": app,
-                "client_ref": client_ref,
-                "phone": phone,
-                "template_code": code,
-                "text": _PLACEHOLDER.sub(lambda m: params[m.group(1)], template["text"]),
-                "fingerprint": fingerprint,
-                "callback_url": callback,
-                "status": "accepted",
-                "error_code": None,
-                "submitted_at": _now(),
-                "reported_at": None,
-                "deliver_at": now + wait,
-                "receipts": [],
-            }
-            self.state["messages"][message["message_id"]] = message
-            self.state["by_ref"][ref_key] = message["message_id"]
-            self.save()
+            text = _PLACEHOLDER.sub(lambda m: params[m.group(1)], template["text"])
+            self.db.execute(
+                "INSERT INTO messages (seq, message_id, app, client_ref, phone, template_code, params, text,"
+                " fingerprint, callback_url, status, submitted_at, deliver_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?)",
+                (seq, message_id, app, client_ref, phone, code, params_json, text, fingerprint, callback, _now(),
+                 time.time() + wait),
+            )  # fmt: skip
             if phone == REPLY_LOST and attempt == 1:
                 raise DropReply
-            return 200, {**self._accepted(message), "duplicate": False}
+            return 200, self._accepted(message_id, client_ref, duplicate=False)
 
     @staticmethod
-    def _accepted(message: dict[str, Any]) -> dict[str, Any]:
-        return {"message_id": message["message_id"], "client_ref": message["client_ref"], "status": "accepted"}
+    def _accepted(message_id: str, client_ref: str, *, duplicate: bool) -> dict[str, Any]:
+        return {"message_id": message_id, "client_ref": client_ref, "status": "accepted", "duplicate": duplicate}
 
     def get(self, app: str, message_id: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
-            message = self.state["messages"].get(message_id)
-            if message is None or message["app"] != app:
+            row = self.db.execute(
+                "SELECT message_id, client_ref, template_code, status, error_code, submitted_at, reported_at"
+                " FROM messages WHERE message_id = ? AND app = ?",
+                (message_id, app),
+            ).fetchone()
+            if row is None:
                 return 404, {"error": "message_not_found"}
-            return 200, {
-                key: message[key]
-                for key in (
-                    "message_id",
-                    "client_ref",
-                    "template_code",
-                    "status",
-                    "error_code",
-                    "submitted_at",
-                    "reported_at",
-                    "receipts",
-                )
-            }
+            pushes = self.db.execute(
+                "SELECT attempt, at, acked FROM pushes WHERE message_id = ? ORDER BY attempt", (message_id,)
+            ).fetchall()
+        return 200, {**dict(row), "receipts": [{**dict(p), "acked": bool(p["acked"])} for p in pushes]}
 
     def inbox(self, phone: str) -> tuple[int, dict[str, Any]]:
         if not _MOBILE.fullmatch(phone):
             return 400, {"error": "phone_invalid"}
         with self.lock:
-            received = [
-                {
-                    "message_id": m["message_id"],
-                    "template_code": m["template_code"],
-                    "text": m["text"],
-                    "received_at": m["reported_at"],
-                }
-                for m in self.state["messages"].values()
-                if m["phone"] == phone and m["status"] == "delivered"
-            ]
-        received.sort(key=lambda m: (m["received_at"], m["message_id"]))
+            rows = self.db.execute(
+                "SELECT message_id, template_code, params, text, reported_at FROM messages"
+                " WHERE phone = ? AND status = 'delivered' ORDER BY reported_at, seq",
+                (phone,),
+            ).fetchall()
+        received = [
+            {
+                "message_id": r["message_id"],
+                "template_code": r["template_code"],
+                "params": json.loads(r["params"]),
+                "text": r["text"],
+                "received_at": r["reported_at"],
+            }
+            for r in rows
+        ]
         return 200, {"phone": phone, "messages": received}
 
     # -- the clock --------------------------------------------------------------------------------
@@ -279,55 +286,58 @@ class Gateway:
     def tick(self) -> None:
         now = time.time()
         with self.lock:
-            changed = False
-            for message in self.state["messages"].values():
-                if message["status"] != "accepted" or now < message["deliver_at"]:
-                    continue
+            due_messages = self.db.execute(
+                "SELECT message_id, app, client_ref, phone, callback_url, submitted_at FROM messages"
+                " WHERE status = 'accepted' AND deliver_at <= ? ORDER BY seq LIMIT 500",
+                (now,),
+            ).fetchall()
+            for message in due_messages:
                 undeliverable = message["phone"] == UNDELIVERABLE
-                message["status"] = "undeliverable" if undeliverable else "delivered"
-                message["error_code"] = "UNDELIVERABLE" if undeliverable else None
-                message["reported_at"] = _now()
-                changed = True
+                status = "undeliverable" if undeliverable else "delivered"
+                error_code = "UNDELIVERABLE" if undeliverable else None
+                reported = _now()
+                receipt = {
+                    "message_id": message["message_id"],
+                    "client_ref": message["client_ref"],
+                    "phone": message["phone"][:3] + "****" + message["phone"][-4:],
+                    "status": status,
+                    "error_code": error_code,
+                    "submitted_at": message["submitted_at"],
+                    "reported_at": reported,
+                }
+                self.db.execute("BEGIN")
+                self.db.execute(
+                    "UPDATE messages SET status = ?, error_code = ?, reported_at = ? WHERE message_id = ?",
+                    (status, error_code, reported, message["message_id"]),
+                )
                 if message["callback_url"]:
-                    self.state["outbox"].append(
-                        {
-                            "id": f"{message['message_id']}-{message['status']}",
-                            "app": message["app"],
-                            "url": message["callback_url"],
-                            "message_id": message["message_id"],
-                            "body": {
-                                "message_id": message["message_id"],
-                                "client_ref": message["client_ref"],
-                                "phone": message["phone"][:3] + "****" + message["phone"][-4:],
-                                "status": message["status"],
-                                "error_code": message["error_code"],
-                                "submitted_at": message["submitted_at"],
-                                "reported_at": message["reported_at"],
-                            },
-                            "attempts": 0,
-                            "due": now,
-                        }
-                    )
-            due = [dict(item) for item in self.state["outbox"] if item["due"] <= now]
-            if changed:
-                self.save()
+                    self.db.execute(
+                        "INSERT INTO outbox (message_id, app, url, body, attempts, due) VALUES (?, ?, ?, ?, 0, ?)",
+                        (message["message_id"], message["app"], message["callback_url"],
+                         json.dumps(receipt, ensure_ascii=False, separators=(",", ":")), now),
+                    )  # fmt: skip
+                self.db.execute("COMMIT")
+            due = [dict(r) for r in self.db.execute("SELECT * FROM outbox WHERE due <= ? LIMIT 100", (now,))]
         for item in due:
             answered = self._push(item)
+            attempt = item["attempts"] + 1
             with self.lock:
-                live = next((o for o in self.state["outbox"] if o["id"] == item["id"]), None)
-                if live is None:
-                    continue
-                live["attempts"] += 1
-                message = self.state["messages"][live["message_id"]]
-                message["receipts"].append({"at": _now(), "attempt": live["attempts"], "acked": answered})
-                if answered or live["attempts"] > len(self.retry_schedule):
-                    self.state["outbox"].remove(live)
+                self.db.execute("BEGIN")
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pushes (message_id, attempt, at, acked) VALUES (?, ?, ?, ?)",
+                    (item["message_id"], attempt, _now(), int(answered)),
+                )
+                if answered or attempt > len(self.retry_schedule):
+                    self.db.execute("DELETE FROM outbox WHERE message_id = ?", (item["message_id"],))
                 else:
-                    live["due"] = time.time() + self.retry_schedule[live["attempts"] - 1]
-                self.save()
+                    self.db.execute(
+                        "UPDATE outbox SET attempts = ?, due = ? WHERE message_id = ?",
+                        (attempt, time.time() + self.retry_schedule[attempt - 1], item["message_id"]),
+                    )
+                self.db.execute("COMMIT")
 
     def _push(self, item: dict[str, Any]) -> bool:
-        raw = json.dumps(item["body"], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        raw = item["body"].encode("utf-8")
         timestamp, nonce = str(int(time.time())), secrets.token_hex(16)
         request = urllib.request.Request(
             item["url"],
@@ -446,4 +456,5 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         gateway.stopping.set()
         clock.join(timeout=2)
+        gateway.close()
     return 0
