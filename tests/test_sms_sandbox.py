@@ -359,6 +359,37 @@ def test_a_replayed_request_is_refused(sandbox: Sandbox) -> None:
     assert len(sandbox.inbox("13800000014")) == 1
 
 
+def test_garbage_is_refused_with_a_reason_and_the_gateway_stays_up(sandbox: Sandbox) -> None:
+    def post(body: bytes, path: str = "/v1/sms/send", **headers: str) -> tuple[int, str]:
+        signed = {**_signed("POST", path, body), **headers}
+        response = requests.post(f"{sandbox.url}{path}", data=body, headers=signed, timeout=5)
+        return response.status_code, response.json().get("error", "")
+
+    assert post(b"{not json") == (400, "json_invalid")
+    assert post(b"[1, 2]") == (400, "json_invalid")
+    assert post("\udcff".encode("utf-8", "surrogatepass")) == (400, "json_invalid")
+    assert post(b"{}") == (400, "phone_invalid")
+    assert post(json.dumps({"phone": "13800000016", "client_ref": "x"}).encode()) == (400, "client_ref_invalid")
+    no_callback = json.loads(_send_body("13800000016", "garbage-000001"))
+    assert post(json.dumps({**no_callback, "callback_url": "file:///etc/passwd"}).encode()) == (
+        400,
+        "callback_url_invalid",
+    )
+    assert post(b"{}", path="/v1/sms/unknown") == (404, "not_found")
+    too_big = requests.post(f"{sandbox.url}/v1/sms/send", data=b"x" * 20000, timeout=5)
+    assert too_big.status_code == 413
+    assert requests.get(f"{sandbox.url}/sandbox/inbox/not-a-phone", timeout=5).status_code == 400
+    client = _client(sandbox.url)
+    with pytest.raises(DomainError) as missing:
+        client.status("SM0000000000000000000000")
+    assert missing.value.code == "sms_message_not_found"
+    other_app = SmsClient(sandbox.url, "someone", "else", backoff=())
+    with pytest.raises(DomainError) as refused:
+        other_app.send_rendered(NOTICE, DELIVERED)
+    assert refused.value.code == "sms_refused" and "signature_invalid" in refused.value.message_en
+    assert http_ok(f"{sandbox.url}/healthz") and sandbox.inbox("13800000016") == []
+
+
 # --- Receipt checks on the node side -----------------------------------------------------------------------
 
 

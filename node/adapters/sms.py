@@ -173,8 +173,10 @@ class SmsClient:
             raise DomainError("sms_invalid", "短信模板编号格式不正确", "the template code is malformed")
         if not isinstance(key, str) or not _CLIENT_REF.fullmatch(key):
             raise DomainError("sms_invalid", "消息幂等键格式不正确", "the idempotency key is malformed")
-        if len(params) > 10 or not all(
-            isinstance(k, str) and isinstance(v, str) and 0 < len(v) <= MAX_PARAM for k, v in params.items()
+        if (
+            not isinstance(params, Mapping)
+            or len(params) > 10
+            or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(v) <= MAX_PARAM for k, v in params.items())
         ):
             raise DomainError("sms_invalid", "短信参数不符合要求", "the template params are malformed")
         body: dict[str, Any] = {"phone": phone, "template_code": template_id, "params": dict(params),
