@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from node.domain.errors import DomainError
 from node.domain.identifiers import make_id_number
@@ -70,7 +72,28 @@ def test_names_are_masked_and_id_or_phone_numbers_never_appear_in_full() -> None
     assert "张**" in message.text and "三丰" not in message.text
     assert ID_NUMBER not in message.text and ID_NUMBER[-4:] in message.text  # masked, "430903********1234"
     assert "13812345678" not in message.text and "138****5678" in message.text
+    glued = render("decision_rejected", {**SAMPLES["decision_rejected"], "reason": f"编号99{ID_NUMBER}7"})
+    assert ID_NUMBER not in glued.text and not re.search(r"[0-9]{11}", glued.params["reason"])
     assert message.params["name"] == "张**"
+
+
+_DIGITS_OR_TEXT = st.text(alphabet=st.sampled_from("0123456789Xx 审核张三、，abc\n"), min_size=1, max_size=120)
+
+
+@given(reason=_DIGITS_OR_TEXT, place=_DIGITS_OR_TEXT, materials=st.lists(_DIGITS_OR_TEXT, min_size=1, max_size=12))
+def test_free_text_never_carries_a_whole_id_or_phone_number(reason: str, place: str, materials: list[str]) -> None:
+    for template_id, field, params in (
+        ("decision_rejected", "reason", {**SAMPLES["decision_rejected"], "reason": reason}),
+        ("result_ready", "place", {**SAMPLES["result_ready"], "place": place}),
+        ("one_time_notice", "materials", {**SAMPLES["one_time_notice"], "materials": materials}),
+    ):
+        try:
+            message = render(template_id, params)
+        except DomainError as refused:
+            assert refused.code == "notification_param_invalid"  # e.g. only blanks
+            continue
+        assert not re.search(r"[0-9]{11}", message.params[field])  # no ID, phone or longer run survives
+        assert len(message.text) <= 300 and "\n" not in message.text
 
 
 def test_long_free_text_is_cut_and_long_material_lists_are_summarised() -> None:

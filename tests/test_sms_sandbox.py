@@ -203,8 +203,7 @@ def test_receipt_is_retried_until_the_receiver_acknowledges_it(sandbox: Sandbox,
     assert wait_for(lambda: receiver.of(message_id), timeout=10)
     assert receiver.attempts >= 4
     # The gateway's own record of its pushes, read through the signed status API.
-    raw = receiver.client._call("GET", f"/v1/sms/messages/{message_id}").json()
-    assert [r["acked"] for r in raw["receipts"]] == [False, False, False, True]
+    assert [p.acked for p in receiver.client.status(message_id).pushes] == [False, False, False, True]
     time.sleep(0.8)  # past the whole retry schedule: an acknowledged receipt is not pushed again
     assert len(receiver.of(message_id)) == 1
 
@@ -216,8 +215,7 @@ def test_a_receipt_nobody_acknowledges_is_dropped_after_the_last_retry(sandbox: 
     assert wait_for(lambda: receiver.attempts >= 6, timeout=10)  # the first push and five retries
     time.sleep(1.0)
     assert receiver.attempts == 6
-    pushes = receiver.client._call("GET", f"/v1/sms/messages/{message_id}").json()["receipts"]
-    assert [p["acked"] for p in pushes] == [False] * 6
+    assert [p.acked for p in receiver.client.status(message_id).pushes] == [False] * 6
     assert receiver.client.status(message_id).status == "delivered"  # polling still tells the truth
 
 
@@ -446,8 +444,8 @@ def test_a_restart_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
         replayed = requests.post(f"{box.url}/v1/sms/send", data=body, headers=headers, timeout=5)
         assert (replayed.status_code, replayed.json()["error"]) == (401, "nonce_replayed")
         assert wait_for(lambda: receiver.of(delivered), timeout=10)  # the waiting receipt went out after all
-        pushes = client._call("GET", f"/v1/sms/messages/{delivered}").json()["receipts"]
-        assert len(pushes) >= 3 and pushes[-1]["acked"] and not any(p["acked"] for p in pushes[:-1])
+        pushes = client.status(delivered).pushes
+        assert len(pushes) >= 3 and pushes[-1].acked and not any(p.acked for p in pushes[:-1])
         assert wait_for(lambda: receiver.of(pending), timeout=10)  # the delayed delivery and its receipt went on
         assert [m["message_id"] for m in box.inbox(DELAYED)] == [pending]
     finally:

@@ -29,7 +29,7 @@ import requests
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.notifications import RenderedMessage
 
-__all__ = ["DeliveryReceipt", "MessageStatus", "SmsClient", "SmsSender"]
+__all__ = ["DeliveryReceipt", "MessageStatus", "ReceiptPush", "SmsClient", "SmsSender"]
 
 MAX_SKEW_S = 300
 MAX_RECEIPT_BYTES = 8 * 1024
@@ -68,11 +68,18 @@ class DeliveryReceipt:
 
 
 @dataclass(frozen=True)
+class ReceiptPush:
+    attempt: int
+    acked: bool  # the receiver answered 2xx
+
+
+@dataclass(frozen=True)
 class MessageStatus:
     message_id: str
     client_ref: str
     status: str  # accepted, delivered or undeliverable
     error_code: str | None
+    pushes: tuple[ReceiptPush, ...] = ()  # the gateway's tries to deliver the receipt, in order
 
 
 def _refused(code: str, zh: str, en: str, kind: ErrorKind = ErrorKind.UNAUTHENTICATED) -> DomainError:
@@ -228,7 +235,7 @@ class SmsClient:
         if response.status_code != 200 or not isinstance(payload, Mapping):
             raise DomainError("sms_reply_invalid", "短信平台的应答无效", "the SMS gateway's reply is invalid")
         try:
-            return MessageStatus(*_status_fields(payload))
+            return MessageStatus(*_status_fields(payload), _pushes(payload.get("receipts")))
         except ValueError as exc:
             raise DomainError(
                 "sms_reply_invalid", "短信平台的应答无效", f"the SMS gateway's reply is invalid: {exc}"
@@ -280,6 +287,19 @@ def _json(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _pushes(raw: Any) -> tuple[ReceiptPush, ...]:
+    if not isinstance(raw, list) or len(raw) > 1000:
+        raise ValueError("receipts")
+    pushes = []
+    for item in raw:
+        attempt = item.get("attempt") if isinstance(item, Mapping) else None
+        acked = item.get("acked") if isinstance(item, Mapping) else None
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not isinstance(acked, bool):
+            raise ValueError("receipts")
+        pushes.append(ReceiptPush(attempt, acked))
+    return tuple(pushes)
 
 
 def _status_fields(raw: Mapping[str, Any]) -> tuple[str, str, str, str | None]:

@@ -37,9 +37,9 @@ DEFAULT_LANGUAGE = "zh-CN"
 MAX_TEXT = 300  # a long SMS is cut into 67-character parts; five parts is the most we ever send
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-# Runs that look like an ID number or a mainland mobile number, wherever they appear in free text.
-_ID_RUN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])", re.ASCII)
-_PHONE_RUN = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])", re.ASCII)
+# A run of 11 or more digits in free text may be an ID number (18, the last maybe X), a phone number
+# (11) or either of them glued to other digits: every such run is masked.
+_LONG_DIGITS = re.compile(r"[0-9]{10,}[0-9Xx]", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _CASE_NO = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,39}$", re.ASCII)
 _WAYBILL = re.compile(r"^[A-Z]{2}[0-9]{10,20}$", re.ASCII)
@@ -140,9 +140,14 @@ def mask_phone(phone: str) -> str:
     return phone[:3] + "****" + phone[-4:] if len(phone) == 11 else "*" * len(phone)
 
 
+def _mask_run(run: str) -> str:
+    if len(run) == 18:
+        return mask_id_number(run)
+    return run[:3] + "*" * (len(run) - 7) + run[-4:]  # an 11-digit phone becomes "138****5678"
+
+
 def _mask_runs(text: str) -> str:
-    text = _ID_RUN.sub(lambda m: mask_id_number(m.group(0)), text)
-    return _PHONE_RUN.sub(lambda m: mask_phone(m.group(0)), text)
+    return _LONG_DIGITS.sub(lambda m: _mask_run(m.group(0)), text)
 
 
 def _clean_text(value: Any, field: str, limit: int) -> str:
