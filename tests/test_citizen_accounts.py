@@ -112,6 +112,13 @@ def test_registration_refuses_bad_input(field: str, value: object, code: str) ->
     assert code_of(lambda: register_person(account_id="a", lookup_key=lookup_key, now=NOW, **fields)) == code
 
 
+def test_registration_refuses_a_malformed_account_id() -> None:
+    fields = {"name": "张三丰", "id_number": ID_NUMBER, "phone": PHONE}
+    for account_id in ("", "a b", "a" * 65, None):
+        call = lambda a=account_id: register_person(account_id=a, lookup_key=lookup_key, now=NOW, **fields)  # noqa: E731
+        assert code_of(call) == "account_id_invalid"
+
+
 @pytest.mark.parametrize("given_phone", ["13800000000", "+86 138 0000 0000", "86-138-0000-0000", "8613800000000"])
 def test_mainland_mobile_numbers_are_normalised(given_phone: str) -> None:
     assert normalise_phone(given_phone) == "13800000000"
@@ -206,6 +213,7 @@ def test_five_wrong_passwords_lock_the_account_for_thirty_minutes() -> None:
 def test_a_staff_lock_holds_until_unlocked() -> None:
     account = active()
     account.lock(NOW)
+    assert account.to_dict()["locked_at"] == NOW.isoformat()
     assert code_of(lambda: account.check_sign_in(PASSWORD, NOW + timedelta(days=30))) == "account_locked"
     account.unlock()
     account.check_sign_in(PASSWORD, NOW)

@@ -45,6 +45,7 @@ LookupKey = Callable[[str], str]  # ID number → keyed hash (HMAC-SHA256 hex), 
 # virtual operators included, as people do use them for SMS).
 _MOBILE = re.compile(r"^1[3-9][0-9]{9}$", re.ASCII)
 _NAME_LIMIT = 50
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 PASSWORD_MIN = 10
@@ -254,6 +255,7 @@ class CitizenAccount:
     face_model: str | None = None
     activated_at: datetime | None = None
     failed_sign_ins: int = 0
+    locked_at: datetime | None = None
     locked_until: datetime | None = None  # None while locked means until staff unlock it
     state_before_lock: AccountState | None = None
 
@@ -339,6 +341,7 @@ class CitizenAccount:
         if self.state is not AccountState.LOCKED:
             self.state_before_lock = self.state
         self.state = AccountState.LOCKED
+        self.locked_at = now
         self.locked_until = until
 
     def unlock(self) -> None:
@@ -346,6 +349,7 @@ class CitizenAccount:
             raise _wrong_state(self, "解锁", "unlock it")
         self.state = self.state_before_lock or AccountState.REGISTERED
         self.state_before_lock = None
+        self.locked_at = None
         self.locked_until = None
         self.failed_sign_ins = 0
 
@@ -385,6 +389,7 @@ class CitizenAccount:
             "face_model": self.face_model,
             "activated_at": when(self.activated_at),
             "failed_sign_ins": self.failed_sign_ins,
+            "locked_at": when(self.locked_at),
             "locked_until": when(self.locked_until),
             "state_before_lock": self.state_before_lock.value if self.state_before_lock else None,
         }
@@ -412,6 +417,7 @@ class CitizenAccount:
             face_model=raw.get("face_model"),
             activated_at=when(raw.get("activated_at")),
             failed_sign_ins=int(raw.get("failed_sign_ins", 0)),
+            locked_at=when(raw.get("locked_at")),
             locked_until=when(raw.get("locked_until")),
             state_before_lock=AccountState(raw["state_before_lock"]) if raw.get("state_before_lock") else None,
         )
@@ -431,6 +437,8 @@ def register_person(
 ) -> CitizenAccount:
     """A new account in state ``registered``: the name, the ID number (GB 11643) and the phone are checked,
     the ID number is kept only as ``lookup_key(id)`` and masked; a password, if given, is checked and hashed."""
+    if not isinstance(account_id, str) or not _ACCOUNT_ID.fullmatch(account_id):
+        raise _invalid("account_id_invalid", "账号编号格式不正确", "the account id is malformed")
     clean_name = _person_name(name)
     if not isinstance(id_number, str):
         raise _invalid("id_number_format", "身份证号码应为18位", "ID number must be 18 characters long")
