@@ -62,6 +62,10 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
 
 
+def summary(samples_ms: list[float]) -> dict[str, float]:
+    return {"p50": percentile(samples_ms, 0.5), "p95": percentile(samples_ms, 0.95), "n": len(samples_ms)}
+
+
 def roc(encodings: dict[str, np.ndarray]) -> tuple[list[dict[str, float]], dict[str, float]]:
     genuine: list[float] = []
     impostor: list[float] = []
@@ -144,8 +148,8 @@ def main() -> int:
         "refused": refused,
         "roc": rows,
         "spread": spread,
-        "verifier_ms": {"p50": percentile(verifier_ms, 0.5), "p95": percentile(verifier_ms, 0.95), "n": len(verifier_ms)},
-        "anchor_ms": {"p50": percentile(anchor_ms, 0.5), "p95": percentile(anchor_ms, 0.95), "n": len(anchor_ms)},
+        "verifier_ms": summary(verifier_ms),
+        "anchor_ms": summary(anchor_ms),
     }
     result["p50_speedup_vs_anchor"] = result["anchor_ms"]["p50"] / result["verifier_ms"]["p50"]
     if args.json:

@@ -39,10 +39,14 @@ from struct import error as StructError  # what a few Pillow plugins raise on ga
 
 import face_recognition
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from node.domain import identity
 from node.domain.identity import LivenessCheck, ReferenceLookup, TurnDirection, Verification
+
+# face_recognition switches Pillow to decoding truncated files (grey-filled) for the whole process when it
+# is imported; an upload cut short must be refused instead, so the default is restored.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 __all__ = [
     "DEFAULT_THRESHOLD",
