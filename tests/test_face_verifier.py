@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import math
+from collections import Counter
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -335,3 +336,36 @@ def test_several_face_photos_are_counted(verifier: FaceVerifier) -> None:
     assert set(SEVERAL) | set(PERSON_OF) == {
         p.name for p in FACES.iterdir() if p.suffix != ".md" and p.name != "LICENSE"
     }
+
+
+def test_damaged_uploads_never_crash(verifier: FaceVerifier) -> None:
+    small = Image.open(FACES / "obama-480p.jpg")
+    small.thumbnail((200, 200))
+    sources = [jpeg(small, quality=80)]
+    png = io.BytesIO()
+    small.save(png, "PNG")
+    sources.append(png.getvalue())
+    rng = np.random.default_rng(12)
+    outcomes = Counter()
+    for source in sources:
+        for _ in range(25):
+            damaged = bytearray(source)
+            for position in rng.integers(0, len(damaged), size=int(rng.integers(1, 12))):
+                damaged[position] = int(rng.integers(0, 256))
+            if rng.random() < 0.3:
+                damaged = damaged[: int(rng.integers(1, len(damaged)))]
+            try:
+                verifier.verify(bytes(damaged), demo()["obama"])
+                outcomes["decided"] += 1
+            except DomainError as error:
+                outcomes[error.code] += 1
+    assert set(outcomes) <= {
+        "decided",
+        "photo_corrupt",
+        "photo_not_image",
+        "photo_no_face",
+        "photo_face_too_small",
+        "photo_several_faces",
+        "photo_too_large",
+    }
+    assert outcomes["photo_corrupt"] > 0

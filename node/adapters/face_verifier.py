@@ -34,9 +34,9 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
-from struct import error as StructError  # what a few Pillow plugins raise on garbage headers
+from importlib.metadata import PackageNotFoundError, version
 
+import dlib
 import face_recognition
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -58,9 +58,16 @@ __all__ = [
     "read_face",
 ]
 
-MODEL = (
-    f"dlib-resnet128/hog (face_recognition {version('face_recognition')}, dlib {version('dlib-bin')})"
-)
+
+def _model_version() -> str:
+    try:
+        library = version("face_recognition")
+    except PackageNotFoundError:  # pragma: no cover - installed from source without metadata
+        library = face_recognition.__version__
+    return f"dlib-resnet128/hog (face_recognition {library}, dlib {dlib.__version__})"
+
+
+MODEL = _model_version()
 # Chosen from the ROC of bench/bench_faces.py on tests/data/faces (docs/benchmarks.md): the lowest
 # measured threshold with no false accept and no false reject (0.45 and 0.50 rejected 2 of 23 genuine pairs).
 # Lower than the library's customary 0.6 because dlib separates East Asian faces less well.
@@ -122,8 +129,10 @@ def _decode(photo: bytes, max_side: int) -> tuple[np.ndarray, float]:
             rgb = upright.convert("RGB")
         except Image.DecompressionBombError:
             raise identity.image_too_large("像素过多", "too many pixels") from None
-        except (OSError, SyntaxError, ValueError, EOFError, StructError):
-            # Truncated files raise OSError("image file is truncated") as long as LOAD_TRUNCATED_IMAGES is off.
+        except Exception:
+            # Truncated files raise OSError("image file is truncated") as long as LOAD_TRUNCATED_IMAGES is off;
+            # malformed headers, EXIF or chunks raise SyntaxError, ValueError, struct.error and others from
+            # deep inside Pillow's plugins. Whatever it is, the upload is damaged: refused, never a crash.
             raise identity.corrupt_image() from None
     # The original's longer side against the decoded one, orientation-independent.
     original_long = max(width, height)
