@@ -16,6 +16,7 @@ from node.domain.registers import (
     PersonRecord,
     generate_population,
     mask_name,
+    reference_lookup,
 )
 from tiers import Tier, yiyang
 
@@ -122,6 +123,17 @@ def test_from_dict_refuses_what_is_not_a_record() -> None:
 
 def test_mask_name() -> None:
     assert mask_name("欧阳明华") == "欧***" and mask_name("李") == "李" and mask_name("") == ""
+
+
+def test_only_active_people_have_references() -> None:
+    deceased_id = make_id_number("430903", date(1940, 2, 2), 41)
+    without_face = make_id_number("430902", date(1990, 1, 1), 10)
+    lookup = reference_lookup(
+        [person(), person(id_number=deceased_id, status="deceased"), person(id_number=without_face, face_encodings=())]
+    )
+    assert lookup.reference_encodings(ID) == ((0.1,) * 128,)
+    assert lookup.reference_encodings(deceased_id) == ()
+    assert len(lookup) == 1
 
 
 # --- Enterprise records ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ never shows a turn. What it does NOT stop, honestly:
 - someone standing next to a willing or unconscious holder: there is no check of intent.
 
 It is a cheap first line for the kiosk and online channel, not certified presentation-attack
-detection (GB/T 41819 / ISO 30107-3); production should use the public-security service's liveness.
+detection (as tested under ISO/IEC 30107-3); production should use the public-security service's liveness.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from node.domain.identifiers import (
     validate_credit_code,
     validate_id_number,
 )
-from node.domain.identity import face_encodings
+from node.domain.identity import MappingReferences, face_encodings
 
 __all__ = [
     "ENTERPRISE_STATUSES",
@@ -41,6 +41,7 @@ __all__ = [
     "Population",
     "generate_population",
     "mask_name",
+    "reference_lookup",
 ]
 
 PERSON_STATUSES: dict[str, str] = {"active": "正常", "moved_out": "迁出", "deceased": "死亡", "cancelled": "注销"}
@@ -222,6 +223,16 @@ class EnterpriseRecord:
             registered_address_code=data.get("registered_address_code"),  # type: ignore[arg-type]
             status=data.get("status", "active"),
         )
+
+
+def reference_lookup(people: Iterable[PersonRecord]) -> MappingReferences:
+    """The ``ReferenceLookup`` of a register: reference faces of people whose status is active only.
+
+    Someone moved out, deceased or cancelled has no reference, so a photo can never verify as them.
+    """
+    return MappingReferences(
+        (p.id_number, p.face_encodings) for p in people if p.status == "active" and p.face_encodings
+    )
 
 
 # --- Synthetic population --------------------------------------------------------------------------------
