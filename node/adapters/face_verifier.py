@@ -122,8 +122,10 @@ def _decode(photo: bytes, max_side: int) -> tuple[np.ndarray, float]:
         if width < 1 or height < 1:
             raise identity.corrupt_image()
         try:
-            # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers max_side.
-            image.draft("RGB", (max_side, max_side))
+            # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers max_side. The
+            # request keeps the photo's aspect: Pillow scales by the smaller ratio of the two sides.
+            shrink = max(1.0, max(width, height) / max_side)
+            image.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
             image.load()
             upright = ImageOps.exif_transpose(image)
             rgb = upright.convert("RGB")
