@@ -1,8 +1,9 @@
 """The shared materials library (申办材料共享库): library records and the rules of reusing them.
 
-This module owns the record of one material held once for its owner (a person's ID number or an
-enterprise's credit code) — its catalogue material code, how much it can be trusted (its grade), the
-SHA-256 of its file, issuer and validity — and the pure rules acceptance needs: which of a matter's
+This module owns the record of one material held once for its owner (keyed by the look-up key of a
+person's ID number or an enterprise's credit code, never the number itself) — its catalogue
+material code, how much it can be trusted (its grade), the SHA-256 of its file, issuer and
+validity — and the pure rules acceptance needs: which of a matter's
 materials are on file and valid on a date, and reusing one, which creates a *link* from the case to
 the library record (never a copy of the file) or refuses with a bilingual reason: expired, revoked,
 not yet valid, someone else's, the wrong type, or too weak a grade for what the matter asks.
@@ -28,7 +29,6 @@ from typing import Any
 
 from node.domain.catalogue import Material, Matter
 from node.domain.errors import DomainError, ErrorKind
-from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
 
 __all__ = [
     "GRADE_LABELS",
@@ -65,6 +65,8 @@ _GRADE_STRENGTH = {
 _MATERIAL_ID = re.compile(r"[0-9A-Za-z_:.-]{1,80}", re.ASCII)
 _MATERIAL_CODE = re.compile(r"[0-9A-Za-z_.-]{1,40}", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_OWNER_KEY = re.compile(r"[0-9A-Za-z:_-]{4,128}", re.ASCII)
+_RAW_ID_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]", re.ASCII)
 _MAX_ISSUER = 100
 RECORD_STATUSES = frozenset({"valid", "revoked"})
 
@@ -78,19 +80,17 @@ def _bad_record(zh: str, en: str) -> DomainError:
 
 
 def validate_owner_key(value: object) -> str:
-    """An owner is matched by their number: a resident ID number or an enterprise's credit code."""
-    if isinstance(value, str) and len(value) == 18:
-        try:
-            return validate_id_number(value)
-        except DomainError:
-            pass
-        try:
-            return validate_credit_code(value)
-        except DomainError:
-            pass
-    raise _bad_record(
-        "所有人应为有效的身份证号码或统一社会信用代码", "the owner must be a valid ID number or credit code"
-    )
+    """The owner's library key: the PersonalData adapter's look-up key (HMAC) of their ID number or credit code.
+
+    The same rule as a licence's holder key (node/domain/licence.py): 4-128 of ``0-9A-Za-z:_-``, and
+    never a raw ID number — the library matches people by number (一号匹配) without holding the number.
+    """
+    if not isinstance(value, str) or not _OWNER_KEY.fullmatch(value) or _RAW_ID_NUMBER.fullmatch(value):
+        raise _bad_record(
+            "所有人须为材料库主体键（身份证号码或信用代码的查询键），不能是身份证号码本身",
+            "the owner must be a library key (the look-up key of an ID number or credit code), never a raw ID number",
+        )
+    return value
 
 
 def _date(value: object, what_zh: str, what_en: str) -> date:
@@ -151,7 +151,7 @@ class LibraryMaterial:
 
     def __repr__(self) -> str:
         return (
-            f"LibraryMaterial(material_id={self.material_id!r}, owner_key={mask_id_number(self.owner_key)!r}, "
+            f"LibraryMaterial(material_id={self.material_id!r}, owner_key={self.owner_key[:8] + '…'!r}, "
             f"material_code={self.material_code!r}, grade={self.grade.value!r}, issuer={self.issuer!r}, "
             f"valid_until={self.valid_until}, status={self.status!r})"
         )
