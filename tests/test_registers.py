@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.domain.errors import DomainError
 from node.domain.identifiers import birth_date_of, make_credit_code, make_id_number, validate_credit_code
@@ -257,3 +259,45 @@ def test_generator_input_is_checked() -> None:
     with pytest.raises(ValueError):
         generate_population(VILLAGES[:1], people_per_division=-1)
     assert generate_population(VILLAGES[:1], people_per_division=0, enterprises_per_division=0).people == []
+
+
+# --- Untrusted input from other nodes -------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutated(base: dict[str, object]) -> st.SearchStrategy[object]:
+    return st.one_of(
+        _json,
+        st.builds(
+            lambda key, value: {**base, key: value},
+            st.sampled_from(sorted(base)),
+            _json,
+        ),
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=_mutated(person().to_dict()))
+def test_any_person_document_is_a_record_or_a_reason(data: object) -> None:
+    try:
+        record = PersonRecord.from_dict(data)
+    except DomainError as error:
+        assert error.message_zh and error.message_en
+    else:
+        assert PersonRecord.from_dict(record.to_dict()) == record
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=_mutated(enterprise().to_dict()))
+def test_any_enterprise_document_is_a_record_or_a_reason(data: object) -> None:
+    try:
+        record = EnterpriseRecord.from_dict(data)
+    except DomainError as error:
+        assert error.message_zh and error.message_en
+    else:
+        assert EnterpriseRecord.from_dict(record.to_dict()) == record
