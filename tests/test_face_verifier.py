@@ -330,9 +330,22 @@ def test_build_demo_people_encodes_the_plan_from_a_folder(tmp_path: Path) -> Non
     assert distance < 1e-3
 
 
-def test_a_shipped_file_never_reads_the_shared_folder() -> None:
-    text = (Path(__file__).parents[1] / "node" / "data" / "demo_people.json").read_text(encoding="utf-8")
-    assert "shared" not in text and len(text) < 100_000
+def test_the_shipped_demo_data_holds_encodings_not_photos() -> None:
+    path = Path(__file__).parents[1] / "node" / "data" / "demo_people.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for entry in document["people"]:
+        assert set(entry) == {
+            "id_number",
+            "name",
+            "residence_code",
+            "household_id",
+            "face_encodings",
+            "status",
+            "enrolled",
+        }
+        assert all(len(encoding) == 128 for encoding in entry["face_encodings"])
+    assert path.stat().st_size < 100_000
+    assert not list(path.parent.glob("*.jpg")) and not list(path.parent.glob("*.png"))
 
 
 def test_several_face_photos_are_counted(verifier: FaceVerifier) -> None:
