@@ -347,7 +347,9 @@ class PaymentService:
                 return order
         raise RuntimeError(f"order {order_id} kept changing under us")
 
-    def _anomaly(self, order: PaymentOrder, fact: GatewayFact, error: DomainError, report: ReconcileReport | None) -> None:
+    def _anomaly(
+        self, order: PaymentOrder, fact: GatewayFact, error: DomainError, report: ReconcileReport | None
+    ) -> None:
         kind = {
             "payment_amount_mismatch": "amount_mismatch",
             "payment_order_cancelled": "paid_after_cancel",
