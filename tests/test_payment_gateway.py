@@ -319,8 +319,8 @@ def test_a_restart_of_the_sandbox_loses_nothing(make_world: Callable[..., World]
     assert any(a.outcome == "applied" for a in world.receiver.answers)  # settled by the retried notify
 
     def all_delivered() -> bool:
-        counts = requests.get(f"{world.sandbox.url}/sandbox/notifies", timeout=10).json()
-        return counts.get("delivered", 0) >= 2 and set(counts) <= {"delivered"}
+        states = requests.get(f"{world.sandbox.url}/sandbox/notifies", timeout=10).json()["states"]
+        return states.get("delivered", 0) >= 2 and set(states) == {"delivered"}
 
     assert wait_for(all_delivered, timeout=15)
 

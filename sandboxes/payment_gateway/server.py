@@ -506,14 +506,15 @@ class Gateway:
                 self.stopping.wait(0.05)
         pool.shutdown(wait=True)
 
-    def notify_counts(self) -> dict[str, int]:
+    def notify_counts(self) -> dict[str, dict[str, int]]:
+        """How many notifies are in each delivery state, and how many each injected fault touched."""
         with self.lock:
             rows = self.db.execute("SELECT state, fault, COUNT(*) AS n FROM notifies GROUP BY state, fault").fetchall()
-        counts: dict[str, int] = {}
+        counts: dict[str, dict[str, int]] = {"states": {}, "faults": {}}
         for row in rows:
-            counts[row["state"]] = counts.get(row["state"], 0) + row["n"]
+            counts["states"][row["state"]] = counts["states"].get(row["state"], 0) + row["n"]
             if row["fault"]:
-                counts[row["fault"]] = counts.get(row["fault"], 0) + row["n"]
+                counts["faults"][row["fault"]] = counts["faults"].get(row["fault"], 0) + row["n"]
         return counts
 
 
