@@ -188,11 +188,10 @@ def test_amounts_are_exact_fen() -> None:
             yuan_to_fen(bad)  # type: ignore[arg-type]
     charged = [m for m in load_seed_catalogue().matters() if m.fee_yuan > 0]
     free = [m for m in load_seed_catalogue().matters() if m.fee_yuan == 0]
-    if charged:
-        (item,) = fee_items_for_matter(charged[0])
-        assert item.amount_fen == int(charged[0].fee_yuan * 100)
-    if free:
-        assert fee_items_for_matter(free[0]) == []
+    assert charged and free  # the seed catalogue has both kinds
+    (item,) = fee_items_for_matter(charged[0])
+    assert item.amount_fen == int(charged[0].fee_yuan * 100) > 0
+    assert fee_items_for_matter(free[0]) == []
 
 
 def test_payment_codes_carry_a_check_digit_that_catches_typos() -> None:

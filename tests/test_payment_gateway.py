@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +32,12 @@ from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_ke
 from node.domain.errors import DomainError
 from node.domain.payment import FeeItem, PaymentState
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
-from node.service_layer.payments import NotifyAnswer, PaymentService, SqlPaymentRepository
+from node.service_layer.payments import (
+    InMemoryPaymentRepository,
+    NotifyAnswer,
+    PaymentService,
+    SqlPaymentRepository,
+)
 from tests.conftest import wait_for
 
 MERCHANT_ID = "tongban-test"
@@ -116,16 +122,18 @@ class World:
     sandbox: Sandbox
     receiver: Receiver
     service: PaymentService
-    repository: SqlPaymentRepository
+    repository: SqlPaymentRepository | InMemoryPaymentRepository
     gateway: HttpPaymentGateway
+    settled: list[str]
 
 
 @pytest.fixture
 def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     sandboxes: list[Sandbox] = []
 
-    def make(*faults: str) -> World:
+    def make(*faults: str, repository: str = "sql") -> World:
         root = tmp_path / f"w{len(sandboxes)}"
+        settled: list[str] = []
         merchant_key = ensure_merchant_key(root / "merchant.pem")
         receiver = Receiver()
         port = free_port()
@@ -156,10 +164,14 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         gateway = HttpPaymentGateway(
             sandbox.url, MERCHANT_ID, merchant_key, load_public_key((state_dir / "gateway_public.pem").read_bytes())
         )
-        repository = SqlPaymentRepository(create_engine(f"sqlite:///{root / 'payments.sqlite3'}"))
-        service = PaymentService(repository, gateway, region_code="430903")
+        store: SqlPaymentRepository | InMemoryPaymentRepository
+        if repository == "sql":
+            store = SqlPaymentRepository(create_engine(f"sqlite:///{root / 'payments.sqlite3'}"))
+        else:
+            store = InMemoryPaymentRepository()
+        service = PaymentService(store, gateway, region_code="430903", on_settled=lambda o: settled.append(o.order_id))
         receiver.service = service
-        return World(sandbox, receiver, service, repository, gateway)
+        return World(sandbox, receiver, service, store, gateway, settled)
 
     yield make
     for sandbox in sandboxes:
@@ -359,3 +371,16 @@ def test_the_gateway_refuses_unsigned_merchant_requests(make_world: Callable[...
     with pytest.raises(DomainError) as refused:
         impostor.query("po_" + "1" * 24)
     assert refused.value.code == "payment_gateway_refused" and "unauthenticated" in refused.value.message_en
+
+
+@pytest.mark.parametrize("repository", ["sql", "memory"])
+def test_racing_copies_of_one_notify_settle_the_order_once(make_world: Callable[..., World], repository: str) -> None:
+    world = make_world("--lose", "1.0", repository=repository)  # only our copies arrive
+    order, _ = world.service.create_for_case("C2026120100009", ITEMS, PAYER, "hall", "缴费")
+    headers, body = signed_notify(world.sandbox.gateway_key(), paid_notify(world, order.order_id))
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: world.receiver.post(headers, body), range(16)))
+    assert {(r.status_code, r.text) for r in responses} == {(200, "success")}
+    assert sorted(a.outcome for a in world.receiver.answers) == ["applied"] + ["duplicate"] * 15
+    assert world.settled == [order.order_id]
+    assert world.repository.get(order.order_id).times_entered(PaymentState.SUCCEEDED) == 1  # type: ignore[union-attr]
