@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from sqlalchemy import create_engine
 
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_private_key, load_public_key
 from node.domain.errors import DomainError
-from node.domain.payment import FeeItem, PaymentState
+from node.domain.payment import FeeItem, PaymentOrder, PaymentState, make_payment_code
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
 from node.service_layer.payments import (
     InMemoryPaymentRepository,
@@ -384,3 +384,40 @@ def test_racing_copies_of_one_notify_settle_the_order_once(make_world: Callable[
     assert sorted(a.outcome for a in world.receiver.answers) == ["applied"] + ["duplicate"] * 15
     assert world.settled == [order.order_id]
     assert world.repository.get(order.order_id).times_entered(PaymentState.SUCCEEDED) == 1  # type: ignore[union-attr]
+
+
+def test_reconciliation_reports_an_amount_mismatch_and_does_not_settle(make_world: Callable[..., World]) -> None:
+    world = make_world("--lose", "1.0")
+    code = make_payment_code("430903", 2026, 42)
+    order = PaymentOrder.create(
+        case_no="C2026120100010", items=ITEMS, payer_key=PAYER, channel="hall", payment_code=code, now=datetime.now(UTC)
+    )
+    world.repository.add(order)
+    # The gateway holds another amount for our order id (a tampered or faulty create): 0.01 yuan.
+    created = world.gateway.create_order(replace(order, items=(FeeItem("X", "其他", 1),)), "缴费")
+    assert requests.post(created.pay_url, data={"action": "pay"}, timeout=10).status_code == 200
+
+    report = world.service.reconcile(older_than=timedelta(0))
+    assert [(a.kind, a.order_id) for a in report.anomalies] == [("amount_mismatch", order.order_id)]
+    assert report.settled == [] and world.settled == []
+    assert state_of(world, order.order_id) is PaymentState.CREATED
+    assert [a.kind for a in world.repository.anomalies()] == ["amount_mismatch"]
+    world.service.reconcile(older_than=timedelta(0))
+    assert len(world.repository.anomalies()) == 1  # reported once, not once per run
+
+
+def test_reconciliation_closes_expired_orders_which_then_cannot_be_paid(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    order, pay_url = world.service.create_for_case("C2026120100012", ITEMS, PAYER, "kiosk", "缴费")
+    later = PaymentService(
+        world.repository,
+        world.gateway,
+        region_code="430903",
+        clock=lambda: datetime.now(BEIJING) + timedelta(days=2),
+    )
+    report = later.reconcile(older_than=timedelta(minutes=5))
+    assert report.closed == [order.order_id]
+    assert state_of(world, order.order_id) is PaymentState.CLOSED
+    page = requests.get(pay_url, timeout=10)
+    assert page.status_code == 409 and "已关闭，不能支付" in page.text
+    assert world.gateway.query(order.order_id).status is PaymentState.CLOSED
