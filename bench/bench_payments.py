@@ -63,6 +63,7 @@ def run(payments: int, faults: tuple[str, ...], time_scale: float, workers: int)
         merchant_key = ensure_merchant_key(root / "merchant.pem")
         settled: Counter[str] = Counter()
         settled_lock = threading.Lock()
+        answers: Counter[str] = Counter()
 
         def on_settled(order: PaymentOrder) -> None:
             with settled_lock:
@@ -75,6 +76,8 @@ def run(payments: int, faults: tuple[str, ...], time_scale: float, workers: int)
         @app.post("/payments/notify")
         def notify() -> Response:
             answer = holder["service"].handle_notify(request.headers, request.get_data())
+            with settled_lock:
+                answers[f"{answer.status} {answer.outcome}"] += 1
             return Response(answer.body, status=answer.status)
 
         merchant = make_server("127.0.0.1", free_port(), app, threaded=True)
@@ -163,6 +166,7 @@ def run(payments: int, faults: tuple[str, ...], time_scale: float, workers: int)
                 "payments": payments,
                 "faults": " ".join(faults) or "none",
                 "notifies": counts,
+                "merchant_answers": dict(answers),
                 "create_s": round(created_s, 2),
                 "create_and_pay_s": round(paid_s, 2),
                 "notifies_drained_s": round(drained_s, 2),

@@ -123,13 +123,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _fen(value: object, what: str, *, allow_zero: bool = False) -> int:
+def _fen(value: object, what: tuple[str, str], *, allow_zero: bool = False) -> int:
     low = 0 if allow_zero else 1
     if not _is_int(value) or not low <= value <= MAX_ORDER_FEN:  # type: ignore[operator]
         raise _invalid(
             "payment_amount_invalid",
-            f"{what}金额须为 {low}–{MAX_ORDER_FEN} 分之间的整数",
-            f"{what} amount must be an integer number of fen between {low} and {MAX_ORDER_FEN}",
+            f"{what[0]}金额须为 {low}–{MAX_ORDER_FEN} 分之间的整数",
+            f"the {what[1]} amount must be an integer number of fen between {low} and {MAX_ORDER_FEN}",
         )
     return int(value)  # type: ignore[arg-type]
 
@@ -213,7 +213,7 @@ class FeeItem:
             raise _invalid("payment_fee_item_invalid", "收费项目编码无效", "invalid fee item code")
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 100:
             raise _invalid("payment_fee_item_invalid", "收费项目名称须为1–100个字符", "fee item name: 1-100 characters")
-        _fen(self.amount_fen, "收费项目 / fee item ")
+        _fen(self.amount_fen, ("收费项目", "fee item"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "name": self.name, "amount_fen": self.amount_fen}
@@ -255,8 +255,8 @@ class GatewayFact:
             raise _invalid(
                 "payment_fact_invalid", "网关消息中的状态未知", "unknown status in the gateway fact"
             ) from None
-        _fen(self.amount_fen, "网关消息 / gateway fact ")
-        _fen(self.refunded_fen, "网关退款 / gateway refund ", allow_zero=True)
+        _fen(self.amount_fen, ("网关消息", "gateway fact"))
+        _fen(self.refunded_fen, ("网关退款", "gateway refund"), allow_zero=True)
         if self.refunded_fen > self.amount_fen:
             raise _invalid("payment_fact_invalid", "退款金额超过订单金额", "refunded more than the order amount")
         if not _is_int(self.version) or not 1 <= self.version <= 1_000_000:
@@ -422,7 +422,7 @@ class PaymentOrder:
         )
         if not _ORDER_ID.fullmatch(order.order_id):
             raise _invalid("payment_order_id_invalid", "订单号无效", "invalid order id")
-        _fen(order.total_fen, "订单 / order ")
+        _fen(order.total_fen, ("订单", "order"))
         return order
 
     @property
@@ -467,7 +467,7 @@ class PaymentOrder:
         self.revision += 1
 
     def request_refund(self, amount_fen: int, now: datetime) -> None:
-        amount_fen = _fen(amount_fen, "退款 / refund ")
+        amount_fen = _fen(amount_fen, ("退款", "refund"))
         if amount_fen > self.total_fen - self.refunded_fen:
             raise _invalid(
                 "payment_refund_too_large",

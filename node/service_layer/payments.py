@@ -324,10 +324,15 @@ class PaymentService:
 
     def _apply(self, order_id: str, fact: GatewayFact, report: ReconcileReport | None = None) -> PaymentOrder | None:
         """Apply a fact with compare-and-set; the order as stored afterwards (None when unknown)."""
+        return self._apply_once(order_id, fact, report)[0]
+
+    def _apply_once(
+        self, order_id: str, fact: GatewayFact, report: ReconcileReport | None = None
+    ) -> tuple[PaymentOrder | None, ApplyOutcome | None]:
         for _ in range(20):
             order = self.repository.get(order_id)
             if order is None:
-                return None
+                return None, None
             before_revision = order.revision
             paid_before = order.times_entered(PaymentState.SUCCEEDED)
             try:
@@ -336,7 +341,7 @@ class PaymentService:
                 self._anomaly(order, fact, error, report)
                 raise
             if outcome is not ApplyOutcome.APPLIED:
-                return order
+                return order, outcome
             if self.repository.save(order, before_revision):
                 if order.times_entered(PaymentState.SUCCEEDED) > paid_before:
                     log.info("payment order %s settled (gateway version %s)", order.order_id, fact.version)
@@ -344,7 +349,7 @@ class PaymentService:
                         report.settled.append(order.order_id)
                     if self.on_settled is not None:
                         self.on_settled(order)
-                return order
+                return order, outcome
         raise RuntimeError(f"order {order_id} kept changing under us")
 
     def _anomaly(
@@ -369,27 +374,16 @@ class PaymentService:
             log.warning("payment notify refused: %s", error.code)
             status = 401 if error.kind is ErrorKind.UNAUTHENTICATED else 400
             return NotifyAnswer(status, _error_body(error), "refused")
-        before = self.repository.get(fact.order_id)
-        if before is None:
-            error = DomainError(
-                "payment_unknown_order",
-                "缴费订单不存在",
-                "no such payment order",
-                ErrorKind.NOT_FOUND,
-            )
+        try:
+            order, outcome = self._apply_once(fact.order_id, fact)
+        except DomainError as error:
+            return NotifyAnswer(409, _error_body(error), "refused")
+        if order is None or outcome is None:
+            error = DomainError("payment_unknown_order", "缴费订单不存在", "no such payment order", ErrorKind.NOT_FOUND)
             anomaly = Anomaly("unknown_order", fact.order_id, fact.version, error.message_en, self.clock())
             if self.repository.record_anomaly(anomaly):
                 log.warning("payment notify for an unknown order %s", fact.order_id)
             return NotifyAnswer(404, _error_body(error), "refused")
-        try:
-            after = self._apply(fact.order_id, fact)
-        except DomainError as error:
-            return NotifyAnswer(409, _error_body(error), "refused")
-        changed = after is not None and after.revision != before.revision
-        if changed:
-            outcome = ApplyOutcome.APPLIED
-        else:
-            outcome = ApplyOutcome.DUPLICATE if fact.version == before.gateway_version else ApplyOutcome.STALE
         return NotifyAnswer(200, "success", outcome.value)
 
     # -- reconciliation ------------------------------------------------------------------------------------------------

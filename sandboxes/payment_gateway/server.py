@@ -510,7 +510,10 @@ class Gateway:
         """How many notifies are in each delivery state, and how many each injected fault touched."""
         with self.lock:
             rows = self.db.execute("SELECT state, fault, COUNT(*) AS n FROM notifies GROUP BY state, fault").fetchall()
-        counts: dict[str, dict[str, int]] = {"states": {}, "faults": {}}
+            attempts = self.db.execute("SELECT attempt, COUNT(*) AS n FROM notifies GROUP BY attempt").fetchall()
+        counts: dict[str, dict[str, int]] = {"states": {}, "faults": {}, "attempts": {}}
+        for row in attempts:
+            counts["attempts"][str(row["attempt"])] = row["n"]
         for row in rows:
             counts["states"][row["state"]] = counts["states"].get(row["state"], 0) + row["n"]
             if row["fault"]:
