@@ -34,9 +34,9 @@ from typing import Any
 
 import requests
 from flask import Flask, Response, request
-from sqlalchemy import create_engine
 from werkzeug.serving import make_server
 
+from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_public_key
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
@@ -116,7 +116,7 @@ def run(payments: int, faults: tuple[str, ...], time_scale: float, workers: int)
             gateway = HttpPaymentGateway(
                 base, MERCHANT_ID, merchant_key, load_public_key((state_dir / "gateway_public.pem").read_bytes())
             )
-            repository = SqlPaymentRepository(create_engine(f"sqlite:///{root / 'payments.sqlite3'}"))
+            repository = SqlPaymentRepository(sqlite_engine(root / "payments.sqlite3"))
             service = PaymentService(repository, gateway, region_code="430903", on_settled=on_settled)
             holder["service"] = service
             items = (FeeItem("430900-QR-0003", "证照工本费", 2000),)

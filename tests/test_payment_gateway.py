@@ -26,8 +26,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import create_engine
 
+from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_private_key, load_public_key
 from node.domain.errors import DomainError
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, make_payment_code
@@ -166,7 +166,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         )
         store: SqlPaymentRepository | InMemoryPaymentRepository
         if repository == "sql":
-            store = SqlPaymentRepository(create_engine(f"sqlite:///{root / 'payments.sqlite3'}"))
+            store = SqlPaymentRepository(sqlite_engine(root / "payments.sqlite3"))
         else:
             store = InMemoryPaymentRepository()
         service = PaymentService(store, gateway, region_code="430903", on_settled=lambda o: settled.append(o.order_id))

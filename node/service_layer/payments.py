@@ -175,7 +175,11 @@ def _row_values(order: PaymentOrder) -> dict[str, Any]:
 
 
 class SqlPaymentRepository:
-    """Orders as JSON documents in one table, with the columns the queries need beside them."""
+    """Orders as JSON documents in one table, with the columns the queries need beside them.
+
+    With SQLite, give it an engine in WAL mode with a busy timeout (``node.adapters.nodestate.sqlite_engine``):
+    notifies and reconciliation write concurrently.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
