@@ -151,9 +151,7 @@ def run(payments: int, faults: tuple[str, ...], time_scale: float, workers: int)
 
             orders = [repository.get(order_id) for order_id, _ in created]
             wrong = [
-                o.order_id
-                for o in orders
-                if o is None or o.state is not PaymentState.SUCCEEDED or o.times_entered(PaymentState.SUCCEEDED) != 1
+                o.order_id for o in orders if o is None or o.state is not PaymentState.SUCCEEDED or o.times_settled != 1
             ]
             not_once = [order_id for order_id, _ in created if settled[order_id] != 1]
             statement = gateway.statement(datetime.now(BEIJING).date())

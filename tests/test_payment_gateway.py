@@ -52,6 +52,7 @@ class Receiver:
     def __init__(self) -> None:
         self.service: PaymentService | None = None
         self.accepting = True
+        self.refuse_next = 0  # answer this many notifies with an error, as a merchant in trouble would
         self.answers: list[NotifyAnswer] = []
         self.delivered: list[tuple[dict[str, str], bytes]] = []  # what the gateway sent, for replays
         receiver = self
@@ -59,7 +60,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if not receiver.accepting or receiver.service is None:
+                if not receiver.accepting or receiver.service is None or receiver.refuse_next > 0:
+                    receiver.refuse_next -= 1
                     self._answer(503, "busy")
                     return
                 headers = dict(self.headers.items())
@@ -230,7 +232,7 @@ def test_paying_through_the_sandbox_settles_the_order_once(make_world: Callable[
     assert requests.post(pay_url, data={"action": "pay"}, timeout=10).status_code == 200
     assert wait_for(lambda: state_of(world, order.order_id) is PaymentState.SUCCEEDED, timeout=15)
     settled = world.repository.get(order.order_id)
-    assert settled is not None and settled.times_entered(PaymentState.SUCCEEDED) == 1
+    assert settled is not None and settled.times_settled == 1
     assert all(a.status == 200 and a.body == "success" for a in world.receiver.answers)
 
     lines = world.gateway.statement(datetime.now(BEIJING).date())
@@ -346,7 +348,7 @@ def test_reconciliation_settles_orders_whose_notify_was_lost(make_world: Callabl
     report = world.service.reconcile(older_than=timedelta(0))
     assert report.settled == [order.order_id]
     assert world.service.reconcile(older_than=timedelta(0)).settled == []
-    assert world.repository.get(order.order_id).times_entered(PaymentState.SUCCEEDED) == 1  # type: ignore[union-attr]
+    assert world.repository.get(order.order_id).times_settled == 1  # type: ignore[union-attr]
 
 
 def test_a_rejected_case_is_refunded(make_world: Callable[..., World]) -> None:
@@ -383,7 +385,7 @@ def test_racing_copies_of_one_notify_settle_the_order_once(make_world: Callable[
     assert {(r.status_code, r.text) for r in responses} == {(200, "success")}
     assert sorted(a.outcome for a in world.receiver.answers) == ["applied"] + ["duplicate"] * 15
     assert world.settled == [order.order_id]
-    assert world.repository.get(order.order_id).times_entered(PaymentState.SUCCEEDED) == 1  # type: ignore[union-attr]
+    assert world.repository.get(order.order_id).times_settled == 1  # type: ignore[union-attr]
 
 
 def test_reconciliation_reports_an_amount_mismatch_and_does_not_settle(make_world: Callable[..., World]) -> None:
@@ -421,3 +423,17 @@ def test_reconciliation_closes_expired_orders_which_then_cannot_be_paid(make_wor
     page = requests.get(pay_url, timeout=10)
     assert page.status_code == 409 and "已关闭，不能支付" in page.text
     assert world.gateway.query(order.order_id).status is PaymentState.CLOSED
+
+
+def test_an_unacknowledged_notify_is_retried_on_the_schedule(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    order, pay_url = world.service.create_for_case("C2026120100013", ITEMS, PAYER, "hall", "缴费")
+    world.receiver.refuse_next = 2
+    requests.post(pay_url, data={"action": "pay"}, timeout=10)  # without opening the page: one notify only
+    assert wait_for(lambda: state_of(world, order.order_id) is PaymentState.SUCCEEDED, timeout=30)
+
+    def attempts() -> dict[str, int]:
+        return requests.get(f"{world.sandbox.url}/sandbox/notifies", timeout=10).json()["attempts"]
+
+    # Refused at 0 s and 15 s (scaled by 0.01), acknowledged at the third attempt 60 s later: one notify, three tries.
+    assert wait_for(lambda: attempts() == {"3": 1}, timeout=10), attempts()

@@ -445,6 +445,14 @@ class PaymentOrder:
     def times_entered(self, state: PaymentState) -> int:
         return sum(1 for t in self.history if t.to_state is state)
 
+    @property
+    def times_settled(self) -> int:
+        """How often money was received: entries into ``succeeded`` from an unpaid state (0 or 1).
+
+        A refused refund also re-enters ``succeeded``, but that is no new payment.
+        """
+        return sum(1 for t in self.history if t.to_state is PaymentState.SUCCEEDED and t.from_state in OPEN)
+
     def _move(self, to_state: PaymentState, source: str, now: datetime, gateway_version: int = 0) -> None:
         if source not in TRANSITIONS.get((self.state, to_state), frozenset()):
             raise _illegal(self.state, to_state)

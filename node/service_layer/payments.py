@@ -338,7 +338,7 @@ class PaymentService:
             if order is None:
                 return None, None
             before_revision = order.revision
-            paid_before = order.times_entered(PaymentState.SUCCEEDED)
+            paid_before = order.times_settled
             try:
                 outcome = order.apply(fact, self.clock())
             except DomainError as error:
@@ -347,7 +347,7 @@ class PaymentService:
             if outcome is not ApplyOutcome.APPLIED:
                 return order, outcome
             if self.repository.save(order, before_revision):
-                if order.times_entered(PaymentState.SUCCEEDED) > paid_before:
+                if order.times_settled > paid_before:
                     log.info("payment order %s settled (gateway version %s)", order.order_id, fact.version)
                     if report is not None:
                         report.settled.append(order.order_id)
