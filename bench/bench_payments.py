@@ -38,9 +38,10 @@ from werkzeug.serving import make_server
 
 from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_public_key
+from node.adapters.payment_store import SqlPaymentRepository
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
-from node.service_layer.payments import PaymentService, SqlPaymentRepository
+from node.service_layer.payments import PaymentService
 
 MERCHANT_ID = "tongban-bench"
 PAYER = "ef" * 32

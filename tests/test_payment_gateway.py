@@ -29,15 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_private_key, load_public_key
+from node.adapters.payment_store import SqlPaymentRepository
 from node.domain.errors import DomainError
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, make_payment_code
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
-from node.service_layer.payments import (
-    InMemoryPaymentRepository,
-    NotifyAnswer,
-    PaymentService,
-    SqlPaymentRepository,
-)
+from node.service_layer.payments import InMemoryPaymentRepository, NotifyAnswer, PaymentService
 from tests.conftest import wait_for
 
 MERCHANT_ID = "tongban-test"
@@ -198,6 +194,7 @@ def signed_notify(key: rsa.RSAPrivateKey, payload: dict, *, age_s: int = 0) -> t
 def paid_notify(world: World, order_id: str, **changes: object) -> dict:
     state = world.gateway.query(order_id)
     return {
+        "merchant_id": MERCHANT_ID,
         "merchant_order_id": order_id,
         "trade_no": state.trade_no,
         "status": "succeeded",
@@ -272,6 +269,10 @@ def test_bad_notifies_are_refused_and_change_nothing(make_world: Callable[..., W
     response = world.receiver.post(*signed_notify(gateway_key, wrong))
     assert response.status_code == 409 and response.json()["error"] == "payment_amount_mismatch"
     assert "不符" in response.json()["message_zh"]
+
+    another_merchant = {**paid_notify(world, order.order_id), "merchant_id": "someone-else"}
+    response = world.receiver.post(*signed_notify(gateway_key, another_merchant))
+    assert response.status_code == 400 and response.json()["error"] == "payment_fact_merchant"
 
     unknown = {**paid_notify(world, order.order_id), "merchant_order_id": "po_" + "0" * 24}
     response = world.receiver.post(*signed_notify(gateway_key, unknown))

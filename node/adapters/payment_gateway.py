@@ -151,14 +151,18 @@ def verify_signed_body(
         )
 
 
-def fact_from_json(raw_body: bytes) -> GatewayFact:
-    """A verified body as a fact; anything malformed is refused with a reason."""
+def fact_from_json(raw_body: bytes, merchant_id: str) -> GatewayFact:
+    """A verified body about one of ``merchant_id``'s orders as a fact; anything else is refused with a reason."""
     try:
         data = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
         raise DomainError("payment_fact_invalid", "网关消息格式错误", "the gateway message is not a JSON object")
+    if data.get("merchant_id") != merchant_id:
+        raise DomainError(
+            "payment_fact_merchant", "网关消息属于其他商户", "the gateway message is about another merchant's order"
+        )
     try:
         occurred = data.get("occurred_at")
         return GatewayFact(
@@ -244,14 +248,14 @@ class HttpPaymentGateway:
             error = str(detail.get("error", status)) if isinstance(detail, dict) else str(status)
             if isinstance(detail, dict) and "status" in detail:
                 # A refusal that tells the order's current state (e.g. closing a paid order): the caller applies it.
-                raise GatewayRefusal(error, fact_from_json(raw))
+                raise GatewayRefusal(error, fact_from_json(raw, self.merchant_id))
             raise DomainError(
                 "payment_gateway_refused",
                 f"支付网关拒绝了请求：{error}",
                 f"the payment gateway refused the request: {error}",
                 ErrorKind.CONFLICT,
             )
-        fact = fact_from_json(raw)
+        fact = fact_from_json(raw, self.merchant_id)
         if fact.order_id != order_id:
             raise GatewayUnavailable("payment gateway answered about another order")
         return fact
@@ -300,7 +304,7 @@ class HttpPaymentGateway:
 
     def verify_notify(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayFact:
         verify_signed_body(self.gateway_public_key, headers, raw_body)
-        return fact_from_json(raw_body)
+        return fact_from_json(raw_body, self.merchant_id)
 
 
 class GatewayRefusal(DomainError):

@@ -27,8 +27,10 @@ from node.domain.errors import DomainError, ErrorKind
 __all__ = [
     "MAX_ORDER_FEN",
     "TRANSITIONS",
+    "Anomaly",
     "ApplyOutcome",
     "Channel",
+    "DuplicatePaymentCode",
     "FeeItem",
     "GatewayFact",
     "PaymentOrder",
@@ -568,6 +570,24 @@ class PaymentOrder:
 
     def copy(self) -> PaymentOrder:
         return replace(self, history=list(self.history))
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """Something a person must look at: the money and our records disagree."""
+
+    kind: str  # amount_mismatch | paid_after_cancel | paid_after_close | illegal_transition | unknown_order
+    order_id: str
+    gateway_version: int
+    detail: str
+    at: datetime
+
+
+class DuplicatePaymentCode(Exception):
+    """A repository already holds an order with this payment code (a new one is drawn)."""
+
+
+WAITING = frozenset(OPEN | {PaymentState.REFUNDING})  # states that wait for the gateway
 
 
 def utc_now() -> datetime:

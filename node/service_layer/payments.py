@@ -4,7 +4,8 @@ This module owns applying gateway facts exactly once under concurrency (a notify
 reconciliation job may race: every save is a compare-and-set on the order's revision), settling
 orders whose notify never came by querying the gateway, and keeping a report of anomalies (amount
 mismatches, money taken on a cancelled order, notifies about unknown orders). Storage sits behind
-``PaymentRepository``: an in-memory one for unit tests and a SQLAlchemy one for real use.
+``PaymentRepository``: an in-memory one here for unit tests, and the SQLAlchemy one of
+node/adapters/payment_store.py for real use.
 """
 
 from __future__ import annotations
@@ -17,29 +18,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import IntegrityError
-
 from node.adapters.payment_gateway import GatewayRefusal, GatewayUnavailable, PaymentGateway
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.payment import (
     DEFAULT_TIME_TO_PAY,
-    OPEN,
+    WAITING,
+    Anomaly,
     ApplyOutcome,
     Channel,
+    DuplicatePaymentCode,
     FeeItem,
     GatewayFact,
     PaymentOrder,
@@ -49,23 +36,6 @@ from node.domain.payment import (
 )
 
 log = logging.getLogger("tongban.payments")
-
-_WATCHED = frozenset(OPEN | {PaymentState.REFUNDING})  # states that wait for the gateway
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    """Something a person must look at: the money and our records disagree."""
-
-    kind: str  # amount_mismatch | paid_after_cancel | illegal_transition | unknown_order
-    order_id: str
-    gateway_version: int
-    detail: str
-    at: datetime
-
-
-class DuplicatePaymentCode(Exception):
-    pass
 
 
 class PaymentRepository(Protocol):
@@ -124,7 +94,7 @@ class InMemoryPaymentRepository:
 
     def waiting(self, changed_before: datetime) -> list[PaymentOrder]:
         with self._lock:
-            orders = [PaymentOrder.from_dict(d) for d in self._orders.values() if d["state"] in _WATCHED]
+            orders = [PaymentOrder.from_dict(d) for d in self._orders.values() if d["state"] in WAITING]
         return [o for o in orders if o.last_change_at < changed_before]
 
     def record_anomaly(self, anomaly: Anomaly) -> bool:
@@ -138,102 +108,6 @@ class InMemoryPaymentRepository:
     def anomalies(self) -> list[Anomaly]:
         with self._lock:
             return list(self._anomalies.values())
-
-
-metadata = MetaData()
-orders_table = Table(
-    "payment_orders",
-    metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("payment_code", String(20), nullable=False, unique=True),
-    Column("case_no", String(64), nullable=False, index=True),
-    Column("state", String(24), nullable=False, index=True),
-    Column("last_change_at", DateTime(timezone=True), nullable=False),
-    Column("revision", Integer, nullable=False),
-    Column("data", Text, nullable=False),
-)
-anomalies_table = Table(
-    "payment_anomalies",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(32), nullable=False),
-    Column("order_id", String(64), nullable=False),
-    Column("gateway_version", Integer, nullable=False),
-    Column("detail", Text, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("kind", "order_id", "gateway_version"),
-)
-
-
-def _row_values(order: PaymentOrder) -> dict[str, Any]:
-    return {
-        "state": order.state.value,
-        "last_change_at": order.last_change_at,
-        "revision": order.revision,
-        "data": json.dumps(order.to_dict(), ensure_ascii=False),
-    }
-
-
-class SqlPaymentRepository:
-    """Orders as JSON documents in one table, with the columns the queries need beside them.
-
-    With SQLite, give it an engine in WAL mode with a busy timeout (``node.adapters.nodestate.sqlite_engine``):
-    notifies and reconciliation write concurrently.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        metadata.create_all(engine)
-
-    def add(self, order: PaymentOrder) -> None:
-        values = {"order_id": order.order_id, "payment_code": order.payment_code, "case_no": order.case_no}
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(orders_table).values(**values, **_row_values(order)))
-        except IntegrityError as error:
-            if "payment_code" in str(error.orig):
-                raise DuplicatePaymentCode(order.payment_code) from None
-            raise
-
-    def get(self, order_id: str) -> PaymentOrder | None:
-        with self.engine.connect() as conn:
-            data = conn.execute(select(orders_table.c.data).where(orders_table.c.order_id == order_id)).scalar()
-        return PaymentOrder.from_dict(json.loads(data)) if data is not None else None
-
-    def save(self, order: PaymentOrder, expected_revision: int) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(orders_table)
-                .where(orders_table.c.order_id == order.order_id, orders_table.c.revision == expected_revision)
-                .values(**_row_values(order))
-            )
-        return result.rowcount == 1
-
-    def _many(self, *conditions: Any) -> list[PaymentOrder]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(orders_table.c.data).where(*conditions)).scalars().all()
-        return [PaymentOrder.from_dict(json.loads(data)) for data in rows]
-
-    def for_case(self, case_no: str) -> list[PaymentOrder]:
-        return self._many(orders_table.c.case_no == case_no)
-
-    def waiting(self, changed_before: datetime) -> list[PaymentOrder]:
-        # sqlite keeps no time zone: compare in Python rather than trust its text ordering of offsets
-        orders = self._many(orders_table.c.state.in_([s.value for s in _WATCHED]))
-        return [o for o in orders if o.last_change_at < changed_before]
-
-    def record_anomaly(self, anomaly: Anomaly) -> bool:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(anomalies_table).values(**anomaly.__dict__))
-        except IntegrityError:
-            return False
-        return True
-
-    def anomalies(self) -> list[Anomaly]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(anomalies_table).order_by(anomalies_table.c.id)).mappings().all()
-        return [Anomaly(r["kind"], r["order_id"], r["gateway_version"], r["detail"], r["at"]) for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -496,6 +496,7 @@ class Gateway:
     def run_background(self, workers: int = 8) -> None:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
         while not self.stopping.is_set():
+            due: list[sqlite3.Row] = []
             try:
                 self.finish_due_refunds()
                 due = self._take_due()
