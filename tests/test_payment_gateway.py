@@ -265,6 +265,15 @@ def test_bad_notifies_are_refused_and_change_nothing(make_world: Callable[..., W
     response = world.receiver.post({"Content-Type": "application/json"}, body)
     assert response.status_code == 401 and response.json()["error"] == "payment_signature_missing"
 
+    # The signature is checked before the body is parsed: garbage is "unsigned" unless the gateway signed it.
+    response = world.receiver.post({**headers, "Tb-Timestamp": str(int(time.time()))}, b"{not json")
+    assert response.status_code == 401 and response.json()["error"] == "payment_signature_invalid"
+    garbage_headers, garbage = signed_notify(
+        gateway_key, {"merchant_id": MERCHANT_ID, "merchant_order_id": order.order_id, "status": "paid"}
+    )
+    response = world.receiver.post(garbage_headers, garbage)
+    assert response.status_code == 400 and response.json()["error"] == "payment_fact_invalid"
+
     wrong = paid_notify(world, order.order_id, amount_fen=1)
     response = world.receiver.post(*signed_notify(gateway_key, wrong))
     assert response.status_code == 409 and response.json()["error"] == "payment_amount_mismatch"
