@@ -447,3 +447,13 @@ def test_an_unacknowledged_notify_is_retried_on_the_schedule(make_world: Callabl
 
     # Refused at 0 s and 15 s (scaled by 0.01), acknowledged at the third attempt 60 s later: one notify, three tries.
     assert wait_for(lambda: attempts() == {"3": 1}, timeout=10), attempts()
+
+
+def test_a_delayed_notify_arrives_late_but_settles(make_world: Callable[..., World]) -> None:
+    world = make_world("--delay", "1.0")  # every notify held 120 s, scaled by 0.01 to 1.2 s
+    order, pay_url = world.service.create_for_case("C2026120100014", ITEMS, PAYER, "hall", "缴费")
+    paid_at = time.monotonic()
+    requests.post(pay_url, data={"action": "pay"}, timeout=10)
+    assert wait_for(lambda: state_of(world, order.order_id) is PaymentState.SUCCEEDED, timeout=20)
+    assert time.monotonic() - paid_at >= 1.2
+    assert [a.outcome for a in world.receiver.answers] == ["applied"]
