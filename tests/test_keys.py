@@ -27,9 +27,9 @@ from node.adapters.keys import (
     verify_signature,
 )
 from node.domain.errors import DomainError, ErrorKind
+from tiers.demo import CITY, ZIYANG
 
-CITY = "430900000000"
-COUNTY = "430902000000"
+COUNTY = ZIYANG
 VILLAGE = "430902001201"
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 

@@ -38,9 +38,9 @@ from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token
 from tests.test_api_cases import DIBAO, accept_body
 from tests.test_pages import CSRF, sign_in
 from tiers import yiyang
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE, ZIYANG
 
-CITY, ZIYANG, HESHAN = "430900000000", "430902000000", "430903000000"
-TOWNSHIP, VILLAGE = "430903101000", "430903101201"
+TOWNSHIP, VILLAGE = HESHAN_TOWN, HESHAN_VILLAGE
 RESIDENCE_PROOF = "430900-GG-0002"  # 村（居）民委员会出具居住证明: village authority, immediate
 ACCEPTOR = Actor("acceptor", "acceptor", None)
 APPROVER = Actor("approver.civil_affairs", "approver", "civil_affairs")
