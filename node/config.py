@@ -14,6 +14,11 @@ from pathlib import Path
 DOCSTORE_DB = "tongban"
 
 
+def task_queue(node_code: str) -> str:
+    """The node's Celery queue in Redis: the worker consumes it, ``/metrics`` reports its length."""
+    return f"node-{node_code}"
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message says what to do (zh / en)."""
 
