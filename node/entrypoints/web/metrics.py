@@ -238,7 +238,7 @@ def _http(out: Exposition) -> None:
 
 def _operations(out: Exposition) -> None:
     from node.entrypoints.web.ops import monitors, ops_model, thresholds
-    from node.service_layer.ops import link_state_counts, link_views, node_views, status_counts
+    from node.entrypoints.web.ops_views import link_state_counts, link_views, node_views, status_counts
 
     if not monitors():
         return

@@ -18,24 +18,23 @@ from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect,
 from flask.typing import ResponseReturnValue
 
 from node.adapters.opsmodel import OpsModel
+from node.config import Thresholds
 from node.domain.case import ADMIN, OPS
 from node.entrypoints.web import pages as staff_pages
 from node.entrypoints.web.api import context, error_response, require_role
 from node.entrypoints.web.metrics import blueprint as metrics
-from node.service_layer.ops import (
+from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
     NodeView,
-    Thresholds,
-    alert_json,
-    case_figures,
     figures_csv,
     link_state_counts,
     link_views,
     node_views,
-    refresh_outcomes,
     status_counts,
     tree_groups,
 )
+from node.service_layer.alerts import alert_json
+from node.service_layer.ops import case_figures, refresh_outcomes
 from tiers import Capability, capabilities
 
 blueprint = Blueprint("ops", __name__)
