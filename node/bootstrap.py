@@ -10,10 +10,10 @@ from node import __version__
 from node.adapters.catalogue_doc import CATALOGUE_DOC, PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
-from node.adapters.keys import NodeIdentity
 from node.adapters.mqtt import MqttLink, notice_topic, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
+from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope

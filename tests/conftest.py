@@ -65,7 +65,7 @@ def city_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_node(services: Services, ca_dir: Path, data_dir: Path, code: str, demo_accounts: bool = False) -> NodeContext:
     """A provisioned node whose store is a fresh database on the session's pouchdb-server."""
-    from node.adapters.keys import CertificateAuthority
+    from node.adapters.pki import CertificateAuthority
     from node.bootstrap import bootstrap, publish_own_documents
     from node.runtime.provisioning import provision_node
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from node.adapters.keys import CertificateAuthority, NodeIdentity
+from node.adapters.pki import CertificateAuthority, NodeIdentity
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
 from node.entrypoints.web import create_app

@@ -27,6 +27,7 @@ from node.adapters.opsmodel import read_agent_stats
 from node.bootstrap import NodeContext
 from node.config import task_queue
 from node.domain.case import CaseState
+from node.service_layer.alerts import ALERT_KINDS
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -268,7 +269,7 @@ def _operations(out: Exposition) -> None:
         [({}, round(max(lags), 3))] if lags else [],
     )
     open_alerts = ops.open_alert_counts()
-    kinds = ("node_offline", "link_lag", "checkpoint_stuck", "quarantine", "store_unreachable")
+    kinds = ALERT_KINDS
     out.metric(
         "tongban_ops_alerts_open",
         "gauge",
