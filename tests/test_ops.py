@@ -108,8 +108,7 @@ def collector(city: NodeContext, ops: OpsModel) -> Iterator[Collector]:
     stop = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
     thread.start()
-    assert wait_for(lambda: running.mqtt.connected, 10)
-    time.sleep(0.2)  # the subscriptions are acknowledged right after the connection
+    assert wait_for(lambda: running.mqtt.ready, 10)
     try:
         yield running
     finally:

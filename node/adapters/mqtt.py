@@ -122,6 +122,11 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def ready(self) -> bool:
+        """Connected, and the broker acknowledged every subscription."""
+        return self._ready.is_set()
+
     def start(self, wait_s: float = 0.0) -> bool:
         """Connect in the background; returns whether the link is up (and subscribed) after ``wait_s`` seconds."""
         self.client.connect_async(self.host, self.port, keepalive=15)

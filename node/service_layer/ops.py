@@ -27,8 +27,6 @@ from tiers import DivisionTree, Tier
 
 # --- the tree ---------------------------------------------------------------------------------------------
 
-TIER_NAMES = {Tier.CITY: "city", Tier.COUNTY: "county", Tier.TOWNSHIP: "township", Tier.VILLAGE: "village"}
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -51,7 +49,7 @@ def layout(tree: DivisionTree) -> Layout:
         if division.tier is Tier.COUNTY:
             in_county = code
         order.append(code)
-        tier[code] = TIER_NAMES[division.tier]
+        tier[code] = division.tier.key
         county[code] = in_county
         stack.extend((child, in_county) for child in reversed(division.children))
     return Layout(tuple(order), tier, county)
@@ -313,7 +311,7 @@ def case_figures(ops: OpsModel, tree: DivisionTree) -> dict[str, Any]:
     """
     shape = layout(tree)
     totals = {**_blank(), "refused": 0, "open": 0, "delivered": 0, "withdrawn": 0, "transferred": 0}
-    by_tier = {name: _blank() for name in TIER_NAMES.values()}
+    by_tier = {tier.key: _blank() for tier in Tier}
     by_county: dict[str, dict[str, Any]] = {}
     states: dict[str, int] = {}
 

@@ -41,7 +41,7 @@ CA_VALIDITY = timedelta(days=3653)  # 10 years, leap days included
 NODE_VALIDITY_DAYS = 825
 CLOCK_SKEW = timedelta(minutes=5)  # certificates start a little in the past: node clocks drift
 RENEW_BEFORE = timedelta(days=30)  # ensure() re-issues a node certificate this close to expiry
-TIERS = frozenset(tier.name.lower() for tier in Tier)
+TIERS = frozenset(tier.key for tier in Tier)
 
 DEPT_CODE = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 HEX = re.compile(r"^[0-9a-fA-F]+$")
