@@ -185,7 +185,7 @@ def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext
     saved = client.post(url, data={**line, "based_on": str(version), "action": "save"})
     assert saved.status_code == 303, saved.get_data(as_text=True)
     page = client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
-    assert 'data-region="430903000000"' in page and "赫山区" in page
+    assert f'data-region="{HESHAN}"' in page and "赫山区" in page
 
     acceptor = Actor("acceptor", "acceptor", None)
     body = {

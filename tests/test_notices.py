@@ -31,7 +31,7 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
     try:
         assert publisher.start(wait_s=10)
         before = board.version
-        assert publisher.publish(notice_topic(county_node.config.code), {"case_no": "430903000000-20261127-9"})
+        assert publisher.publish(notice_topic(county_node.config.code), {"case_no": f"{HESHAN}-20261127-9"})
         assert wait_for(lambda: board.version != before, 5)
         assert board.version == before + 1
     finally:

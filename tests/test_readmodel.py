@@ -45,7 +45,7 @@ def test_catch_up_projects_documents_written_by_others(county_node: NodeContext,
     county_node.projector.catch_up()
     assert county_node.readmodel.pending() == [case_no]  # signer's certificate not here yet: wait, not condemn
     assert county_node.readmodel.inbox(HESHAN, "approver", "civil_affairs") == []
-    cert = village_node.store.get(f"cert:430903101201:{village_node.identity.cert_sha256}")
+    cert = village_node.store.get(f"cert:{HESHAN_VILLAGE}:{village_node.identity.cert_sha256}")
     county_node.store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
     county_node.projector.catch_up()
     assert county_node.readmodel.pending() == []
@@ -57,7 +57,7 @@ def test_catch_up_projects_documents_written_by_others(county_node: NodeContext,
 def test_tampered_event_is_quarantined_not_applied(county_node: NodeContext, village_node: NodeContext) -> None:
     case_no = accept(village_node, residence_code=HESHAN_VILLAGE)
     docs = [{k: v for k, v in d.items() if k != "_rev"} for d in village_node.cases.events.case_docs(case_no)]
-    cert = village_node.store.get(f"cert:430903101201:{village_node.identity.cert_sha256}")
+    cert = village_node.store.get(f"cert:{HESHAN_VILLAGE}:{village_node.identity.cert_sha256}")
     county_node.store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
     accepted = next(d for d in docs if d["type"] == "accepted")
     accepted["payload"]["handling_node"] = ZIYANG  # redirect the case: the signature no longer holds
@@ -145,3 +145,21 @@ def test_own_writes_about_to_be_projected_are_not_read_back(county_node: NodeCon
     assert county_node.projector.catch_up() == 1
     states = {r["case_no"]: r["state"] for r in county_node.readmodel.snapshot() if "state" in r}
     assert states == {late: "in_review", lost: "in_review"}
+
+
+def test_figures_and_metrics_read_the_cases_through_the_read_models_methods(county_node: NodeContext) -> None:
+    approved, rejected, waiting = (accept(county_node) for _ in range(3))
+    county_node.cases.act(APPROVER, approved, {"action": "approve"})
+    county_node.cases.act(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"})
+    readmodel = county_node.readmodel
+    held = readmodel.held_counts()
+    assert (held.by_state, held.by_flag, held.quarantined) == ({"approved": 1, "rejected": 1, "in_review": 1}, {}, 0)
+    decided = readmodel.decided_event_counts()
+    assert decided == {no: len(county_node.cases.load(no).timeline) for no in (approved, rejected)}
+    facts = {fact.case_no: fact for fact in readmodel.case_facts()}
+    assert set(facts) == {approved, rejected, waiting}
+    fact = facts[waiting]
+    assert (fact.accepting_node, fact.handling_node, fact.state) == (HESHAN, HESHAN, "in_review")
+    assert not fact.transferred
+    assert fact.matter_name == "最低生活保障审核确认"
+    assert fact.event_count == len(county_node.cases.load(waiting).timeline)
