@@ -36,9 +36,9 @@ import requests
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_public_key
 from node.adapters.payment_store import SqlPaymentRepository
+from node.adapters.sqlite import sqlite_engine
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok
 from node.service_layer.payments import PaymentService

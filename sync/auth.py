@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 
-from node.adapters.keys import NodeIdentity, verify_certificate, verify_signature
+from node.adapters.pki import NodeIdentity, verify_certificate, verify_signature
 from node.domain.errors import DomainError, ErrorKind
 
 MAX_SKEW_S = 300

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import requests
 
 from node.adapters.docstore import StoreUnavailable
-from node.adapters.keys import NodeIdentity
+from node.adapters.pki import NodeIdentity
 from sync.auth import sign_request
 
 Doc = dict[str, Any]

@@ -27,9 +27,9 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from node.adapters.nodestate import sqlite_engine
 from node.adapters.payment_gateway import HttpPaymentGateway, ensure_merchant_key, load_private_key, load_public_key
 from node.adapters.payment_store import SqlPaymentRepository
+from node.adapters.sqlite import sqlite_engine
 from node.domain.errors import DomainError
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, make_payment_code
 from node.runtime.services import PROJECT_ROOT, free_port, http_ok

@@ -3,7 +3,7 @@
 Orders are JSON documents in one table with the columns the queries need beside them; each save is
 a compare-and-set on the order's revision, so concurrent notifies and reconciliation settle an
 order once. With SQLite, give it an engine in WAL mode with a busy timeout
-(``node.adapters.nodestate.sqlite_engine``): notifies and reconciliation write concurrently.
+(``node.adapters.sqlite.sqlite_engine``): notifies and reconciliation write concurrently.
 """
 
 from __future__ import annotations
