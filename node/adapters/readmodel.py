@@ -27,6 +27,7 @@ from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
 from node.domain.events import Event, parse_event_doc_id
+from node.domain.messages import CaseChanged
 
 metadata = MetaData()
 
@@ -281,11 +282,10 @@ class ReadModel:
 
 
 ApplicantName = Callable[[Case], str]
-CaseHook = Callable[[Case, list[Event]], None]
 
 
 class Projector:
-    """Brings the read model up to date with the store, case by case."""
+    """Brings the read model up to date with the store, case by case; says :class:`CaseChanged` for each."""
 
     CHECKPOINT = "changes"
 
@@ -297,7 +297,7 @@ class Projector:
         catalogue: Callable[[], Catalogue],
         applicant_name: ApplicantName,
         scope_of: Callable[[Case], frozenset[str]],
-        on_case: CaseHook | None = None,
+        publish: Callable[[CaseChanged], None] | None = None,
         own_node: str | None = None,
     ) -> None:
         self.scope_of = scope_of
@@ -307,7 +307,7 @@ class Projector:
         self.verifier = verifier
         self.catalogue = catalogue
         self.applicant_name = applicant_name
-        self.on_case = on_case
+        self.publish = publish
         self._lock = threading.Lock()
 
     def project_events(self, events: list[Event]) -> Case | None:
@@ -319,8 +319,8 @@ class Projector:
         self.readmodel.upsert_case(
             case, [e.doc_id for e in events], self.catalogue(), self.applicant_name(case), self.scope_of(case)
         )
-        if self.on_case:
-            self.on_case(case, events)
+        if self.publish is not None:
+            self.publish(CaseChanged(case, tuple(events)))
         return case
 
     def project_case(self, case_no: str, docs: list[Doc] | None = None) -> Case | None:

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from node.bootstrap import NodeContext
 from node.domain.errors import DomainError, ErrorKind
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.openapi import SPEC
 from node.service_layer.cases import Actor
 from node.service_layer.catalogue import publish_catalogue
@@ -177,7 +178,7 @@ def publish() -> ResponseReturnValue:
 @blueprint.post("/cases")
 @require_role("acceptor", "admin")
 def accept() -> ResponseReturnValue:
-    outcome = context().cases.accept(g.actor, json_body())
+    outcome = context().bus.handle(accept_case_from_json(g.actor, json_body()))
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
@@ -196,7 +197,7 @@ def get_case(case_no: str) -> ResponseReturnValue:
 @require_role()
 def act(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    case = cases.act(g.actor, case_no, json_body())
+    case = context().bus.handle(act_on_case_from_json(g.actor, case_no, json_body()))
     return jsonify(cases.staff_view(g.actor, case))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from node.adapters.opsmodel import OpsModel
@@ -36,7 +36,6 @@ from node.service_layer.ops import (
     status_counts,
     tree_groups,
 )
-from tiers import Capability, capabilities
 
 blueprint = Blueprint("ops", __name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1/ops")
@@ -161,15 +160,14 @@ def both(key: str, **values: Any) -> dict[str, str]:
 
 
 def monitors() -> bool:
-    return Capability.OPS_MONITORING in capabilities(context().division.tier)
+    return context().monitors_operations
 
 
 def ops_model() -> OpsModel:
-    """One per application (its engine pools connections); created on first use."""
-    model = current_app.extensions.get("tongban_ops")
+    """The web process's ops model, built by the composition root at a node that monitors."""
+    model = context().ops
     if model is None:
-        model = OpsModel.for_node(context().config.data_dir)
-        current_app.extensions["tongban_ops"] = model
+        raise RuntimeError("ops_model() at a node that does not monitor operations")
     return model
 
 
