@@ -3,19 +3,16 @@
 The composition root (:mod:`node.bootstrap`) registers the handlers each kind of process needs, so
 a use case only says what happened (``publish(CaseWritten(...))``) and never who listens. Handlers
 run at once, in the publishing thread: a request returns after its case is in the read model, and
-concurrent requests still share the read model's group commit. A failing message handler is
-logged, not raised — the write it reacts to has happened, and the agent's catch-up repairs a lost
-projection — while a failing command handler raises to its caller.
+concurrent requests still share the read model's group commit. A handler's error reaches the
+publisher, as a command handler's reaches its caller: the agent's catch-up must not move its
+checkpoint past a case it failed to take in, so it has to hear of the failure.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
-
-log = logging.getLogger("tongban.bus")
 
 MessageHandler = Callable[[Any], None]
 CommandHandler = Callable[[Any], Any]
@@ -44,7 +41,4 @@ class MessageBus:
 
     def publish(self, message: object) -> None:
         for handler in self.message_handlers.get(type(message), ()):
-            try:
-                handler(message)
-            except Exception:
-                log.exception("handler %s failed on %s", getattr(handler, "__name__", handler), type(message).__name__)
+            handler(message)
