@@ -33,7 +33,16 @@ from node.domain.messages import CaseChanged, CaseWritten
 from node.domain.workdays import WorkingDayCalendar
 from node.service_layer import handlers
 from node.service_layer.cases import CaseService
-from node.service_layer.commands import AcceptCase, ActOnCase, FlagDeadline, SweepDeadlines
+from node.service_layer.catalogue import CatalogueService
+from node.service_layer.commands import (
+    AcceptCase,
+    ActOnCase,
+    FlagDeadline,
+    PublishCatalogue,
+    PublishDelegation,
+    PublishMatter,
+    SweepDeadlines,
+)
 from node.service_layer.messagebus import MessageBus
 from tiers import Division, DivisionTree, yiyang
 
@@ -198,6 +207,10 @@ def _register(context: NodeContext) -> None:
     bus.register(ActOnCase, cases.act)
     bus.register(FlagDeadline, cases.flag_deadline)
     bus.register(SweepDeadlines, cases.sweep_deadlines)
+    catalogue = CatalogueService(context.published_catalogue, context.tree, context.division.tier)
+    bus.register(PublishCatalogue, catalogue.publish)
+    bus.register(PublishMatter, catalogue.publish_matter)
+    bus.register(PublishDelegation, catalogue.publish_delegation)
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code

@@ -9,9 +9,10 @@ handling node, whether the action is allowed now — is checked by the handler.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from node.adapters.nodestate import Account
 from node.domain.case import APPROVER, SUPERVISOR
@@ -96,4 +97,36 @@ class SweepDeadlines:
     on: date
 
 
-Command = AcceptCase | ActOnCase | FlagDeadline | SweepDeadlines
+@dataclass(frozen=True)
+class PublishCatalogue:
+    """Publish a whole catalogue document as the next version (the API's ``PUT /catalog``)."""
+
+    actor: Actor
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PublishMatter:
+    """Publish the next catalogue version with one matter changed, or added (``is_new``).
+
+    ``based_on`` is the version the editor started from: a change made on an older one is refused.
+    """
+
+    actor: Actor
+    matter: Mapping[str, Any]  # the matter's fields as a catalogue document holds them
+    based_on: int
+    is_new: bool
+
+
+@dataclass(frozen=True)
+class PublishDelegation:
+    """Set (or ``remove``) one region's line of the implementation list (实施清单) for one matter."""
+
+    actor: Actor
+    region: str
+    line: Mapping[str, Any]  # {"matter_code", "authority_tier"?, "promised_days"?}
+    based_on: int
+    remove: bool = False
+
+
+Command = AcceptCase | ActOnCase | FlagDeadline | SweepDeadlines | PublishCatalogue | PublishMatter | PublishDelegation

@@ -19,7 +19,7 @@ from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.openapi import SPEC
 from node.service_layer.cases import Actor
-from node.service_layer.catalogue import publish_catalogue
+from node.service_layer.commands import PublishCatalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -170,8 +170,7 @@ def matters() -> ResponseReturnValue:
 @blueprint.put("/catalog")
 @require_role("admin")
 def publish() -> ResponseReturnValue:
-    node = context()
-    catalogue = publish_catalogue(g.actor.role, node.division.tier, node.published_catalogue, json_body())
+    catalogue = context().bus.handle(PublishCatalogue(g.actor, json_body()))
     return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 

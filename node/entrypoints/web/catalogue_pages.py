@@ -26,7 +26,8 @@ from node.domain.catalogue import (
 from node.domain.errors import DomainError
 from node.entrypoints.web import pages as staff_pages
 from node.entrypoints.web.api import STATUS, context
-from node.service_layer.catalogue import may_author, publish_delegation, publish_matter
+from node.service_layer.catalogue import may_author
+from node.service_layer.commands import PublishDelegation, PublishMatter
 from tiers import Tier
 
 blueprint = Blueprint("catalogue", __name__, url_prefix="/catalogue")
@@ -203,9 +204,7 @@ def _save(code: str, is_new: bool) -> ResponseReturnValue:
         if not code:
             raise DomainError("missing_field", *staff_pages.STRINGS["catalogue_code_required"])
         entry = matter_from_form(form, code, values["materials"])
-        catalogue = publish_matter(
-            g.actor.role, context().division.tier, context().published_catalogue, entry, based_on, is_new
-        )
+        catalogue = context().bus.handle(PublishMatter(g.actor, entry, based_on, is_new))
     except DomainError as exc:
         return _render_matter(values, is_new, based_on, STATUS[exc.kind], staff_pages.bilingual(exc))
     flash(staff_pages.both("catalogue_published", version=catalogue.version, code=code), "success")
@@ -241,16 +240,8 @@ def save_delegation(code: str) -> ResponseReturnValue:
         line: dict[str, Any] = {"matter_code": code, "authority_tier": tier or None, "promised_days": None}
         if days:
             line["promised_days"] = _whole_number(form, "promised_days")
-        new_catalogue = publish_delegation(
-            g.actor.role,
-            context().division.tier,
-            context().published_catalogue,
-            context().tree,
-            line,
-            region,
-            _based_on(form),
-            remove=form.get("action") == "remove",
-        )
+        remove = form.get("action") == "remove"
+        new_catalogue = context().bus.handle(PublishDelegation(g.actor, region, line, _based_on(form), remove))
     except DomainError as exc:
         return _render_matter(
             found.to_dict(), False, _based_on(form), STATUS[exc.kind], staff_pages.bilingual(exc), delegation=typed
