@@ -12,7 +12,7 @@ STAMP_VENV := $(VENV)/.installed
 STAMP_NPM := deploy/docstore/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv npm demo test lint bench clean
+.PHONY: setup system venv npm demo test lint bench clean messages
 
 setup: system venv npm
 
@@ -28,8 +28,19 @@ $(STAMP_VENV): pyproject.toml
 	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | { $(QUIET_PIP); }
 	@# face_recognition's own metadata would make pip compile dlib; dlib-bin provides it prebuilt.
 	@$(PY) -m pip install -q --no-deps 'face_recognition==1.3.0' 2>&1 | { $(QUIET_PIP); }
+	@$(VENV)/bin/pybabel -q compile -d node/translations
 	@touch $@
 	@echo "[setup] Python packages installed"
+
+# UI text: re-extract the messages of the web pages and merge them into the zh_CN and en catalogues
+# (then translate the new entries of node/translations/en/LC_MESSAGES/messages.po). The .mo files are
+# compiled here and, when missing or older than their .po, by the app at start.
+MESSAGES := node/translations
+messages: venv
+	@$(VENV)/bin/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_pgettext:1c,2 --add-location=file \
+		--sort-output --project=Tongban --version=0.1.0 --copyright-holder=Tongban -o $(MESSAGES)/messages.pot .
+	@$(VENV)/bin/pybabel update -i $(MESSAGES)/messages.pot -d $(MESSAGES) --no-wrap --ignore-obsolete
+	@$(VENV)/bin/pybabel compile -d $(MESSAGES) --statistics
 
 npm: $(STAMP_NPM)
 $(STAMP_NPM): deploy/docstore/package-lock.json

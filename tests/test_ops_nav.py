@@ -19,4 +19,4 @@ def test_ops_link_shows_at_the_city_only(
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
         assert token
         client.post("/login", data={"username": "ops", "password": "pw-123456", "csrf_token": token.group(1)})
-        assert ("运行监控" in client.get("/").get_data(as_text=True)) is expected
+        assert ("运维监控" in client.get("/").get_data(as_text=True)) is expected

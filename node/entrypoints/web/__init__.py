@@ -1,4 +1,17 @@
-"""The node's Flask application factory."""
+"""The node's Flask application factory: one blueprint per job, registered here.
+
+- ``auth``: signing in to the pages (session, CSRF) and the hooks every page shares;
+- ``pages``: the staff and citizen pages; ``catalogue``: the catalogue pages;
+- ``api``: the REST API (bearer tokens); ``ops``: the city's operations dashboard and its JSON;
+- ``metrics``: ``/metrics``, served by every node; ``health``: ``/healthz``;
+- ``sync_api``: the parent side of replication links.
+
+Shared by all of them: :mod:`http` (the node's context, bearer tokens, ``DomainError`` → HTTP status,
+JSON errors and the error page), :mod:`i18n` and :mod:`labels` (the text), :mod:`templating` (what
+every template sees). A new page goes into the blueprint of its feature, or a new blueprint
+registered here and named in ``use_for_pages``; its text is written in Chinese inside ``_()``, then
+``make messages`` and the English in ``node/translations/en``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +19,9 @@ from flask import Flask
 
 from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
+from node.entrypoints.web import api, auth, catalogue_pages, health, i18n, metrics, ops, pages, sync_api
 from node.entrypoints.web.notices import NoticeBoard
+from node.entrypoints.web.templating import template_context
 
 
 def create_app(context: NodeContext) -> Flask:
@@ -19,17 +34,19 @@ def create_app(context: NodeContext) -> Flask:
     if context.mqtt is not None:
         context.mqtt.subscribe(notice_topic(context.config.code), board.post)
 
-    from node.entrypoints.web.api import blueprint as api
-    from node.entrypoints.web.catalogue_pages import blueprint as catalogue_pages
-    from node.entrypoints.web.health import blueprint as health
-    from node.entrypoints.web.ops import blueprint as ops
-    from node.entrypoints.web.pages import pages
-    from node.entrypoints.web.sync_api import blueprint as sync_api
-
-    app.register_blueprint(health)
-    app.register_blueprint(api)
-    app.register_blueprint(pages)
-    app.register_blueprint(catalogue_pages)
-    app.register_blueprint(sync_api)
-    app.register_blueprint(ops)
+    i18n.init_app(app)
+    app.context_processor(template_context)
+    for blueprint in (
+        health.blueprint,
+        metrics.blueprint,
+        api.blueprint,
+        auth.blueprint,
+        pages.blueprint,
+        catalogue_pages.blueprint,
+        sync_api.blueprint,
+        ops.blueprint,
+    ):
+        app.register_blueprint(blueprint)
+    # The signed-in pages: language choice, CSRF check and security headers (see auth).
+    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages"})
     return app

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import lazy_gettext
 from werkzeug.datastructures import MultiDict
 
 from node.domain.catalogue import (
@@ -24,15 +25,16 @@ from node.domain.catalogue import (
     tier_name,
 )
 from node.domain.errors import DomainError
-from node.entrypoints.web import pages as staff_pages
-from node.entrypoints.web.api import STATUS, context
+from node.entrypoints.web.auth import current_account, staff_page
+from node.entrypoints.web.http import STATUS, context, error_page
+from node.entrypoints.web.i18n import bilingual, both
+from node.entrypoints.web.labels import node_name
+from node.entrypoints.web.pages import matter_groups
 from node.service_layer.catalogue import may_author
 from node.service_layer.commands import PublishDelegation, PublishMatter
 from tiers import Tier
 
 blueprint = Blueprint("catalogue", __name__, url_prefix="/catalogue")
-blueprint.before_request(staff_pages._before)
-blueprint.after_request(staff_pages._headers)
 
 # Blank material rows offered under a matter's materials, for adding new ones.
 BLANK_MATERIAL_ROWS = 3
@@ -42,14 +44,13 @@ TEXT_FIELDS = ("name", "matter_type", "department", "authority_tier", "jurisdict
 
 
 def can_author() -> bool:
-    account = staff_pages.current_account()
+    account = current_account()
     return account is not None and may_author(account.role, context().division.tier)
 
 
 @blueprint.context_processor
 def _helpers() -> dict[str, Any]:
     return {
-        **staff_pages._template_helpers(),
         "can_author": can_author(),
         "MATTER_TYPES": sorted(MATTER_TYPES),
         "HANDLING_TYPES": sorted(HANDLING_TYPES),
@@ -60,33 +61,22 @@ def _helpers() -> dict[str, Any]:
         "TONGBAN_SCOPES": sorted(TONGBAN_SCOPES),
         "TIERS": [tier_name(tier) for tier in Tier],
         "tier_name": tier_name,
-        "option_label": option_label,
     }
 
 
-# Which UI string labels each kind of catalogue code (the acceptance and case pages share some).
-OPTION_PREFIXES = {
-    "form": "form_",
-    "handling": "handling_",
-    "delivery": "method_",
-    "rule": "rule_",
-    "source": "source_",
-    "scope": "scope_",
+# The labels of the fields that take a whole number, for the error that names one.
+NUMBER_FIELD_LABELS = {
+    "legal_days": lazy_gettext("法定时限（工作日）"),
+    "promised_days": lazy_gettext("承诺时限（工作日）"),
+    "visits_required": lazy_gettext("到现场次数"),
+    "online_depth": lazy_gettext("网办深度（1–4）"),
 }
 
 
-def option_label(kind: str, value: str) -> str:
-    """The label of a catalogue code of ``kind`` (a key of OPTION_PREFIXES, or ``tier``)."""
-    if kind == "tier":
-        return staff_pages.tier_text(Tier[value.upper()])
-    key = OPTION_PREFIXES[kind] + value
-    return staff_pages.t(key) if key in staff_pages.STRINGS else value
-
-
 @blueprint.get("/")
-@staff_pages.staff_page()
+@staff_page()
 def index() -> ResponseReturnValue:
-    return render_template("catalogue.html", catalogue=context().catalogue, groups=staff_pages.matter_groups())
+    return render_template("catalogue.html", catalogue=context().catalogue, groups=matter_groups())
 
 
 def _render_matter(
@@ -101,7 +91,7 @@ def _render_matter(
     rows = [*values.get("materials", []), *([blank] * (BLANK_MATERIAL_ROWS if can_author() else 0))]
     catalogue = context().catalogue
     delegations = [
-        {"region": region, "region_name": staff_pages.node_name(region), **line.to_dict()}
+        {"region": region, "region_name": node_name(region), **line.to_dict()}
         for region, lines in catalogue.implementation.regions
         for line in lines
         if line.matter_code == values.get("code")
@@ -121,21 +111,21 @@ def _render_matter(
 
 
 @blueprint.get("/matters/<code>")
-@staff_pages.staff_page()
+@staff_page()
 def matter(code: str) -> ResponseReturnValue:
     catalogue = context().catalogue
     try:
         found = catalogue.get(code)
     except DomainError as exc:
-        return staff_pages.error_page(STATUS[exc.kind], staff_pages.bilingual(exc))
+        return error_page(STATUS[exc.kind], bilingual(exc))
     return _render_matter(found.to_dict(), is_new=False, based_on=catalogue.version)
 
 
 @blueprint.get("/new")
-@staff_pages.staff_page()
+@staff_page()
 def new_matter() -> ResponseReturnValue:
     if not can_author():
-        return staff_pages.error_page(403, staff_pages.both("catalogue_not_author"))
+        return error_page(403, both(lazy_gettext("只有市级节点的管理员可以编辑事项目录")))
     # Prefilled from an existing matter so that every choice starts valid; name and code start empty.
     first = context().catalogue.matters()[0]
     values = {**first.to_dict(), "code": "", "name": "", "fee_yuan": "0", "materials": []}
@@ -145,11 +135,11 @@ def new_matter() -> ResponseReturnValue:
 def _whole_number(form: MultiDict[str, str], field: str) -> int:
     text = form.get(field, "").strip()
     if not text.isdigit():
-        label_zh, label_en = staff_pages.STRINGS[f"field_{field}"]
+        label = both(NUMBER_FIELD_LABELS[field])
         raise DomainError(
             "invalid_catalogue",
-            f"「{label_zh}」须填写非负整数，收到 {text!r}",
-            f"{label_en} must be a whole number, got {text!r}",
+            f"「{label['zh']}」须填写非负整数，收到 {text!r}",
+            f"{label['en']} must be a whole number, got {text!r}",
         )
     return int(text)
 
@@ -193,6 +183,10 @@ def _based_on(form: MultiDict[str, str]) -> int:
     return int(form.get("based_on", "")) if form.get("based_on", "").isdigit() else 0
 
 
+def published(version: int, code: str) -> dict[str, str]:
+    return both(lazy_gettext("已发布事项目录第 %(version)s 版（事项 %(code)s）", version=version, code=code))
+
+
 def _save(code: str, is_new: bool) -> ResponseReturnValue:
     form = request.form
     based_on = _based_on(form)
@@ -202,36 +196,37 @@ def _save(code: str, is_new: bool) -> ResponseReturnValue:
     values["materials"] = materials_from_form(form)
     try:
         if not code:
-            raise DomainError("missing_field", *staff_pages.STRINGS["catalogue_code_required"])
+            message = both(lazy_gettext("请填写事项编码"))
+            raise DomainError("missing_field", message["zh"], message["en"])
         entry = matter_from_form(form, code, values["materials"])
         catalogue = context().bus.handle(PublishMatter(g.actor, entry, based_on, is_new))
     except DomainError as exc:
-        return _render_matter(values, is_new, based_on, STATUS[exc.kind], staff_pages.bilingual(exc))
-    flash(staff_pages.both("catalogue_published", version=catalogue.version, code=code), "success")
+        return _render_matter(values, is_new, based_on, STATUS[exc.kind], bilingual(exc))
+    flash(published(catalogue.version, code), "success")
     return redirect(url_for("catalogue.matter", code=code), 303)
 
 
 @blueprint.post("/matters/<code>")
-@staff_pages.staff_page()
+@staff_page()
 def save_matter(code: str) -> ResponseReturnValue:
     return _save(code, is_new=False)
 
 
 @blueprint.post("/new")
-@staff_pages.staff_page()
+@staff_page()
 def add_matter() -> ResponseReturnValue:
     return _save(request.form.get("code", "").strip()[:64], is_new=True)
 
 
 @blueprint.post("/matters/<code>/delegations")
-@staff_pages.staff_page()
+@staff_page()
 def save_delegation(code: str) -> ResponseReturnValue:
     """Set or remove one region's line of the implementation list (实施清单) for this matter."""
     form = request.form
     try:
         found = context().catalogue.get(code)
     except DomainError as exc:
-        return staff_pages.error_page(STATUS[exc.kind], staff_pages.bilingual(exc))
+        return error_page(STATUS[exc.kind], bilingual(exc))
     region = form.get("region", "").strip().upper()[:12]
     tier = form.get("authority_tier", "").strip()
     days = form.get("promised_days", "").strip()
@@ -244,7 +239,7 @@ def save_delegation(code: str) -> ResponseReturnValue:
         new_catalogue = context().bus.handle(PublishDelegation(g.actor, region, line, _based_on(form), remove))
     except DomainError as exc:
         return _render_matter(
-            found.to_dict(), False, _based_on(form), STATUS[exc.kind], staff_pages.bilingual(exc), delegation=typed
+            found.to_dict(), False, _based_on(form), STATUS[exc.kind], bilingual(exc), delegation=typed
         )
-    flash(staff_pages.both("catalogue_published", version=new_catalogue.version, code=code), "success")
+    flash(published(new_catalogue.version, code), "success")
     return redirect(url_for("catalogue.matter", code=code) + "#delegations", 303)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from node.bootstrap import NodeContext
+from node.entrypoints.web.http import context as node_context
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    context: NodeContext = current_app.extensions["tongban"]
+    context = node_context()
     docstore_ok = context.store.reachable()
     mqtt_ok = context.mqtt is not None and context.mqtt.connected
     body = {

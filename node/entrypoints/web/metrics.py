@@ -28,6 +28,8 @@ from node.adapters.opsmodel import read_agent_stats
 from node.adapters.readmodel import cases, quarantine
 from node.bootstrap import NodeContext
 from node.domain.case import CaseState
+from node.entrypoints.web.http import monitors, ops_model, thresholds
+from node.service_layer.ops import link_state_counts, link_views, node_views, status_counts
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -244,9 +246,6 @@ def _http(out: Exposition) -> None:
 
 
 def _operations(out: Exposition) -> None:
-    from node.entrypoints.web.ops import monitors, ops_model, thresholds
-    from node.service_layer.ops import link_state_counts, link_views, node_views, status_counts
-
     if not monitors():
         return
     context: NodeContext = current_app.extensions["tongban"]

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from node.bootstrap import NodeContext
 from node.domain.errors import DomainError
-from node.entrypoints.web.api import error_response
+from node.entrypoints.web.http import context, error_response
 from sync.auth import verify_request
 from sync.serving import LinkServer
 from sync.trust import TrustFilter
@@ -22,10 +21,6 @@ from sync.trust import TrustFilter
 blueprint = Blueprint("sync_api", __name__, url_prefix="/sync/v1")
 MAX_LIMIT = 2_000
 MAX_BODY = 64 * 1024 * 1024  # a batch of documents with attachments; the API's 1 MB limit is for people
-
-
-def context() -> NodeContext:
-    return current_app.extensions["tongban"]
 
 
 def server() -> LinkServer:
