@@ -217,7 +217,9 @@ def _register(context: NodeContext) -> None:
     if context.kind is ProcessKind.WEB:
         # Handlers read context.mqtt when they run: a test may attach a link after bootstrap.
         bus.subscribe(CaseWritten, lambda _message: context.wake())
-        bus.subscribe(CaseChanged, lambda message: handlers.post_notice(message, context.mqtt, code))
+        # Cases the web projects while serving a child's pull are not news for its pages: a notice
+        # per projected case there slowed the city's replication down (bench_federation).
+        bus.subscribe(CaseChanged, lambda message: handlers.post_notice_of_own_write(message, context.mqtt, code))
     elif context.kind is ProcessKind.AGENT:
         bus.subscribe(CaseChanged, lambda message: handlers.take_in(message, cases))
         bus.subscribe(CaseChanged, lambda message: handlers.post_notice(message, context.mqtt, code))

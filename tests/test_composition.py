@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,31 @@ def test_action_fields_are_checked_for_shape_whichever_door_they_come_through() 
     with pytest.raises(DomainError) as refused:
         act_on_case_from_form(ACCEPTOR, "X-1", MultiDict([("action", "evaluate"), ("level", "five")]))
     assert refused.value.code == "invalid_level"
+
+
+def test_the_web_process_tells_its_pages_of_its_own_writes_not_of_cases_it_projects_for_a_child(
+    services: Services, county_node: NodeContext, village_node: NodeContext
+) -> None:
+    from node.adapters.mqtt import MqttLink, notice_topic
+    from tests.conftest import wait_for
+
+    heard: list[dict] = []
+    listener = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-composition-listener")
+    listener.subscribe(notice_topic(COUNTY), lambda _topic, payload: heard.append(payload))
+    county_node.mqtt = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-composition-web")
+    try:
+        assert listener.start(wait_s=10) and county_node.mqtt.start(wait_s=10)
+        own = county_node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body())).case_no
+        assert wait_for(lambda: [n["case_no"] for n in heard] == [own], 5)
+
+        arrived = village_node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE)))
+        cert = village_node.store.get(f"cert:{VILLAGE}:{village_node.identity.cert_sha256}")
+        docs = [*village_node.cases.events.case_docs(arrived.case_no), cert]
+        county_node.store.bulk_docs([{k: v for k, v in d.items() if k != "_rev"} for d in docs])
+        county_node.projector.catch_up()  # as the web process does when a child pulls through it
+        assert len(county_node.readmodel.search(text=arrived.case_no)) == 1
+        time.sleep(0.5)
+        assert [n["case_no"] for n in heard] == [own], "the agent, not the web process, announces arrivals"
+    finally:
+        listener.stop()
+        county_node.mqtt.stop()

@@ -310,8 +310,8 @@ class Projector:
         self.publish = publish
         self._lock = threading.Lock()
 
-    def project_events(self, events: list[Event]) -> Case | None:
-        """Project a case from events already verified (or just signed here): no store read."""
+    def project_events(self, events: list[Event], from_write: bool = False) -> Case | None:
+        """Project a case from events already verified (or just signed here, ``from_write``): no store read."""
         try:
             case = fold(events)
         except DomainError:
@@ -320,7 +320,7 @@ class Projector:
             case, [e.doc_id for e in events], self.catalogue(), self.applicant_name(case), self.scope_of(case)
         )
         if self.publish is not None:
-            self.publish(CaseChanged(case, tuple(events)))
+            self.publish(CaseChanged(case, tuple(events), from_write))
         return case
 
     def project_case(self, case_no: str, docs: list[Doc] | None = None) -> Case | None:

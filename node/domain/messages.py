@@ -23,10 +23,14 @@ class CaseWritten:
 
 @dataclass(frozen=True)
 class CaseChanged:
-    """The read model now shows ``case`` (written here or replicated in), folded from ``events``."""
+    """The read model now shows ``case`` (written here or replicated in), folded from ``events``.
+
+    ``from_write`` says the projection came from a write this process had in hand, not from the store.
+    """
 
     case: Case
     events: tuple[Event, ...]
+    from_write: bool = False
 
 
 Message = CaseWritten | CaseChanged

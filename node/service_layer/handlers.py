@@ -14,7 +14,7 @@ from node.service_layer.cases import CaseService
 
 def project(message: CaseWritten, projector: Projector) -> None:
     """Show what this node just wrote in its read model, from the events in hand (no store read)."""
-    projector.project_events(list(message.history))
+    projector.project_events(list(message.history), from_write=True)
 
 
 def post_notice(message: CaseChanged, link: MqttLink | None, node: str) -> None:
@@ -25,6 +25,12 @@ def post_notice(message: CaseChanged, link: MqttLink | None, node: str) -> None:
     link.signal(
         notice_topic(node), {"case_no": case.case_no, "state": case.state.value, "handling_node": case.handling_node}
     )
+
+
+def post_notice_of_own_write(message: CaseChanged, link: MqttLink | None, node: str) -> None:
+    """The web process tells the pages of its own writes only; the agent tells them of the rest."""
+    if message.from_write:
+        post_notice(message, link, node)
 
 
 def take_in(message: CaseChanged, cases: CaseService) -> None:
