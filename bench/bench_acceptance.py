@@ -169,6 +169,7 @@ def main() -> None:
         # pushes them through the county's sync API, as its agent would; the county's agent is woken
         # by the push and projects them. Measured until the case shows in the county's case search.
         from node.bootstrap import bootstrap
+        from node.entrypoints.web.commands import accept_case_from_json
         from node.service_layer.cases import Actor
         from sync.node_peer import NodeApiPeer
         from sync.replicator import StorePeer, replicate
@@ -183,7 +184,7 @@ def main() -> None:
         uplink = NodeApiPeer(base, child.identity)
         lags = []
         for _ in range(args.lag_samples):
-            outcome = child.cases.accept(Actor("acceptor", "acceptor", None), BODY)
+            outcome = child.bus.handle(accept_case_from_json(Actor("acceptor", "acceptor", None), BODY))
             started = time.perf_counter()
             replicate(StorePeer(child.store), uplink)
             while not get(f"{base}/api/v1/cases?q={outcome.case_no}", approver)["cases"]:

@@ -1,35 +1,67 @@
-"""The one place that wires a node: configuration → tree, store, keys, read model, services, MQTT."""
+"""The composition root: configuration → every adapter a kind of process needs, built once, and the bus.
+
+Each process of a node calls :func:`bootstrap` once with its :class:`ProcessKind` (the collector
+calls :func:`bootstrap_collector`); nothing else constructs a store, a read model, an ops model, an
+MQTT link or a Redis client. Here too the message bus learns who reacts to what: which handlers
+run when this node writes a case (:class:`CaseWritten`) or when the read model shows a case anew
+(:class:`CaseChanged`) differs by process kind, and is decided in :func:`_subscribe` alone.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+
+import redis
 
 from node import __version__
 from node.adapters.catalogue_doc import CATALOGUE_DOC, PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
-from node.adapters.mqtt import MqttLink, notice_topic, wake_topic
+from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
+from node.adapters.opsmodel import OpsModel
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
-from node.domain.events import Event
+from node.domain.messages import CaseChanged, CaseWritten
 from node.domain.workdays import WorkingDayCalendar
-from node.runtime.provisioning import DATA_KEY, identity_dir
+from node.service_layer import handlers
 from node.service_layer.cases import CaseService
+from node.service_layer.catalogue import CatalogueService
+from node.service_layer.commands import (
+    AcceptCase,
+    ActOnCase,
+    FlagDeadline,
+    PublishCatalogue,
+    PublishDelegation,
+    PublishMatter,
+    SweepDeadlines,
+)
+from node.service_layer.messagebus import MessageBus
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
+# The collector reads heartbeat documents with a longer patience than a request would have.
+COLLECTOR_STORE_TIMEOUT_S = 10
+
+
+class ProcessKind(StrEnum):
+    WEB = "web"  # gunicorn: pages and API
+    WORKER = "worker"  # Celery with its beat: deadline sweep, ops alert rules
+    AGENT = "agent"  # replication, presence, intake of arriving cases
+    TOOL = "tool"  # a one-off command (tongban readmodel rebuild)
 
 
 @dataclass
 class NodeContext:
     config: NodeConfig
+    kind: ProcessKind
     tree: DivisionTree
     division: Division
     store: DocStore
@@ -40,16 +72,34 @@ class NodeContext:
     projector: Projector
     cases: CaseService
     published_catalogue: PublishedCatalogue
+    bus: MessageBus
+    # Built only where the node monitors operations (config.monitors_operations) and the process uses it.
+    ops: OpsModel | None = None
+    # The task broker, for the web process's /metrics (a client connects on first use).
+    redis: redis.Redis | None = None
     version: str = __version__
 
     @property
     def catalogue(self) -> Catalogue:
         return self.published_catalogue.current
 
+    @property
+    def monitors_operations(self) -> bool:
+        return bool(self.config.monitors_operations)
+
     def wake(self) -> None:
         """Tell this node's agent that documents changed here, so it syncs now rather than on its timer."""
         if self.mqtt is not None and self.config.wakeups:
             self.mqtt.signal(wake_topic(self.config.code), {"node": self.config.code, "reason": "local-write"})
+
+
+@dataclass
+class CollectorContext:
+    """What the ops collector works with: the city's ops model and its store (heartbeat documents)."""
+
+    config: NodeConfig
+    ops: OpsModel
+    store: DocStore
 
 
 def config_from_env() -> NodeConfig:
@@ -59,15 +109,39 @@ def config_from_env() -> NodeConfig:
     return NodeConfig.load(Path(path))
 
 
-def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str | None = None) -> NodeContext:
+def _mqtt_link(config: NodeConfig, kind: ProcessKind, client_id: str | None) -> MqttLink | None:
+    """The process's one MQTT client: the web's (notices, wake-ups), the agent's (presence with a last
+    will, wake-ups; the agent starts it once subscribed), the worker's at a monitoring node (alerts)."""
+    if kind is ProcessKind.WEB:
+        link = MqttLink(config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-{os.getpid()}")
+        link.start()
+        return link
+    if kind is ProcessKind.AGENT:
+        return MqttLink(
+            config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-agent", will_node=config.code
+        )
+    if kind is ProcessKind.WORKER and config.monitors_operations:
+        link = MqttLink(config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-ops-alerts")
+        link.start(wait_s=5)
+        return link
+    return None
+
+
+def bootstrap(
+    config: NodeConfig,
+    kind: ProcessKind = ProcessKind.WEB,
+    connect_mqtt: bool = True,
+    mqtt_client_id: str | None = None,
+) -> NodeContext:
+    """The node's adapters and services for one process of ``kind``; ``connect_mqtt=False`` leaves MQTT out."""
     tree = yiyang()
     division = tree.get(config.code)
     try:
-        identity = NodeIdentity.load(identity_dir(config))
+        identity = NodeIdentity.load(config.identity_dir)
     except Exception as exc:
         raise ConfigError(
             f"节点 {config.code} 尚未签发证书 / node {config.code} has no key and certificate in "
-            f"{identity_dir(config)} ({exc}): provision it (tongban federation up does)"
+            f"{config.identity_dir} ({exc}): provision it (tongban federation up does)"
         ) from None
     store = DocStore(config.docstore_url, config.docstore_db)
     calendar_file = config.data_dir / CALENDAR_OVERRIDES
@@ -77,6 +151,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
     state = NodeState(config.data_dir / "state.sqlite3")
     readmodel = ReadModel(config.data_dir / READMODEL_DB)
     catalogue = PublishedCatalogue(store, load_seed_catalogue())
+    bus = MessageBus()
     cases = CaseService(
         config.code,
         tree,
@@ -85,8 +160,9 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         verifier,
         identity,
         state,
-        PersonalData.ensure(identity_dir(config) / DATA_KEY),
+        PersonalData.ensure(config.data_key_path),
         calendar,
+        publish=bus.publish,
     )
     projector = Projector(
         store,
@@ -95,34 +171,67 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
         lambda: catalogue.current,
         cases.applicant_name,
         lambda case: scope(case, tree),
+        publish=bus.publish,
         own_node=config.code,
     )
-    mqtt = None
-    if connect_mqtt:
-        mqtt = MqttLink(config.mqtt_host, config.mqtt_port, client_id=mqtt_client_id or f"{config.code}-{os.getpid()}")
-        mqtt.start()
+    uses_ops = config.monitors_operations and kind in (ProcessKind.WEB, ProcessKind.WORKER)
     context = NodeContext(
         config=config,
+        kind=kind,
         tree=tree,
         division=division,
         store=store,
-        mqtt=mqtt,
+        mqtt=_mqtt_link(config, kind, mqtt_client_id) if connect_mqtt else None,
         identity=identity,
         state=state,
         readmodel=readmodel,
         projector=projector,
         cases=cases,
         published_catalogue=catalogue,
+        bus=bus,
+        ops=OpsModel.for_node(config.data_dir, cases=readmodel) if uses_ops else None,
+        redis=(
+            redis.Redis.from_url(config.redis_url, socket_timeout=0.3, socket_connect_timeout=0.3)
+            if kind is ProcessKind.WEB and config.redis_url
+            else None
+        ),
     )
-
-    def written(events: list[Event]) -> None:
-        case = projector.project_events(events)
-        context.wake()
-        if case is not None and mqtt is not None:
-            mqtt.signal(notice_topic(config.code), {"case_no": case.case_no, "state": case.state.value})
-
-    cases.on_written = written
+    _register(context)
     return context
+
+
+def _register(context: NodeContext) -> None:
+    """Commands to their handlers, and who reacts to what happened, for this kind of process."""
+    bus, cases, projector = context.bus, context.cases, context.projector
+    bus.register(AcceptCase, cases.accept)
+    bus.register(ActOnCase, cases.act)
+    bus.register(FlagDeadline, cases.flag_deadline)
+    bus.register(SweepDeadlines, cases.sweep_deadlines)
+    catalogue = CatalogueService(context.published_catalogue, context.tree, context.division.tier)
+    bus.register(PublishCatalogue, catalogue.publish)
+    bus.register(PublishMatter, catalogue.publish_matter)
+    bus.register(PublishDelegation, catalogue.publish_delegation)
+    # Every process that writes shows its write in the read model before the request returns.
+    bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
+    code = context.config.code
+    if context.kind is ProcessKind.WEB:
+        # Handlers read context.mqtt when they run: a test may attach a link after bootstrap.
+        bus.subscribe(CaseWritten, lambda _message: context.wake())
+        # Cases the web projects while serving a child's pull are not news for its pages: a notice
+        # per projected case there slowed the city's replication down (bench_federation).
+        bus.subscribe(CaseChanged, lambda message: handlers.post_notice_of_own_write(message, context.mqtt, code))
+    elif context.kind is ProcessKind.AGENT:
+        bus.subscribe(CaseChanged, lambda message: handlers.take_in(message, cases))
+        bus.subscribe(CaseChanged, lambda message: handlers.post_notice(message, context.mqtt, code))
+
+
+def bootstrap_collector(config: NodeConfig) -> CollectorContext:
+    """The ops collector's adapters (its MQTT subscription is its own: see :mod:`node.entrypoints.collector`)."""
+    return CollectorContext(
+        config=config,
+        ops=OpsModel.for_node(config.data_dir),
+        store=DocStore(config.docstore_url, config.docstore_db, timeout=COLLECTOR_STORE_TIMEOUT_S),
+    )
 
 
 def publish_own_documents(context: NodeContext) -> None:

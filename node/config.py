@@ -1,7 +1,8 @@
 """A node's configuration: which division it serves, where its data lives, which ports it uses.
 
 Saved as ``node.json`` in the node's data directory so every process of the node (web, worker,
-agent) reads the same settings.
+agent, collector) reads the same settings. Also the layout of the data directory that more than
+one module needs (the identity directory and the data key in it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import secrets
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from tiers import Capability, capabilities, yiyang
+
 DOCSTORE_DB = "tongban"
+IDENTITY_DIR = "identity"  # the node's key, certificate and copy of the data key
+DATA_KEY = "data.key"  # the federation's key for personal data (in the CA's and every node's identity directory)
 
 
 def task_queue(node_code: str) -> str:
@@ -40,6 +45,15 @@ class NodeConfig:
     docstore_db: str = DOCSTORE_DB
     web_workers: int = 1
     wakeups: bool = True  # MQTT wake-ups; off, replication runs on the timer alone (for comparison)
+    # Whether this node monitors the federation's operations (collector, alert rules, /ops): the one
+    # place that decides it. Left out, it follows the tier's role (the city's ops-monitoring capability).
+    monitors_operations: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.monitors_operations is None:
+            tree = yiyang()
+            monitors = self.code in tree and Capability.OPS_MONITORING in capabilities(tree.tier(self.code))
+            object.__setattr__(self, "monitors_operations", monitors)
 
     @property
     def url(self) -> str:
@@ -52,6 +66,14 @@ class NodeConfig:
     @property
     def mqtt_host(self) -> str:
         return "127.0.0.1"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.data_dir / IDENTITY_DIR
+
+    @property
+    def data_key_path(self) -> Path:
+        return self.identity_dir / DATA_KEY
 
     @property
     def config_path(self) -> Path:

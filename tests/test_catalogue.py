@@ -14,12 +14,12 @@ from node.domain.catalogue import (
     Catalogue,
     Material,
     Matter,
-    handling_node,
     load_seed_catalogue,
     location_field,
     missing_materials,
 )
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.jurisdiction import handling_node
 from tiers import Tier, yiyang
 from tiers.demo import CITY, HESHAN, HESHAN_TOWN, ZIYANG, ZIYANG_TOWN
 
@@ -119,7 +119,7 @@ def test_round_trip_keeps_implementation_lists() -> None:
     again = Catalogue.from_dict(json.loads(json.dumps(delegated.to_dict())))
     assert again == delegated
     assert again != CATALOGUE
-    assert again.handling_node(matter, TREE, CITY, a_village(BAZISHAO)) == BAZISHAO
+    assert handling_node(matter, TREE, CITY, a_village(BAZISHAO), again) == BAZISHAO
 
 
 @given(st.sampled_from(CATALOGUE.matters()))
@@ -251,10 +251,10 @@ def test_delegation_lowers_the_tier_only_inside_the_region() -> None:
     assert handling_node(matter, TREE, inside, inside) == HESHAN  # without the list
     # inside the region the county code alone no longer says which township handles it
     with raises("location_too_coarse"):
-        delegated.handling_node(matter.code, TREE, CITY, HESHAN)
-    assert delegated.handling_node(matter.code, TREE, CITY, ZIYANG) == ZIYANG
+        handling_node(matter, TREE, CITY, HESHAN, delegated)
+    assert handling_node(matter, TREE, CITY, ZIYANG, delegated) == ZIYANG
     # the base catalogue is untouched
-    assert CATALOGUE.handling_node(matter.code, TREE, CITY, inside) == HESHAN
+    assert handling_node(matter, TREE, CITY, inside, CATALOGUE) == HESHAN
 
 
 def test_delegation_by_the_city_and_nested_regions() -> None:
@@ -266,8 +266,8 @@ def test_delegation_by_the_city_and_nested_regions() -> None:
         }
     )
     here, there = a_village(BAZISHAO), a_village(HESHAN_STREET)
-    assert delegated.handling_node(matter, TREE, CITY, here) == BAZISHAO
-    assert delegated.handling_node(matter, TREE, CITY, there) == HESHAN
+    assert handling_node(matter, TREE, CITY, here, delegated) == BAZISHAO
+    assert handling_node(matter, TREE, CITY, there, delegated) == HESHAN
     assert delegated.effective_matter(matter.code, TREE, here).promised_days == 0
     assert delegated.effective_matter(matter.code, TREE, there).promised_days == matter.promised_days - 1
     assert delegated.effective_matter(matter.code, TREE, there).authority_tier is Tier.COUNTY
@@ -277,7 +277,7 @@ def test_later_lists_replace_a_regions_lines() -> None:
     matter = first(Tier.COUNTY, "residence")
     once = CATALOGUE.with_implementation_list({HESHAN: [{"matter_code": matter.code, "authority_tier": "township"}]})
     twice = once.with_implementation_list({HESHAN: [{"matter_code": matter.code, "authority_tier": "county"}]})
-    assert twice.handling_node(matter, TREE, CITY, a_village(BAZISHAO)) == HESHAN
+    assert handling_node(matter, TREE, CITY, a_village(BAZISHAO), twice) == HESHAN
     assert twice.version == CATALOGUE.version + 2
 
 
@@ -315,7 +315,7 @@ def test_implementation_list_for_unknown_matter() -> None:
 )
 def test_delegation_to_villages_stays_inside_the_region(matter: Matter, region: str, location: str) -> None:
     delegated = CATALOGUE.with_implementation_list({region: [{"matter_code": matter.code, "authority_tier": 3}]})
-    node = delegated.handling_node(matter, TREE, location, location)
+    node = handling_node(matter, TREE, location, location, delegated)
     if TREE.is_in_subtree(location, region):
         assert node == location
     else:

@@ -135,6 +135,7 @@ def test_the_city_admin_adds_a_matter_that_windows_can_accept(city: NodeContext)
     assert nameless.status_code == 400 and "请填写事项编码" in nameless.get_data(as_text=True)
 
     # A window accepts the new matter at once, routed to the township of the applicant's residence.
+    from node.entrypoints.web.commands import accept_case_from_json
     from node.service_layer.cases import Actor
 
     body = {
@@ -143,7 +144,7 @@ def test_the_city_admin_adds_a_matter_that_windows_can_accept(city: NodeContext)
         "materials": ["M001"],
         "residence_code": HESHAN_VILLAGE,
     }
-    outcome = city.cases.accept(Actor("acceptor", "acceptor", None), body)
+    outcome = city.bus.handle(accept_case_from_json(Actor("acceptor", "acceptor", None), body))
     assert outcome.outcome == "accepted" and outcome.case is not None
     assert outcome.case.handling_node == HESHAN_TOWN
 
@@ -174,6 +175,7 @@ def test_others_only_read_the_catalogue(city: NodeContext, county_node: NodeCont
 
 def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext) -> None:
     """赫山区's implementation list moves 低保 to the township and shortens it; cases there are routed so."""
+    from node.entrypoints.web.commands import accept_case_from_json
     from node.service_layer.cases import Actor
 
     client = client_for(city)
@@ -194,7 +196,7 @@ def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext
         "materials": DIBAO_MATERIALS,
         "residence_code": HESHAN_VILLAGE,
     }
-    outcome = city.cases.accept(acceptor, body)
+    outcome = city.bus.handle(accept_case_from_json(acceptor, body))
     assert outcome.case is not None and outcome.case.handling_node == HESHAN_TOWN  # 八字哨镇, not 赫山区
 
     # Upward, or longer than the city's promise: refused with the reason, nothing published.
@@ -210,4 +212,4 @@ def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext
     )
     assert removed.status_code == 303
     assert "data-region=" not in client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
-    assert city.cases.accept(acceptor, body).case.handling_node == HESHAN  # type: ignore[union-attr]
+    assert city.bus.handle(accept_case_from_json(acceptor, body)).case.handling_node == HESHAN  # type: ignore[union-attr]

@@ -20,14 +20,16 @@ from flask.testing import FlaskClient
 
 from node.adapters.mqtt import MqttLink, alerts_topic, ops_topic, status_topic
 from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport, write_agent_stats
-from node.bootstrap import NodeContext
+from node.bootstrap import CollectorContext, NodeContext, ProcessKind, bootstrap
 from node.config import NodeConfig, Thresholds
 from node.entrypoints.collector import Collector
 from node.entrypoints.ops_jobs import evaluate_alerts_job
 from node.entrypoints.ops_reports import parse_ops, parse_status
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.ops_views import node_views
 from node.service_layer.alerts import RULES, evaluate_alerts
 from node.service_layer.cases import Actor
+from node.service_layer.commands import FlagDeadline
 from sync.replicator import StorePeer, replicate
 from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
 from tests.test_api_cases import DIBAO, accept_body
@@ -104,7 +106,9 @@ class Publisher:
 @pytest.fixture
 def collector(city: NodeContext, ops: OpsModel) -> Iterator[Collector]:
     """The collector of the city, running on the session's real broker."""
-    running = Collector(city.config, ops=ops, client_id=f"test-collector-{uuid.uuid4().hex[:8]}")
+    running = Collector(
+        CollectorContext(city.config, ops, city.store), client_id=f"test-collector-{uuid.uuid4().hex[:8]}"
+    )
     stop = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
     thread.start()
@@ -198,7 +202,7 @@ def test_collector_records_status_and_ops_messages_from_a_real_broker(
 def test_collector_reads_the_heartbeat_documents_the_city_holds(city: NodeContext, ops: OpsModel) -> None:
     at = time.time() - 42
     city.store.bulk_docs([{"_id": f"heartbeat:{VILLAGE}", "node": VILLAGE, "at": at, "version": "0.1.0"}])
-    collector = Collector(city.config, ops=ops, client_id=f"test-{uuid.uuid4().hex[:8]}")
+    collector = Collector(CollectorContext(city.config, ops, city.store), client_id=f"test-{uuid.uuid4().hex[:8]}")
     assert collector.poll_heartbeats() >= 1
     assert ops.heartbeats()[VILLAGE] == pytest.approx(at)
     view = next(v for v in node_views(ops, yiyang(), at + 50, Thresholds()) if v.code == VILLAGE)
@@ -232,17 +236,19 @@ def test_a_node_going_offline_raises_an_alert_kept_with_its_history_and_closed_w
     listener = MqttLink("127.0.0.1", services.mqtt_port, client_id=f"test-{uuid.uuid4().hex[:8]}")
     listener.subscribe(alerts_topic(CITY), lambda _topic, payload: alerts_seen.append(payload))
     assert listener.start(wait_s=10)
+    # The city's worker process: its ops model and the MQTT link the alerts are announced on.
+    worker = bootstrap(city.config, ProcessKind.WORKER)
     try:
         with Publisher(services.mqtt_port) as broker:
             broker.publish(status_topic(VILLAGE), heartbeat(VILLAGE), retain=True)
             assert wait_for(lambda: ops.statuses().get(VILLAGE, {}).get("status") == "online")
-            assert evaluate_alerts_job(city)["opened"] == 0
+            assert evaluate_alerts_job(worker)["opened"] == 0
 
             # The village's broker publishes the agent's last will: {"node", "status": "offline"}, retained.
             broker.publish(status_topic(VILLAGE), {"node": VILLAGE, "status": "offline"}, retain=True)
             assert wait_for(lambda: ops.statuses()[VILLAGE]["status"] == "offline")
-            assert evaluate_alerts_job(city)["opened"] == 1
-            again = evaluate_alerts_job(city)
+            assert evaluate_alerts_job(worker)["opened"] == 1
+            again = evaluate_alerts_job(worker)
             assert again["opened"] == 0 and again["closed"] == 0, "an open alert is kept, not opened twice"
             body = client.get("/api/v1/ops/alerts?state=open", headers=headers).get_json()
             [alert] = [a for a in body["alerts"] if a["node"] == VILLAGE]
@@ -253,14 +259,16 @@ def test_a_node_going_offline_raises_an_alert_kept_with_its_history_and_closed_w
 
             broker.publish(status_topic(VILLAGE), heartbeat(VILLAGE), retain=True)
             assert wait_for(lambda: ops.statuses()[VILLAGE]["status"] == "online")
-            assert evaluate_alerts_job(city)["closed"] == 1
+            assert evaluate_alerts_job(worker)["closed"] == 1
         history = client.get("/api/v1/ops/alerts", headers=headers).get_json()["alerts"]
         [closed] = [a for a in history if a["id"] == alert["id"]]
         assert closed["state"] == "closed" and closed["opened_at"] <= closed["closed_at"]
         assert wait_for(lambda: [a["event"] for a in alerts_seen if a["id"] == alert["id"]] == ["opened", "closed"])
-        assert evaluate_alerts_job(city)["announced"] == 0, "each opening and closing is announced once"
+        assert evaluate_alerts_job(worker)["announced"] == 0, "each opening and closing is announced once"
     finally:
         listener.stop()
+        assert worker.mqtt is not None
+        worker.mqtt.stop()
 
 
 def test_a_node_whose_heartbeats_stop_turns_offline_and_alerts(ops: OpsModel) -> None:
@@ -434,17 +442,19 @@ def test_figures_and_csv_count_a_handful_of_cases(
     village = make_node(services, city_ca, tmp_path / "village", VILLAGE)
 
     def accept(node: NodeContext, **extra: Any) -> str:
-        outcome = node.cases.accept(ACCEPTOR, accept_body(**extra))
+        outcome = node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(**extra)))
         assert outcome.case_no
         return outcome.case_no
 
     approved = accept(heshan)
-    heshan.cases.act(APPROVER, approved, {"action": "approve"})
-    heshan.cases.act(ACCEPTOR, approved, {"action": "deliver", "method": "post"})  # delivered: still approved
+    heshan.bus.handle(act_on_case_from_json(APPROVER, approved, {"action": "approve"}))
+    heshan.bus.handle(
+        act_on_case_from_json(ACCEPTOR, approved, {"action": "deliver", "method": "post"})
+    )  # delivered: still approved
     rejected = accept(heshan)
-    heshan.cases.act(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"})
+    heshan.bus.handle(act_on_case_from_json(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"}))
     late = accept(heshan)
-    assert heshan.cases.flag_deadline(late, date.today() + timedelta(days=120)) == "red"
+    assert heshan.bus.handle(FlagDeadline(late, date.today() + timedelta(days=120))) == "red"
     accept(heshan, refuse_reason="非本事项受理范围")
     settled = accept(village, matter_code=RESIDENCE_PROOF, materials=["M001", "M002"], settle_on_spot=True)
     routed = accept(village)
@@ -522,7 +532,7 @@ def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
 
 def test_metrics_parse_as_prometheus_text_and_count_cases(county_node: NodeContext) -> None:
     for _ in range(3):
-        county_node.cases.accept(ACCEPTOR, accept_body())
+        county_node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body()))
     write_agent_stats(
         county_node.config.data_dir,
         {

@@ -7,7 +7,10 @@ from datetime import date, timedelta
 from node.bootstrap import NodeContext
 from node.domain.events import Event, EventType
 from node.domain.hlc import HybridLogicalClock
+from node.domain.messages import CaseWritten
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.service_layer.cases import Actor
+from node.service_layer.commands import SweepDeadlines
 from tests.test_api_cases import accept_body
 from tiers.demo import HESHAN, HESHAN_VILLAGE, ZIYANG
 
@@ -16,16 +19,18 @@ APPROVER = Actor("approver.civil_affairs", "approver", "civil_affairs")
 
 
 def accept(node: NodeContext, **extra: object) -> str:
-    outcome = node.cases.accept(ACCEPTOR, accept_body(**extra))
+    outcome = node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(**extra)))
     assert outcome.case_no
     return outcome.case_no
 
 
 def test_rebuild_equals_the_incremental_model(county_node: NodeContext) -> None:
     numbers = [accept(county_node) for _ in range(6)]
-    county_node.cases.act(APPROVER, numbers[0], {"action": "approve"})
-    county_node.cases.act(APPROVER, numbers[1], {"action": "reject", "reason": "不符合条件"})
-    county_node.cases.act(APPROVER, numbers[2], {"action": "request_supplement", "reason": "缺少签字"})
+    county_node.bus.handle(act_on_case_from_json(APPROVER, numbers[0], {"action": "approve"}))
+    county_node.bus.handle(act_on_case_from_json(APPROVER, numbers[1], {"action": "reject", "reason": "不符合条件"}))
+    county_node.bus.handle(
+        act_on_case_from_json(APPROVER, numbers[2], {"action": "request_supplement", "reason": "缺少签字"})
+    )
     county_node.projector.catch_up()
     incremental = county_node.readmodel.snapshot()
     assert len([r for r in incremental if "case_no" in r and "matter_code" in r]) == 6
@@ -89,10 +94,10 @@ def test_deadline_sweep_raises_each_level_once(county_node: NodeContext) -> None
     assert case.deadline is not None
     held = [r.case_no for r in county_node.readmodel.open_cases_held_by(HESHAN)]
     assert held == [case_no]
-    assert county_node.cases.sweep_deadlines(held, case.deadline - timedelta(days=60)) == 0
-    assert county_node.cases.sweep_deadlines(held, case.deadline) == 1
-    assert county_node.cases.sweep_deadlines(held, case.deadline) == 0  # idempotent
-    assert county_node.cases.sweep_deadlines(held, case.deadline + timedelta(days=14)) == 1
+    assert county_node.bus.handle(SweepDeadlines(tuple(held), case.deadline - timedelta(days=60))) == 0
+    assert county_node.bus.handle(SweepDeadlines(tuple(held), case.deadline)) == 1
+    assert county_node.bus.handle(SweepDeadlines(tuple(held), case.deadline)) == 0  # idempotent
+    assert county_node.bus.handle(SweepDeadlines(tuple(held), case.deadline + timedelta(days=14))) == 1
     flagged = county_node.cases.load(case_no)
     assert flagged.flags and flagged.flags["level"] == "red"
     assert [e["type"] for e in flagged.timeline].count("deadline_flagged") == 2
@@ -105,9 +110,11 @@ def test_supplement_pause_extends_the_deadline(county_node: NodeContext) -> None
     county_node.cases.today = lambda: today
     case_no = accept(county_node)
     before = county_node.cases.load(case_no).deadline
-    county_node.cases.act(APPROVER, case_no, {"action": "request_supplement", "reason": "缺少签字"})
+    county_node.bus.handle(
+        act_on_case_from_json(APPROVER, case_no, {"action": "request_supplement", "reason": "缺少签字"})
+    )
     county_node.cases.today = lambda: date(2024, 10, 10)
-    after = county_node.cases.act(ACCEPTOR, case_no, {"action": "supplement"}).deadline
+    after = county_node.bus.handle(act_on_case_from_json(ACCEPTOR, case_no, {"action": "supplement"})).deadline
     assert before is not None and after is not None and after > before
 
 
@@ -132,15 +139,21 @@ def test_own_writes_about_to_be_projected_are_not_read_back(county_node: NodeCon
     """The agent leaves the web process a moment to project what it wrote, but never loses a case."""
     import threading
 
-    project_now = county_node.cases.on_written
-    assert project_now is not None
+    handlers = county_node.bus.message_handlers[CaseWritten]
+    project_now = list(handlers)
+    assert project_now
+
+    def project_late(message: CaseWritten) -> None:
+        for handler in project_now:
+            handler(message)
+
     # The web process projects a little after the store write, as under load.
-    county_node.cases.on_written = lambda events: threading.Timer(0.01, project_now, args=(events,)).start()
+    handlers[:] = [lambda message: threading.Timer(0.01, project_late, args=(message,)).start()]
     late = accept(county_node)
     assert county_node.projector.catch_up() == 0  # projected by the writer within the grace: not read back
     assert county_node.readmodel.count() == 1
     # The web process died between the store write and its projection: the agent projects the case.
-    county_node.cases.on_written = None
+    handlers.clear()
     lost = accept(county_node)
     assert county_node.projector.catch_up() == 1
     states = {r["case_no"]: r["state"] for r in county_node.readmodel.snapshot() if "state" in r}

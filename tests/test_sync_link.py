@@ -17,6 +17,7 @@ from node.adapters.pki import CertificateAuthority, NodeIdentity
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
 from node.entrypoints.web import create_app
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import free_port
 from node.service_layer.cases import Actor
 from sync.link import Link
@@ -86,12 +87,12 @@ def case_doc_ids(node: NodeContext, case_no: str) -> set[str]:
 
 def test_village_case_goes_up_and_the_decision_comes_back(nodes: dict[str, NodeContext]) -> None:
     village = nodes[VILLAGE_B1]
-    case_no = village.cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    case_no = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
     assert case_no
     sync_all(nodes)
     county = nodes[COUNTY_B]
     assert [r.case_no for r in county.readmodel.inbox(COUNTY_B, "approver", "civil_affairs")] == [case_no]
-    county.cases.act(APPROVER, case_no, {"action": "approve"})
+    county.bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "approve"}))
     sync_all(nodes)
     back = village.cases.load(case_no)
     assert back.state.value == "approved"
@@ -103,13 +104,15 @@ def test_village_case_goes_up_and_the_decision_comes_back(nodes: dict[str, NodeC
 
 def test_a_transfer_backfills_the_whole_history_to_the_new_branch(nodes: dict[str, NodeContext]) -> None:
     village = nodes[VILLAGE_B1]
-    case_no = village.cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    case_no = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
     assert case_no
     sync_all(nodes)
     county_b = nodes[COUNTY_B]
-    county_b.cases.act(APPROVER, case_no, {"action": "receive"})
-    county_b.cases.act(
-        APPROVER, case_no, {"action": "transfer", "new_handling_node": COUNTY_A, "reason": "户籍已迁至资阳区"}
+    county_b.bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "receive"}))
+    county_b.bus.handle(
+        act_on_case_from_json(
+            APPROVER, case_no, {"action": "transfer", "new_handling_node": COUNTY_A, "reason": "户籍已迁至资阳区"}
+        )
     )
     sync_all(nodes)
     county_a = nodes[COUNTY_A]
@@ -117,14 +120,14 @@ def test_a_transfer_backfills_the_whole_history_to_the_new_branch(nodes: dict[st
     assert case_doc_ids(county_a, case_no) == case_doc_ids(county_b, case_no)
     assert county_a.cases.load(case_no).timeline[0]["type"] == "accepted"
     assert [r.case_no for r in county_a.readmodel.inbox(COUNTY_A, "approver", "civil_affairs")] == [case_no]
-    county_a.cases.act(APPROVER, case_no, {"action": "approve"})
+    county_a.bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "approve"}))
     sync_all(nodes)
     assert village.cases.load(case_no).state.value == "approved"
 
 
 def test_tampered_event_is_quarantined_at_the_parent_and_not_spread(nodes: dict[str, NodeContext]) -> None:
     village = nodes[VILLAGE_B1]
-    case_no = village.cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    case_no = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
     assert case_no
     sync_all(nodes)
     # Someone with access to the village's store forges an approval in the county's name.
@@ -180,7 +183,9 @@ def test_a_village_never_receives_another_villages_case(
     other = make_node(services, city_ca, tmp_path / other_code, other_code)
     other.config = NodeConfig(**{**other.config.__dict__, "parent_url": nodes[VILLAGE_B1].config.parent_url})
     nodes = {**nodes, other_code: other}
-    case_no = nodes[VILLAGE_B1].cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    case_no = (
+        nodes[VILLAGE_B1].bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
+    )
     assert case_no
     sync_all(nodes)
     Link(other).sync()

@@ -27,6 +27,7 @@ from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
 from node.domain.events import Event, parse_event_doc_id
+from node.domain.messages import CaseChanged
 
 READMODEL_DB = "readmodel.sqlite3"  # the read model's file in a node's data directory
 DECIDED_STATES = ("approved", "rejected", "delivered")
@@ -336,11 +337,10 @@ class ReadModel:
 
 
 ApplicantName = Callable[[Case], str]
-CaseHook = Callable[[Case, list[Event]], None]
 
 
 class Projector:
-    """Brings the read model up to date with the store, case by case."""
+    """Brings the read model up to date with the store, case by case; says :class:`CaseChanged` for each."""
 
     CHECKPOINT = "changes"
 
@@ -352,7 +352,7 @@ class Projector:
         catalogue: Callable[[], Catalogue],
         applicant_name: ApplicantName,
         scope_of: Callable[[Case], frozenset[str]],
-        on_case: CaseHook | None = None,
+        publish: Callable[[CaseChanged], None] | None = None,
         own_node: str | None = None,
     ) -> None:
         self.scope_of = scope_of
@@ -362,11 +362,11 @@ class Projector:
         self.verifier = verifier
         self.catalogue = catalogue
         self.applicant_name = applicant_name
-        self.on_case = on_case
+        self.publish = publish
         self._lock = threading.Lock()
 
-    def project_events(self, events: list[Event]) -> Case | None:
-        """Project a case from events already verified (or just signed here): no store read."""
+    def project_events(self, events: list[Event], from_write: bool = False) -> Case | None:
+        """Project a case from events already verified (or just signed here, ``from_write``): no store read."""
         try:
             case = fold(events)
         except DomainError:
@@ -374,8 +374,8 @@ class Projector:
         self.readmodel.upsert_case(
             case, [e.doc_id for e in events], self.catalogue(), self.applicant_name(case), self.scope_of(case)
         )
-        if self.on_case:
-            self.on_case(case, events)
+        if self.publish is not None:
+            self.publish(CaseChanged(case, tuple(events), from_write))
         return case
 
     def project_case(self, case_no: str, docs: list[Doc] | None = None) -> Case | None:

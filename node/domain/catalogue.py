@@ -1,4 +1,4 @@
-"""The matter catalogue (事项目录): departments, matters, materials, implementation lists and routing.
+"""The matter catalogue (事项目录): departments, matters, materials and implementation lists.
 
 A *matter* (事项, GB/T 39554) is a kind of service a citizen or business can ask for: its authority
 tier, jurisdiction rule, time limits (working days), materials, fees and delivery options. The
@@ -6,10 +6,7 @@ city authors one basic catalogue; a region's *implementation list* (实施清单
 matter's authority downward or shorten its promised time limit for cases whose jurisdiction
 location lies in the region's subtree.
 
-Routing rule (ARCHITECTURE §4): the *jurisdiction location* of a case is the applicant's
-registered residence, the property's location or the business's registration place (any tier's
-division code), or — for the ``nearest`` rule — the accepting node itself. The *handling node* is
-the ancestor-or-self of that location at the matter's (possibly delegated) authority tier.
+Which node handles a case of a matter (routing) is :mod:`node.domain.jurisdiction`.
 
 Everything here is pure: no Flask, no store, no network. A catalogue serialises to a JSON-able
 dict (``to_dict``/``from_dict``) so it can be stored as a document and replicated.
@@ -61,17 +58,6 @@ LOCATION_FIELDS: dict[str, str | None] = {
     "business_registration": "registered_code",
     "nearest": None,
 }
-_LOCATION_LABELS_ZH = {
-    "residence": "户籍（居住）地",
-    "property": "不动产所在地",
-    "business_registration": "登记注册地",
-}
-_LOCATION_LABELS_EN = {
-    "residence": "registered residence",
-    "property": "property location",
-    "business_registration": "place of business registration",
-}
-
 SEED_RESOURCE = "data/catalogue.json"
 
 
@@ -112,6 +98,17 @@ def location_field(rule: str) -> str | None:
             f"无效的管辖规则 {rule!r}：应为 residence、property、business_registration 或 nearest",
             f"invalid jurisdiction rule {rule!r}: use residence, property, business_registration or nearest",
         ) from None
+
+
+def known_division(tree: DivisionTree, code: object, what: str = "division") -> str:
+    """``code`` if it names a division of ``tree``; otherwise the bilingual ``unknown_division`` error."""
+    if not isinstance(code, str) or code not in tree:
+        raise _invalid(
+            "unknown_division",
+            f"未知的区划代码 {code!r}（{what}）：请使用区划树中的 12 位代码，例如 430902000000",
+            f"unknown division code {code!r} ({what}): use a 12-character code from the tier tree, e.g. 430902000000",
+        )
+    return code
 
 
 def _require(condition: bool, what: str, zh: str, en: str) -> None:
@@ -435,7 +432,7 @@ class ImplementationList:
             return matter
         tier, promised = matter.authority_tier, matter.promised_days
         changed = False
-        for region in reversed(_path_to_root(tree, location)):
+        for region in reversed(tree.path_to_root(known_division(tree, location))):
             line = self.override(region, matter.code)
             if line is None:
                 continue
@@ -639,15 +636,8 @@ class Catalogue:
     def effective_matter(self, code_or_matter: str | Matter, tree: DivisionTree, location: str) -> Matter:
         """The matter as it applies at jurisdiction location ``location`` under the implementation lists."""
         matter = self.get(code_or_matter) if isinstance(code_or_matter, str) else code_or_matter
-        _known_division(tree, location)
+        known_division(tree, location)
         return self.implementation.effective(matter, tree, location)
-
-    def handling_node(
-        self, code_or_matter: str | Matter, tree: DivisionTree, accepting_node: str, location_code: str | None = None
-    ) -> str:
-        """``handling_node`` with this catalogue's implementation lists."""
-        matter = self.get(code_or_matter) if isinstance(code_or_matter, str) else code_or_matter
-        return handling_node(matter, tree, accepting_node, location_code, self.implementation)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -685,83 +675,3 @@ def load_seed_catalogue() -> Catalogue:
     """The seed catalogue shipped with the product (``node/data/catalogue.json``; codes are illustrative)."""
     text = resources.files("node").joinpath(SEED_RESOURCE).read_text(encoding="utf-8")
     return Catalogue.from_dict(json.loads(text))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Routing
-
-
-def _known_division(tree: DivisionTree, code: object, what: str = "division") -> str:
-    if not isinstance(code, str) or code not in tree:
-        raise _invalid(
-            "unknown_division",
-            f"未知的区划代码 {code!r}（{what}）：请使用区划树中的 12 位代码，例如 430902000000",
-            f"unknown division code {code!r} ({what}): use a 12-character code from the tier tree, e.g. 430902000000",
-        )
-    return code
-
-
-def _path_to_root(tree: DivisionTree, code: str) -> list[str]:
-    _known_division(tree, code)
-    return tree.path_to_root(code)
-
-
-def jurisdiction_location(matter: Matter, tree: DivisionTree, accepting_node: str, location_code: str | None) -> str:
-    """The division whose jurisdiction the case falls under: the given location, or the accepting node (nearest)."""
-    _known_division(tree, accepting_node, "accepting_node")
-    field_name = location_field(matter.jurisdiction_rule)
-    if field_name is None:
-        return accepting_node
-    if location_code is None or location_code == "":
-        rule = matter.jurisdiction_rule
-        raise _invalid(
-            "location_required",
-            f"事项「{matter.name}」按{_LOCATION_LABELS_ZH[rule]}确定管辖，请填写 {field_name}（区划代码）",
-            f"matter {matter.code} is handled by {_LOCATION_LABELS_EN[rule]}: "
-            f"{field_name} (a division code) is required",
-        )
-    return _known_division(tree, location_code, field_name)
-
-
-def handling_node(
-    matter: Matter,
-    tree: DivisionTree,
-    accepting_node: str,
-    location_code: str | None = None,
-    implementation: ImplementationList | Catalogue | None = None,
-) -> str:
-    """The node holding authority for a case of ``matter`` accepted at ``accepting_node``.
-
-    The handling node is the ancestor-or-self of the jurisdiction location at the matter's
-    authority tier, after any implementation-list delegation that applies at that location.
-    Raises ``DomainError`` with code ``location_required`` (the rule needs a location),
-    ``unknown_division`` or ``location_too_coarse`` (the location lies above the authority tier).
-    """
-    if isinstance(implementation, Catalogue):
-        implementation = implementation.implementation
-    location = jurisdiction_location(matter, tree, accepting_node, location_code)
-    effective = implementation.effective(matter, tree, location) if implementation else matter
-    tier = effective.authority_tier
-    location_tier = tree.tier(location)
-    if location_tier < tier:
-        division = tree.get(location)
-        field_name = location_field(matter.jurisdiction_rule)
-        if field_name is None:
-            raise _invalid(
-                "location_too_coarse",
-                f"事项「{matter.name}」由{tier.label_zh}级办理、按就近原则确定管辖，"
-                f"须在{tier.label_zh}级或以下的节点受理；{location}（{division.name}）是{location_tier.label_zh}级",
-                f"matter {matter.code} is handled at {tier_name(tier)} level by the nearest office: accept it at a "
-                f"{tier_name(tier)}-level node or below, not at {location} ({tier_name(location_tier)})",
-            )
-        raise _invalid(
-            "location_too_coarse",
-            f"事项「{matter.name}」由{tier.label_zh}级办理，{field_name} 须精确到{tier.label_zh}或以下；"
-            f"{location}（{division.name}）只到{location_tier.label_zh}级",
-            f"matter {matter.code} is handled at {tier_name(tier)} level: {field_name} must name a "
-            f"{tier_name(tier)}-level division or below, but {location} is a {tier_name(location_tier)}",
-        )
-    for code in tree.path_to_root(location):
-        if tree.tier(code) == tier:
-            return code
-    raise AssertionError(f"{location} has no ancestor at tier {tier_name(tier)}")  # the tree guarantees one

@@ -25,3 +25,8 @@ class DomainError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"error": self.code, "message_zh": self.message_zh, "message_en": self.message_en}
+
+
+def missing_field(key: str) -> DomainError:
+    """A required field is absent or blank (the request's parser and the use cases say it the same way)."""
+    return DomainError("missing_field", f"缺少必填字段 {key}", f"required field {key!r} is missing", ErrorKind.INVALID)

@@ -3,7 +3,9 @@
 - MQTT presence: a retained ``online`` heartbeat with a last will that says ``offline`` if the agent
   vanishes; on a clean stop it publishes ``offline`` itself (a clean disconnect fires no will).
 - The read model follows the store's changes feed (documents written here or replicated in);
-  cases that arrive for this node are taken in (``received``) so their timeline shows when.
+  cases that arrive for this node are taken in (``received``) so their timeline shows when, and
+  the staff pages hear of every change (both are the agent's handlers of ``CaseChanged``, registered
+  in :mod:`node.bootstrap`).
 - Replication with the parent: push up, then pull down, on every wake-up and at least every
   ``sync_interval_s`` (a lost wake-up delays, never loses). Children whose subtree got new
   documents are woken over MQTT.
@@ -21,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from node.adapters.docstore import StoreUnavailable
-from node.adapters.mqtt import MqttLink, heartbeat, notice_topic, ops_topic, status_topic, wake_topic
+from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic, wake_topic
 from node.adapters.opsmodel import store_report, write_agent_stats
 from node.bootstrap import NodeContext, publish_own_documents
-from node.domain.case import Case
-from node.domain.events import Event
 from sync.link import Link, put_heartbeat, wake_children
 
 HEARTBEAT_INTERVAL_S = 10.0
@@ -43,9 +43,9 @@ class Agent:
         # What the wake-ups since the last cycle asked for: "pull" (the parent has news), "push" (this
         # node or a child wrote). The timer asks for both.
         self.wanted: set[str] = set()
-        self.mqtt = MqttLink(
-            context.config.mqtt_host, context.config.mqtt_port, client_id=f"{self.code}-agent", will_node=self.code
-        )
+        if context.mqtt is None:
+            raise ValueError("the agent needs its MQTT link: bootstrap(config, ProcessKind.AGENT)")
+        self.mqtt: MqttLink = context.mqtt
         self.mqtt.subscribe(wake_topic(self.code), self.on_wake)
         self.link = Link(context) if context.config.parent_url else None
         self.reported_quarantine = {row["doc_id"] for row in context.readmodel.quarantined()}
@@ -55,7 +55,6 @@ class Agent:
     def run(self) -> None:
         self.mqtt.start(wait_s=30)
         publish_own_documents(self.context)
-        self.context.projector.on_case = self.on_case
         self.wake_cursor = self.context.store.info()["update_seq"]
         ready = os.environ.get("TONGBAN_READY_FILE")
         try:
@@ -77,14 +76,6 @@ class Agent:
             self.mqtt.stop()
             if ready:
                 Path(ready).unlink(missing_ok=True)
-
-    def on_case(self, case: Case, events: list[Event]) -> None:
-        """A case came in or changed by replication: take it in if it is ours, and tell the staff pages."""
-        self.context.cases.system_receive(case, events)
-        self.mqtt.signal(
-            notice_topic(self.code),
-            {"case_no": case.case_no, "state": case.state.value, "handling_node": case.handling_node},
-        )
 
     def on_wake(self, _topic: str, payload: dict[str, Any]) -> None:
         from_parent = payload.get("from") is not None and payload.get("from") == self.context.division.parent

@@ -51,10 +51,10 @@ def _node_run(args: argparse.Namespace) -> int:
 
 
 def _node_agent(args: argparse.Namespace) -> int:
-    from node.bootstrap import bootstrap
+    from node.bootstrap import ProcessKind, bootstrap
     from node.entrypoints.agent import run_agent
 
-    context = bootstrap(NodeConfig.load(Path(args.config)), connect_mqtt=False)
+    context = bootstrap(NodeConfig.load(Path(args.config)), ProcessKind.AGENT)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -63,12 +63,14 @@ def _node_agent(args: argparse.Namespace) -> int:
 
 
 def _node_collector(args: argparse.Namespace) -> int:
+    from node.bootstrap import bootstrap_collector
     from node.entrypoints.collector import run_collector
 
+    context = bootstrap_collector(NodeConfig.load(Path(args.config)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_collector(NodeConfig.load(Path(args.config)), stop)
+    run_collector(context, stop)
     return 0
 
 
@@ -85,9 +87,9 @@ def _node_config(args: argparse.Namespace) -> NodeConfig:
 
 
 def _readmodel_rebuild(args: argparse.Namespace) -> int:
-    from node.bootstrap import bootstrap
+    from node.bootstrap import ProcessKind, bootstrap
 
-    context = bootstrap(_node_config(args), connect_mqtt=False)
+    context = bootstrap(_node_config(args), ProcessKind.TOOL)
     before = context.readmodel.count()
     refreshed = context.projector.rebuild()
     print(

@@ -24,10 +24,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from node.adapters.docstore import DocStore, StoreUnavailable
+from node.adapters.docstore import StoreUnavailable
 from node.adapters.mqtt import MqttLink, ops_pattern, status_pattern
-from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport, iter_heartbeat_docs
-from node.config import NodeConfig
+from node.adapters.opsmodel import LinkReport, QuarantineReport, StatusReport, iter_heartbeat_docs
+from node.bootstrap import CollectorContext
 from node.entrypoints.ops_reports import parse_ops, parse_status
 
 STATUS_PATTERN = status_pattern()
@@ -58,16 +58,10 @@ class _RetainAwareLink(MqttLink):
 
 
 class Collector:
-    def __init__(
-        self,
-        config: NodeConfig,
-        ops: OpsModel | None = None,
-        store: DocStore | None = None,
-        client_id: str | None = None,
-    ) -> None:
-        self.config = config
-        self.ops = ops or OpsModel.for_node(config.data_dir)
-        self.store = store or DocStore(config.docstore_url, config.docstore_db, timeout=10)
+    def __init__(self, context: CollectorContext, client_id: str | None = None) -> None:
+        config = self.config = context.config
+        self.ops = context.ops
+        self.store = context.store
         self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any], bool, float]] = queue.SimpleQueue()
         self.mqtt = _RetainAwareLink(
             config.mqtt_host,
@@ -150,5 +144,5 @@ class Collector:
                 Path(ready).unlink(missing_ok=True)
 
 
-def run_collector(config: NodeConfig, stop: threading.Event) -> None:
-    Collector(config).run(stop)
+def run_collector(context: CollectorContext, stop: threading.Event) -> None:
+    Collector(context).run(stop)

@@ -13,9 +13,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from node.bootstrap import NodeContext, bootstrap, config_from_env
+from node.bootstrap import NodeContext, ProcessKind, bootstrap, config_from_env
 from node.config import task_queue
 from node.service_layer.cases import china_today
+from node.service_layer.commands import SweepDeadlines
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
@@ -48,15 +49,15 @@ def context() -> NodeContext:
     """The worker's node context, built on first use (the worker process is long-lived)."""
     global _context
     if _context is None:
-        _context = bootstrap(config_from_env(), connect_mqtt=False)
+        _context = bootstrap(config_from_env(), ProcessKind.WORKER)
     return _context
 
 
 def sweep_deadlines() -> dict[str, int]:
     """Raise 预警/黄牌/红牌 on the open cases this node holds. Idempotent: a level is written once."""
     node = context()
-    held = [row.case_no for row in node.readmodel.open_cases_held_by(node.config.code)]
-    return {"checked": len(held), "flagged": node.cases.sweep_deadlines(held, china_today())}
+    held = tuple(row.case_no for row in node.readmodel.open_cases_held_by(node.config.code))
+    return {"checked": len(held), "flagged": node.bus.handle(SweepDeadlines(held, china_today()))}
 
 
 def evaluate_alerts() -> dict[str, int]:

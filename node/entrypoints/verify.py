@@ -46,10 +46,9 @@ def trust_candidates(explicit: str | None) -> list[Path]:
         found.append(Path(os.environ["TONGBAN_TRUST"]))
     if os.environ.get("TONGBAN_NODE_CONFIG"):
         from node.config import NodeConfig
-        from node.runtime.provisioning import identity_dir
 
         with contextlib.suppress(Exception):  # a broken node.json only removes this candidate
-            found.append(identity_dir(NodeConfig.load(Path(os.environ["TONGBAN_NODE_CONFIG"]))))
+            found.append(NodeConfig.load(Path(os.environ["TONGBAN_NODE_CONFIG"])).identity_dir)
     found.append(PROJECT_ROOT / "var" / "ca")
     return found
 

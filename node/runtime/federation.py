@@ -31,7 +31,7 @@ from node.runtime.services import (
     redis_spec,
 )
 from node.runtime.supervisor import StartError, Supervisor, pid_alive, signals_set
-from tiers import Capability, DivisionTree, Tier, capabilities, yiyang
+from tiers import DivisionTree, Tier, yiyang
 from tiers.demo import HESHAN, ZIYANG
 
 DEFAULT_BASE_PORT = 18000
@@ -167,7 +167,7 @@ def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceS
         celery_spec(f"{code}-worker", config.config_path, config.data_dir, log_dir),
         agent_spec(f"{code}-agent", config.config_path, config.data_dir, log_dir),
     ]
-    if Capability.OPS_MONITORING in capabilities(yiyang().tier(code)):
+    if config.monitors_operations:
         application.append(collector_spec(f"{code}-collector", config.config_path, config.data_dir, log_dir))
     return infrastructure, application
 

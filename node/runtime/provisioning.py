@@ -14,17 +14,12 @@ from pathlib import Path
 
 from node.adapters.nodestate import NodeState, new_password
 from node.adapters.pki import CertificateAuthority, NodeIdentity
-from node.config import NodeConfig
+from node.config import DATA_KEY, NodeConfig
 from node.domain.case import ACCEPTOR, ADMIN, APPROVER, OPS, SUPERVISOR
 from node.domain.catalogue import load_seed_catalogue
 from tiers import yiyang
 
-DATA_KEY = "data.key"
 DEMO_ACCOUNTS = "demo-accounts.json"
-
-
-def identity_dir(config: NodeConfig) -> Path:
-    return config.data_dir / "identity"
 
 
 def ensure_city_authority(ca_dir: Path) -> CertificateAuthority:
@@ -38,8 +33,8 @@ def ensure_city_authority(ca_dir: Path) -> CertificateAuthority:
 
 def provision_node(config: NodeConfig, ca: CertificateAuthority) -> NodeIdentity:
     division = yiyang().get(config.code)
-    identity = NodeIdentity.ensure(identity_dir(config), config.code, division.name, division.tier.name.lower(), ca)
-    key_copy = identity_dir(config) / DATA_KEY
+    identity = NodeIdentity.ensure(config.identity_dir, config.code, division.name, division.tier.name.lower(), ca)
+    key_copy = config.data_key_path
     if not key_copy.exists():
         shutil.copyfile(ca.directory / DATA_KEY, key_copy)
         os.chmod(key_copy, 0o600)

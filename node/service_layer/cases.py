@@ -1,8 +1,10 @@
-"""Use cases of one node: accept a case, act on it, show it to staff and to the applicant.
+"""Use cases of one node: accept a case, act on it, flag deadlines, show it to staff and to the applicant.
 
-Each command validates everything first and then writes its events in one request, so a rejected
-command writes nothing. Events are stamped with the node's clock, chained to the case's last event
-and signed with the node's key before they are written.
+Each handler takes a command (:mod:`node.service_layer.commands`), validates everything first and
+then writes its events in one request, so a rejected command writes nothing. Events are stamped
+with the node's clock, chained to the case's last event and signed with the node's key before
+they are written; then the handler publishes :class:`~node.domain.messages.CaseWritten` and the
+handlers the composition root registered (projection, wake-ups, notices) react.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from typing import Any
 
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.eventstore import EventStore, EventVerifier
-from node.adapters.nodestate import Account, NodeState
+from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.domain.case import (
     ACCEPTOR,
     ADMIN,
     APPROVER,
-    SUPERVISOR,
     Case,
     allowed_actions,
     check_command,
@@ -29,15 +30,25 @@ from node.domain.case import (
     fold,
 )
 from node.domain.catalogue import Catalogue, Matter, location_field, missing_materials
-from node.domain.errors import DomainError, ErrorKind
+from node.domain.errors import DomainError, ErrorKind, missing_field
 from node.domain.events import Event, EventType
 from node.domain.hlc import HybridLogicalClock
 from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
+from node.domain.jurisdiction import handling_node
+from node.domain.messages import CaseWritten
 from node.domain.workdays import WorkingDayCalendar, warning_level
+from node.service_layer.commands import (
+    SYSTEM_INTAKE,
+    AcceptCase,
+    ActOnCase,
+    Actor,
+    Applicant,
+    FlagDeadline,
+    SweepDeadlines,
+)
 from tiers import DivisionTree
 
 CHINA = timezone(timedelta(hours=8))
-MAX_REASON = 500
 
 
 def china_today() -> date:
@@ -57,33 +68,6 @@ class AcceptOutcome:
     notice: dict[str, Any] | None = None
 
 
-@dataclass
-class Actor:
-    """Who acts: a signed-in staff account (the citizen query has no account)."""
-
-    username: str
-    role: str
-    department: str | None
-
-    @classmethod
-    def of(cls, account: Account) -> Actor:
-        return cls(account.username, account.role, account.department)
-
-
-def _text_field(body: dict[str, Any], key: str, limit: int = 200, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise _invalid("missing_field", f"缺少必填字段 {key}", f"required field {key!r} is missing")
-        return None
-    if not isinstance(value, str):
-        raise _invalid("invalid_field", f"字段 {key} 必须是文本", f"field {key!r} must be a string")
-    value = value.strip()
-    if len(value) > limit:
-        raise _invalid("field_too_long", f"字段 {key} 超过 {limit} 个字符", f"field {key!r} exceeds {limit} characters")
-    return value
-
-
 class CaseService:
     def __init__(
         self,
@@ -96,7 +80,7 @@ class CaseService:
         state: NodeState,
         personal_data: PersonalData,
         calendar: WorkingDayCalendar,
-        on_written: Callable[[list[Event]], object] | None = None,
+        publish: Callable[[CaseWritten], None],
         today: Callable[[], date] = china_today,
     ) -> None:
         self.node = node_code
@@ -109,7 +93,7 @@ class CaseService:
         self.pii = personal_data
         self.calendar = calendar
         self.clock = HybridLogicalClock(node_code)
-        self.on_written = on_written
+        self.publish = publish
         self.today = today
 
     @property
@@ -134,10 +118,9 @@ class CaseService:
         return event.with_signature(self.identity.sign(event.hash))
 
     def _write(self, written: list[Event], known: list[Event] | None = None) -> None:
-        """Append ``written``; then let the read model see the whole case (``known`` + ``written``)."""
+        """Append ``written``; then say so, with the whole case (``known`` + ``written``) for the read model."""
         self.events.append(written)
-        if self.on_written:
-            self.on_written([*(known or []), *written])
+        self.publish(CaseWritten(tuple(written), (*(known or ()), *written)))
 
     def _new_case_no(self) -> str:
         today = self.today()
@@ -145,44 +128,22 @@ class CaseService:
 
     # --- acceptance ---------------------------------------------------------------------------------
 
-    def _applicant(self, raw: Any) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            raise _invalid("missing_field", "缺少申请人信息 applicant", "field 'applicant' (an object) is missing")
-        kind = raw.get("kind")
-        name = _text_field(raw, "name", limit=100)
-        if kind == "person":
-            number = validate_id_number(str(raw.get("id_number") or ""))
-            masked, sealed = mask_id_number(number), {"name": name, "id_number": number}
-        elif kind == "enterprise":
-            number = validate_credit_code(str(raw.get("credit_code") or ""))
-            masked, sealed = number[:8] + "****" + number[-4:], {"name": name, "credit_code": number}
+    def _applicant(self, given: Applicant) -> dict[str, Any]:
+        if given.kind == "person":
+            number = validate_id_number(given.identifier)
+            masked, sealed = mask_id_number(number), {"name": given.name, "id_number": number}
         else:
-            raise _invalid(
-                "invalid_applicant_kind",
-                "申请人类型必须是 person（个人）或 enterprise（企业）",
-                "applicant.kind must be 'person' or 'enterprise'",
-            )
-        return {"kind": kind, "key": self.pii.lookup_key(number), "masked": masked, "sealed": self.pii.seal(sealed)}
+            number = validate_credit_code(given.identifier)
+            masked, sealed = number[:8] + "****" + number[-4:], {"name": given.name, "credit_code": number}
+        return {
+            "kind": given.kind,
+            "key": self.pii.lookup_key(number),
+            "masked": masked,
+            "sealed": self.pii.seal(sealed),
+        }
 
-    def _materials(self, raw: Any) -> list[str]:
-        if raw is None:
-            return []
-        if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or len(raw) > 100:
-            raise _invalid(
-                "invalid_materials", "materials 必须是材料编码列表", "materials must be a list of material codes"
-            )
-        return list(dict.fromkeys(raw))
-
-    def _location(self, matter: Matter, body: dict[str, Any]) -> str | None:
-        key = location_field(matter.jurisdiction_rule)
-        if key is None:
-            return None
-        value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            raise _invalid("invalid_field", f"字段 {key} 必须是区划代码文本", f"field {key!r} must be a division code")
-        return value
-
-    def accept(self, actor: Actor, body: dict[str, Any]) -> AcceptOutcome:
+    def accept(self, command: AcceptCase) -> AcceptOutcome:
+        actor = command.actor
         if actor.role not in (ACCEPTOR, ADMIN):
             raise DomainError(
                 "role_not_allowed",
@@ -190,15 +151,14 @@ class CaseService:
                 "only an acceptor may accept applications",
                 ErrorKind.FORBIDDEN,
             )
-        matter_code = _text_field(body, "matter_code", limit=64)
-        matter = self.catalogue.get(str(matter_code))
-        applicant = self._applicant(body.get("applicant"))
-        materials = self._materials(body.get("materials"))
-        location = self._location(matter, body)
-        handling = self.catalogue.handling_node(matter, self.tree, self.node, location)
+        matter = self.catalogue.get(command.matter_code)
+        applicant = self._applicant(command.applicant)
+        materials = list(command.materials)
+        location = command.location(location_field(matter.jurisdiction_rule))
+        handling = handling_node(matter, self.tree, self.node, location, self.catalogue)
         matter = self.catalogue.effective_matter(matter, self.tree, location or self.node)
         missing = missing_materials(matter, materials)
-        refuse_reason = _text_field(body, "refuse_reason", limit=MAX_REASON, required=False)
+        refuse_reason = command.refuse_reason
 
         if refuse_reason:
             case_no = self._new_case_no()
@@ -241,7 +201,7 @@ class CaseService:
         written = [accepted]
         if handling != self.node:
             written.append(self._event(case_no, EventType.ROUTED, actor, accepted.hash, {"handling_node": handling}))
-        elif matter.is_immediate and body.get("settle_on_spot"):
+        elif matter.is_immediate and command.settle_on_spot:
             written.append(
                 self._event(
                     case_no, EventType.SETTLED, actor, accepted.hash, {"method": "window", "summary": "即办件当场办结"}
@@ -366,8 +326,8 @@ class CaseService:
             )
         return events
 
-    def act(self, actor: Actor, case_no: str, body: dict[str, Any]) -> Case:
-        action = str(_text_field(body, "action", limit=40))
+    def act(self, command: ActOnCase) -> Case:
+        actor, case_no, action = command.actor, command.case_no, command.action
         events = self._events(case_no)
         case = fold(events)
         department = self.matter_department(case)
@@ -385,13 +345,13 @@ class CaseService:
             case = fold([*events, *written])
         check_command(case, action, actor.role, actor.department, department, self.node)
         kind = event_type_for(case, action, self.node)
-        payload = self._action_payload(case, events, kind, body)
+        payload = self._action_payload(case, events, kind, command)
         written.append(self._event(case_no, kind, actor, case.last_event_hash, payload))
         self._write(written, events)
         return fold([*events, *written])
 
-    def _action_payload(self, case: Case, events: list[Event], kind: EventType, body: dict[str, Any]) -> dict[str, Any]:
-        reason = _text_field(body, "reason", limit=MAX_REASON, required=False)
+    def _action_payload(self, case: Case, events: list[Event], kind: EventType, command: ActOnCase) -> dict[str, Any]:
+        reason = command.reason
         if kind in (EventType.REJECTED, EventType.SUPPLEMENT_REQUESTED):
             if not reason:
                 raise _invalid("reason_required", "此操作必须填写理由", "this action needs a reason")
@@ -405,18 +365,18 @@ class CaseService:
             paused_on = date.fromisoformat(request.payload.get("paused_on") or self.today().isoformat())
             deadline = case.deadline or self.today()
             new_deadline = self.calendar.remaining_after_pause(deadline, paused_on, self.today())
-            materials = self._materials(body.get("materials"))
             return {
                 "deadline": new_deadline.isoformat(),
-                "materials": materials,
+                "materials": list(command.materials or ()),
                 **({"note": reason} if reason else {}),
             }
         if kind is EventType.RESULT_RECORDED:
-            summary = _text_field(body, "summary", limit=MAX_REASON) or ""
-            certificate_id = _text_field(body, "certificate_id", limit=100, required=False)
+            if not command.summary:
+                raise missing_field("summary")
+            summary, certificate_id = command.summary, command.certificate_id
             return {"summary": summary, **({"certificate_id": certificate_id} if certificate_id else {})}
         if kind is EventType.DELIVERED:
-            method = body.get("method", "window")
+            method = command.method or "window"
             if method not in ("window", "post", "electronic"):
                 raise _invalid(
                     "invalid_method",
@@ -425,7 +385,9 @@ class CaseService:
                 )
             return {"method": method}
         if kind is EventType.TRANSFERRED:
-            target = _text_field(body, "new_handling_node", limit=12) or ""
+            target = command.new_handling_node
+            if not target:
+                raise missing_field("new_handling_node")
             if target not in self.tree:
                 raise _invalid("unknown_division", f"未知的办理节点 {target}", f"unknown handling node {target}")
             if target == case.handling_node:
@@ -434,7 +396,7 @@ class CaseService:
                 raise _invalid("reason_required", "转办必须填写理由", "a transfer needs a reason")
             return {"new_handling_node": target, "reason": reason}
         if kind is EventType.EVALUATED:
-            level = body.get("level")
+            level = command.level
             if level not in (1, 2, 3, 4, 5):
                 raise _invalid("invalid_level", "评价等级必须是 1 到 5", "evaluation level must be 1..5")
             return {"level": level, **({"comment": reason} if reason else {})}
@@ -447,18 +409,18 @@ class CaseService:
         if case.handling_node != self.node or case.state.value != "accepted":
             return
         self.clock.observe(case.last_hlc)
-        actor = Actor("system", APPROVER, None)
-        received = self._event(case.case_no, EventType.RECEIVED, actor, case.last_event_hash, {"auto": True})
+        received = self._event(case.case_no, EventType.RECEIVED, SYSTEM_INTAKE, case.last_event_hash, {"auto": True})
         self._write([received], events)
 
     # --- deadlines ----------------------------------------------------------------------------------
 
-    def sweep_deadlines(self, case_numbers: list[str], on: date) -> int:
+    def sweep_deadlines(self, command: SweepDeadlines) -> int:
         """Flag every listed case whose deadline level rose; returns how many were flagged."""
-        return sum(1 for case_no in case_numbers if self.flag_deadline(case_no, on))
+        return sum(1 for case_no in command.case_numbers if self.flag_deadline(FlagDeadline(case_no, command.on)))
 
-    def flag_deadline(self, case_no: str, on: date) -> str | None:
+    def flag_deadline(self, command: FlagDeadline) -> str | None:
         """Append a 预警/黄牌/红牌 flag when the case's level rose; returns the new level if one was written."""
+        case_no, on = command.case_no, command.on
         events = self._events(case_no)
         case = fold(events)
         if case.deadline is None or case.paused or case.handling_node != self.node or case.state.terminal:
@@ -469,7 +431,7 @@ class CaseService:
         if level is None or order.index(level) <= order.index(current):
             return None
         self.clock.observe(case.last_hlc)
-        actor = Actor("system", SUPERVISOR, None)
         payload = {"level": level, "on": on.isoformat()}
-        self._write([self._event(case_no, EventType.DEADLINE_FLAGGED, actor, case.last_event_hash, payload)], events)
+        flagged = self._event(case_no, EventType.DEADLINE_FLAGGED, command.actor, case.last_event_hash, payload)
+        self._write([flagged], events)
         return level

@@ -1,13 +1,18 @@
-"""Publishing a new catalogue version: only at the tier that authors it (the city), only by an admin."""
+"""Publishing a new catalogue version: only at the tier that authors it (the city), only by an admin.
+
+The handlers of :class:`PublishCatalogue`, :class:`PublishMatter` and :class:`PublishDelegation`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.domain.case import ADMIN
 from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
+from node.service_layer.commands import PublishCatalogue, PublishDelegation, PublishMatter
 from tiers import Capability, DivisionTree, Tier, capabilities
 
 
@@ -49,71 +54,65 @@ def _current_for_edit(published: PublishedCatalogue, based_on: int) -> Catalogue
     return current
 
 
-def publish_catalogue(role: str, tier: Tier, published: PublishedCatalogue, body: Any) -> Catalogue:
-    _check_author(role, tier)
-    if not isinstance(body, dict):
-        raise DomainError("invalid_json", "请求体必须是 JSON 对象", "the request body must be a JSON object")
-    catalogue = Catalogue.from_dict(body)
-    published.publish(catalogue)
-    return catalogue
+class CatalogueService:
+    """Catalogue publication at one node: its tier decides whether it may author at all."""
 
+    def __init__(self, published: PublishedCatalogue, tree: DivisionTree, tier: Tier) -> None:
+        self.published = published
+        self.tree = tree
+        self.tier = tier
 
-def publish_matter(
-    role: str, tier: Tier, published: PublishedCatalogue, matter: dict[str, Any], based_on: int, is_new: bool
-) -> Catalogue:
-    """Publish the next catalogue version with one matter changed (or added).
+    def _publish(self, role: str, document: Mapping[str, Any]) -> Catalogue:
+        _check_author(role, self.tier)
+        catalogue = Catalogue.from_dict(document)
+        self.published.publish(catalogue)
+        return catalogue
 
-    ``based_on`` is the version the editor started from: if someone published since, the change is
-    refused rather than silently undoing theirs.
-    """
-    _check_author(role, tier)
-    current = _current_for_edit(published, based_on)
-    code = matter.get("code")
-    if is_new and code in current:
-        raise DomainError(
-            "matter_exists", f"事项编码 {code} 已存在", f"a matter with code {code} exists already", ErrorKind.CONFLICT
-        )
-    previous: Matter | None = None if is_new else current.get(str(code))  # raises for an unknown code
-    changed = {**matter, "version": previous.version + 1 if previous else 1}
-    data = current.to_dict()
-    if is_new:
-        data["matters"].append(changed)
-    else:
-        data["matters"] = [changed if m["code"] == code else m for m in data["matters"]]
-    data["version"] = current.version + 1
-    return publish_catalogue(role, tier, published, data)
+    def publish(self, command: PublishCatalogue) -> Catalogue:
+        return self._publish(command.actor.role, command.document)
 
+    def publish_matter(self, command: PublishMatter) -> Catalogue:
+        role, matter, is_new = command.actor.role, command.matter, command.is_new
+        _check_author(role, self.tier)
+        current = _current_for_edit(self.published, command.based_on)
+        code = matter.get("code")
+        if is_new and code in current:
+            raise DomainError(
+                "matter_exists",
+                f"事项编码 {code} 已存在",
+                f"a matter with code {code} exists already",
+                ErrorKind.CONFLICT,
+            )
+        previous: Matter | None = None if is_new else current.get(str(code))  # raises for an unknown code
+        changed = {**matter, "version": previous.version + 1 if previous else 1}
+        data = current.to_dict()
+        if is_new:
+            data["matters"].append(changed)
+        else:
+            data["matters"] = [changed if m["code"] == code else m for m in data["matters"]]
+        data["version"] = current.version + 1
+        return self._publish(role, data)
 
-def publish_delegation(
-    role: str,
-    tier: Tier,
-    published: PublishedCatalogue,
-    tree: DivisionTree,
-    line: dict[str, Any],
-    region: str,
-    based_on: int,
-    remove: bool = False,
-) -> Catalogue:
-    """Publish the next catalogue version with one line of a region's implementation list set or removed.
-
-    ``line`` is ``{"matter_code", "authority_tier"?, "promised_days"?}``; the catalogue checks that
-    authority only moves down and promised days only shrink.
-    """
-    _check_author(role, tier)
-    current = _current_for_edit(published, based_on)
-    if region not in tree:
-        raise DomainError("unknown_division", f"没有区划代码为 {region!r} 的区域", f"no division with code {region!r}")
-    code = current.get(str(line.get("matter_code"))).code  # raises for an unknown code
-    if not remove and line.get("authority_tier") is None and line.get("promised_days") is None:
-        raise DomainError(
-            "empty_delegation",
-            "请至少指定下放到的层级或缩短后的承诺时限",
-            "give the tier the matter is delegated to, or a shorter promised time, or both",
-        )
-    data = current.to_dict()
-    lines = [kept for kept in data["implementation"].get(region, []) if kept["matter_code"] != code]
-    if not remove:
-        lines.append({key: value for key, value in line.items() if value is not None})
-    data["implementation"] = {**data["implementation"], region: lines}
-    data["version"] = current.version + 1
-    return publish_catalogue(role, tier, published, data)
+    def publish_delegation(self, command: PublishDelegation) -> Catalogue:
+        """The catalogue checks that authority only moves down and promised days only shrink."""
+        role, line, region = command.actor.role, command.line, command.region
+        _check_author(role, self.tier)
+        current = _current_for_edit(self.published, command.based_on)
+        if region not in self.tree:
+            raise DomainError(
+                "unknown_division", f"没有区划代码为 {region!r} 的区域", f"no division with code {region!r}"
+            )
+        code = current.get(str(line.get("matter_code"))).code  # raises for an unknown code
+        if not command.remove and line.get("authority_tier") is None and line.get("promised_days") is None:
+            raise DomainError(
+                "empty_delegation",
+                "请至少指定下放到的层级或缩短后的承诺时限",
+                "give the tier the matter is delegated to, or a shorter promised time, or both",
+            )
+        data = current.to_dict()
+        lines = [kept for kept in data["implementation"].get(region, []) if kept["matter_code"] != code]
+        if not command.remove:
+            lines.append({key: value for key, value in line.items() if value is not None})
+        data["implementation"] = {**data["implementation"], region: lines}
+        data["version"] = current.version + 1
+        return self._publish(role, data)

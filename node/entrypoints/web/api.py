@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from node.domain.errors import DomainError
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.http import (
     STATUS,
     TOKEN_MAX_AGE_S,
@@ -20,7 +21,7 @@ from node.entrypoints.web.http import (
     require_role,
 )
 from node.entrypoints.web.openapi import SPEC
-from node.service_layer.catalogue import publish_catalogue
+from node.service_layer.commands import PublishCatalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -96,15 +97,14 @@ def matters() -> ResponseReturnValue:
 @blueprint.put("/catalog")
 @require_role("admin")
 def publish() -> ResponseReturnValue:
-    node = context()
-    catalogue = publish_catalogue(g.actor.role, node.division.tier, node.published_catalogue, json_body())
+    catalogue = context().bus.handle(PublishCatalogue(g.actor, json_body()))
     return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 
 @blueprint.post("/cases")
 @require_role("acceptor", "admin")
 def accept() -> ResponseReturnValue:
-    outcome = context().cases.accept(g.actor, json_body())
+    outcome = context().bus.handle(accept_case_from_json(g.actor, json_body()))
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
@@ -123,7 +123,7 @@ def get_case(case_no: str) -> ResponseReturnValue:
 @require_role()
 def act(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    case = cases.act(g.actor, case_no, json_body())
+    case = context().bus.handle(act_on_case_from_json(g.actor, case_no, json_body()))
     return jsonify(cases.staff_view(g.actor, case))
 
 

@@ -30,7 +30,8 @@ from node.entrypoints.web.http import STATUS, context, error_page
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.labels import node_name
 from node.entrypoints.web.pages import matter_groups
-from node.service_layer.catalogue import may_author, publish_delegation, publish_matter
+from node.service_layer.catalogue import may_author
+from node.service_layer.commands import PublishDelegation, PublishMatter
 from tiers import Tier
 
 blueprint = Blueprint("catalogue", __name__, url_prefix="/catalogue")
@@ -198,9 +199,7 @@ def _save(code: str, is_new: bool) -> ResponseReturnValue:
             message = both(lazy_gettext("请填写事项编码"))
             raise DomainError("missing_field", message["zh"], message["en"])
         entry = matter_from_form(form, code, values["materials"])
-        catalogue = publish_matter(
-            g.actor.role, context().division.tier, context().published_catalogue, entry, based_on, is_new
-        )
+        catalogue = context().bus.handle(PublishMatter(g.actor, entry, based_on, is_new))
     except DomainError as exc:
         return _render_matter(values, is_new, based_on, STATUS[exc.kind], bilingual(exc))
     flash(published(catalogue.version, code), "success")
@@ -236,16 +235,8 @@ def save_delegation(code: str) -> ResponseReturnValue:
         line: dict[str, Any] = {"matter_code": code, "authority_tier": tier or None, "promised_days": None}
         if days:
             line["promised_days"] = _whole_number(form, "promised_days")
-        new_catalogue = publish_delegation(
-            g.actor.role,
-            context().division.tier,
-            context().published_catalogue,
-            context().tree,
-            line,
-            region,
-            _based_on(form),
-            remove=form.get("action") == "remove",
-        )
+        remove = form.get("action") == "remove"
+        new_catalogue = context().bus.handle(PublishDelegation(g.actor, region, line, _based_on(form), remove))
     except DomainError as exc:
         return _render_matter(
             found.to_dict(), False, _based_on(form), STATUS[exc.kind], bilingual(exc), delegation=typed

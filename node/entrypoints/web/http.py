@@ -20,7 +20,6 @@ from node.bootstrap import NodeContext
 from node.config import Thresholds
 from node.domain.errors import DomainError, ErrorKind
 from node.service_layer.cases import Actor
-from tiers import Capability, capabilities
 
 TOKEN_MAX_AGE_S = 12 * 3600
 # API calls may see a role change up to this late; it spares every request a read of the account file.
@@ -110,16 +109,15 @@ def require_role(*roles: str) -> Callable[[Callable[..., ResponseReturnValue]], 
 
 
 def monitors() -> bool:
-    """Whether this node monitors the federation's operations (the city does)."""
-    return Capability.OPS_MONITORING in capabilities(context().division.tier)
+    """Whether this node monitors the federation's operations (decided once, in its config)."""
+    return context().monitors_operations
 
 
 def ops_model() -> OpsModel:
-    """One per application (its engine pools connections); created on first use."""
-    model = current_app.extensions.get("tongban_ops")
+    """The web process's ops model, built by the composition root at a node that monitors."""
+    model = context().ops
     if model is None:
-        model = OpsModel.for_node(context().config.data_dir, cases=context().readmodel)
-        current_app.extensions["tongban_ops"] = model
+        raise RuntimeError("ops_model() at a node that does not monitor operations")
     return model
 
 

@@ -180,14 +180,13 @@ def _replication(out: Exposition, context: NodeContext) -> None:
 
 
 def _queue(out: Exposition, context: NodeContext) -> None:
-    client = current_app.extensions.get("tongban_redis")
-    if client is None:
-        client = redis.Redis.from_url(context.config.redis_url, socket_timeout=0.3, socket_connect_timeout=0.3)
-        current_app.extensions["tongban_redis"] = client
+    client = context.redis
     queue = task_queue(context.config.code)
     try:
-        length = int(client.llen(queue))
+        length = int(client.llen(queue)) if client is not None else None
     except redis.RedisError:
+        length = None
+    if length is None:
         out.metric("tongban_task_queue_up", "gauge", "Whether the task broker (Redis) answered", [({}, 0)])
         return
     out.metric("tongban_task_queue_up", "gauge", "Whether the task broker (Redis) answered", [({}, 1)])

@@ -23,12 +23,12 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
-from werkzeug.datastructures import MultiDict
 
 from node.domain.case import CaseState
 from node.domain.catalogue import Matter
 from node.domain.errors import DomainError
 from node.entrypoints.web.auth import ACCEPT_ROLES, STAFF_ROLES, current_account, staff_page
+from node.entrypoints.web.commands import accept_case_from_form, act_on_case_from_form
 from node.entrypoints.web.http import STATUS, context, error_page, error_response
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.labels import (
@@ -63,31 +63,6 @@ def matter_groups() -> list[tuple[Any, list[Matter]]]:
     return [(d, ms) for d, ms in groups if ms]
 
 
-def _accept_body(form: MultiDict[str, str]) -> dict[str, Any]:
-    """The JSON body the API would get, from the acceptance form."""
-    matter_code = form.get("matter_code", "").strip()
-    kind = form.get("applicant_kind", "person")
-    identifier = form.get("applicant_id", "").strip().upper()
-    applicant: dict[str, Any] = {"kind": kind, "name": form.get("applicant_name", "")}
-    applicant["credit_code" if kind == "enterprise" else "id_number"] = identifier
-    body: dict[str, Any] = {
-        "matter_code": matter_code,
-        "applicant": applicant,
-        "materials": form.getlist("materials"),
-    }
-    catalogue = context().catalogue
-    if matter_code in catalogue:
-        field = catalogue.get(matter_code).location_field
-        if field:
-            body[field] = form.get(field, "").strip() or None
-    if form.get("settle_on_spot"):
-        body["settle_on_spot"] = True
-    refuse_reason = form.get("refuse_reason", "").strip()
-    if refuse_reason:
-        body["refuse_reason"] = refuse_reason
-    return body
-
-
 def _render_accept(
     values: dict[str, Any], status: int = 200, error: dict[str, str] | None = None
 ) -> ResponseReturnValue:
@@ -113,9 +88,8 @@ def accept() -> ResponseReturnValue:
     form = request.form
     values: dict[str, Any] = {key: form.get(key, "") for key in form if key not in ("csrf_token", "materials")}
     values["materials"] = form.getlist("materials")
-    service = context().cases
     try:
-        outcome = service.accept(g.actor, _accept_body(form))
+        outcome = context().bus.handle(accept_case_from_form(g.actor, form))
     except DomainError as exc:
         return _render_accept(values, STATUS[exc.kind], bilingual(exc))
     if outcome.outcome == "incomplete":
@@ -253,29 +227,15 @@ def case(case_no: str) -> ResponseReturnValue:
     return _render_case(case_no)
 
 
-def _action_body(form: MultiDict[str, str]) -> dict[str, Any]:
-    body: dict[str, Any] = {"action": form.get("action", "")}
-    for key in ("reason", "summary", "certificate_id", "method", "new_handling_node"):
-        value = form.get(key, "").strip()
-        if value:
-            body[key] = value
-    level = form.get("level", "")
-    if level:
-        body["level"] = int(level) if level.isdigit() else level
-    if "materials" in form:
-        body["materials"] = form.getlist("materials")
-    return body
-
-
 @blueprint.post("/cases/<case_no>/actions")
 @staff_page()
 def act(case_no: str) -> ResponseReturnValue:
-    body = _action_body(request.form)
+    values = request.form.to_dict()
     try:
-        context().cases.act(g.actor, case_no, body)
+        context().bus.handle(act_on_case_from_form(g.actor, case_no, request.form))
     except DomainError as exc:
-        return _render_case(case_no, STATUS[exc.kind], bilingual(exc), values=body)
-    action = str(body["action"])
+        return _render_case(case_no, STATUS[exc.kind], bilingual(exc), values=values)
+    action = values.get("action", "")
     flash(both(lazy_gettext("已%(action)s", action=ACTION_LABELS.get(action, action))), "success")
     return redirect(url_for("pages.case", case_no=case_no), 303)
 
