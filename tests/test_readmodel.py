@@ -162,8 +162,8 @@ def test_own_writes_about_to_be_projected_are_not_read_back(county_node: NodeCon
 
 def test_figures_and_metrics_read_the_cases_through_the_read_models_methods(county_node: NodeContext) -> None:
     approved, rejected, waiting = (accept(county_node) for _ in range(3))
-    county_node.cases.act(APPROVER, approved, {"action": "approve"})
-    county_node.cases.act(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"})
+    county_node.bus.handle(act_on_case_from_json(APPROVER, approved, {"action": "approve"}))
+    county_node.bus.handle(act_on_case_from_json(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"}))
     readmodel = county_node.readmodel
     held = readmodel.held_counts()
     assert (held.by_state, held.by_flag, held.quarantined) == ({"approved": 1, "rejected": 1, "in_review": 1}, {}, 0)
