@@ -120,7 +120,11 @@ def build_inventory(
             subtrees.setdefault(f"subtree_{county}", {"hosts": {}})["hosts"][code] = None
     return {
         "all": {
-            "vars": {"tongban_city": tree.root, "tongban_network": network},
+            "vars": {
+                "tongban_city": tree.root,
+                "tongban_city_name": tree.get(tree.root).name,
+                "tongban_network": network,
+            },
             "children": {**{name: group for name, group in groups.items() if group["hosts"]}, **subtrees},
         }
     }
