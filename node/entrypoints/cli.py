@@ -146,6 +146,15 @@ def _tiers_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ansible_inventory(args: argparse.Namespace) -> int:
+    from node.runtime.inventory import write_inventory
+
+    codes = args.codes.split(",") if args.codes else []
+    count = write_inventory(yiyang(), Path(args.output), args.root, codes, args.network)
+    print(f"inventory with {count} hosts written to {args.output}")
+    return 0
+
+
 def _add_node_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="path of the node's node.json")
     parser.add_argument("--var", default=str(DEFAULT_VAR), help="local federation directory (with --node)")
@@ -202,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = tiers.add_parser("show", help="one division with its parent, children and path")
     show.add_argument("code")
     show.set_defaults(handler=_tiers_show)
+
+    ansible = sub.add_parser("ansible", help="rollout with Ansible").add_subparsers(dest="action", required=True)
+    inventory = ansible.add_parser("inventory", help="write the Ansible inventory generated from the division tree")
+    inventory.add_argument("--output", required=True, help="inventory file to write (YAML)")
+    inventory.add_argument("--root", help="only this division and its subtree")
+    inventory.add_argument("--codes", help="only these comma-separated division codes")
+    inventory.add_argument("--network", default="10.43.0.0/20", help="private network of the address plan")
+    inventory.set_defaults(handler=_ansible_inventory)
     return parser
 
 
