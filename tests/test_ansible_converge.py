@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from node.adapters.keys import verify_certificate
+from node.adapters.pki import verify_certificate
 from node.runtime.inventory import write_inventory
 from tiers import yiyang
 
