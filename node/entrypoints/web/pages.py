@@ -29,7 +29,7 @@ from node.domain.case import CaseState
 from node.domain.catalogue import Matter
 from node.domain.errors import DomainError
 from node.entrypoints.web.auth import ACCEPT_ROLES, STAFF_ROLES, current_account, staff_page
-from node.entrypoints.web.http import STATUS, context, error_page, error_response
+from node.entrypoints.web.http import STATUS, citizen_progress, context, error_page, error_response, query_param
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.labels import (
     ACTION_LABELS,
@@ -39,12 +39,14 @@ from node.entrypoints.web.labels import (
     node_name,
     state_label,
 )
+from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.cases import Actor
 from tiers import Division, Tier
 
 blueprint = Blueprint("pages", __name__)
 
 INBOX_POLL_MS = 5000
+CASE_STATES = frozenset(state.value for state in CaseState)
 
 
 @blueprint.get("/")
@@ -152,9 +154,8 @@ def accept() -> ResponseReturnValue:
 
 def _inbox_rows() -> tuple[list[dict[str, Any]], str, str]:
     actor: Actor = g.actor
-    text = request.args.get("q", "").strip()[:100]
-    state = request.args.get("state", "")
-    state = state if state in {s.value for s in CaseState} else ""
+    text = query_param("q", max_length=100).strip()
+    state = query_param("state", choices=CASE_STATES)
     readmodel = context().readmodel
     if text or state:
         rows = readmodel.search(text=text, state=state or None)
@@ -284,6 +285,10 @@ def act(case_no: str) -> ResponseReturnValue:
 
 
 @blueprint.route("/query", methods=["GET", "POST"])
+@limiter.shared_limit(configured(QUERY_PER_ADDRESS), scope="citizen-query", methods=["POST"])
+@limiter.shared_limit(
+    configured(QUERY_PER_CASE), scope="citizen-query-case", key_func=case_number_key, methods=["POST"]
+)
 def query() -> ResponseReturnValue:
     if request.method == "GET":
         return render_template("query.html", values={}, result=None)
@@ -295,7 +300,7 @@ def query() -> ResponseReturnValue:
         error = both(lazy_gettext("请输入受理编号和证件号码"))
         return render_template("query.html", values=values, result=None, error=error), 400
     try:
-        result = context().cases.citizen_progress(case_no, identifier)
+        result = citizen_progress(case_no, identifier)
     except DomainError as exc:
         return render_template("query.html", values=values, result=None, error=bilingual(exc)), STATUS[exc.kind]
     return render_template("query.html", values=values, result=result)
