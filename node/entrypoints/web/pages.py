@@ -6,6 +6,7 @@ pages call the same :class:`CaseService` as the JSON API and show its bilingual 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import (
@@ -21,6 +22,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
 from werkzeug.datastructures import MultiDict
@@ -45,7 +47,20 @@ from tiers import Division, Tier
 
 blueprint = Blueprint("pages", __name__)
 
+
+@blueprint.record_once
+def _defaults(state: BlueprintSetupState) -> None:
+    state.app.config.setdefault(INBOX_STREAMS_KEY, INBOX_STREAMS)
+
+
 INBOX_POLL_MS = 5000
+# Open event streams per web process (gunicorn has 16 threads per worker), how long one lasts, and
+# when a refused page may try again.
+INBOX_STREAMS_KEY = "TONGBAN_INBOX_STREAMS"
+INBOX_STREAMS = 4
+INBOX_STREAM_S = 25.0
+INBOX_STREAM_RETRY_S = 30
+_SLOTS_LOCK = threading.Lock()
 CASE_STATES = frozenset(state.value for state in CaseState)
 
 
@@ -190,13 +205,51 @@ def inbox() -> ResponseReturnValue:
     )
 
 
+def _stream_slots() -> threading.BoundedSemaphore:
+    slots = current_app.extensions.get("tongban.inbox_streams")
+    if slots is None:
+        with _SLOTS_LOCK:
+            slots = current_app.extensions.setdefault(
+                "tongban.inbox_streams", threading.BoundedSemaphore(current_app.config[INBOX_STREAMS_KEY])
+            )
+    return slots
+
+
 @blueprint.get("/inbox/events")
 @staff_page()
 def inbox_events() -> ResponseReturnValue:
+    """Server-sent events for open inbox pages, at most ``INBOX_STREAMS_KEY`` at a time per process.
+
+    A stream holds one of gunicorn's threads while it is open, so streams are bounded (a quarter of
+    the threads by default) and short (:data:`INBOX_STREAM_S`): beyond the bound the answer is 503
+    with ``Retry-After`` and the page keeps polling ``/inbox.json``, which it does anyway.
+    """
+    slots = _stream_slots()
+    if not slots.acquire(blocking=False):
+        response = error_response(
+            "streams_busy",
+            "实时推送连接已满，页面将定时刷新",
+            "too many open event streams; the page falls back to polling",
+            503,
+        )[0]
+        response.status_code = 503
+        response.headers["Retry-After"] = str(INBOX_STREAM_RETRY_S)
+        return response
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            slots.release()
+
     board = current_app.extensions["tongban.notices"]
-    return Response(
-        stream_with_context(board.stream()), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
+    response = Response(
+        stream_with_context(board.stream(lifetime_s=INBOX_STREAM_S, keepalive_s=INBOX_STREAM_S / 2)),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
     )
+    response.call_on_close(release)
+    return response
 
 
 @blueprint.get("/inbox.json")
