@@ -17,6 +17,9 @@ from node.entrypoints.web.http import (
     TOKEN_MAX_AGE_S,
     audit,
     bearer_secret,
+    case_rows,
+    case_view,
+    checked_action,
     citizen_progress,
     context,
     error_response,
@@ -181,7 +184,7 @@ def accept() -> ResponseReturnValue:
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
-    view = context().cases.staff_view(g.actor, outcome.case)
+    view = case_view(g.actor, context().cases.staff_view(g.actor, outcome.case))
     return jsonify({"outcome": outcome.outcome, **view}), 201
 
 
@@ -189,22 +192,22 @@ def accept() -> ResponseReturnValue:
 @require_role()
 def get_case(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    return jsonify(cases.staff_view(g.actor, cases.load(case_no)))
+    return jsonify(case_view(g.actor, cases.staff_view(g.actor, cases.load(case_no))))
 
 
 @blueprint.post("/cases/<case_no>/actions")
 @require_role()
 def act(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    case = cases.act(g.actor, case_no, json_body())
-    return jsonify(cases.staff_view(g.actor, case))
+    case = cases.act(g.actor, case_no, checked_action(g.actor, case_no, json_body()))
+    return jsonify(case_view(g.actor, cases.staff_view(g.actor, case)))
 
 
 @blueprint.get("/inbox")
 @require_role()
 def inbox() -> ResponseReturnValue:
     rows = context().readmodel.inbox(context().config.code, g.actor.role, g.actor.department)
-    return jsonify({"node": context().config.code, "role": g.actor.role, "cases": [row.to_dict() for row in rows]})
+    return jsonify({"node": context().config.code, "role": g.actor.role, "cases": case_rows(g.actor, rows)})
 
 
 @blueprint.get("/cases")
@@ -213,7 +216,7 @@ def search() -> ResponseReturnValue:
     text = query_param("q", max_length=100)
     state = query_param("state", choices=CASE_STATES) or None
     rows = context().readmodel.search(text=text, state=state)
-    return jsonify({"cases": [row.to_dict() for row in rows]})
+    return jsonify({"cases": case_rows(g.actor, rows, text)})
 
 
 @blueprint.post("/public/progress")

@@ -18,9 +18,21 @@ from flask import Response, abort, current_app, g, jsonify, render_template, req
 from flask.typing import ResponseReturnValue
 
 from node.adapters.opsmodel import OpsModel
+from node.adapters.readmodel import CaseRow
 from node.adapters.sessions import Lifetimes, SessionStore
 from node.bootstrap import NodeContext
+from node.domain.case import CITIZEN
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.permissions import (
+    ONLINE,
+    WINDOW,
+    CaseNodes,
+    check_evaluation,
+    check_withdrawal,
+    masked_name,
+    may_search_by_name,
+    sees_personal_data,
+)
 from node.service_layer.cases import Actor
 from node.service_layer.ops import Thresholds
 from tiers import Capability, capabilities
@@ -123,6 +135,58 @@ def citizen_progress(case_no: str, identifier: str) -> dict[str, Any]:
         ) from None
     audit("citizen.progress", case_no, "found")
     return result
+
+
+# --- who sees what (node.domain.permissions) --------------------------------------------------------------
+
+
+def case_view(actor: Actor, view: dict[str, Any]) -> dict[str, Any]:
+    """A staff view of a case with the applicant's name masked unless ``actor`` may see it."""
+    nodes = CaseNodes.of(view["accepting_node"], view["handling_node"], view.get("handlers_history") or ())
+    applicant = view.get("applicant")
+    if isinstance(applicant, dict) and not sees_personal_data(actor.role, context().config.code, nodes):
+        view["applicant"] = {**applicant, "name": masked_name(str(applicant.get("name") or ""))}
+    return view
+
+
+def case_rows(actor: Actor, rows: list[CaseRow], text: str = "") -> list[dict[str, Any]]:
+    """Search or inbox rows as dicts: names masked where ``actor`` may not see them, and a search by
+    text that only matched an applicant's name left out for roles that may not search by name."""
+    here = context().config.code
+    shown = []
+    for row in rows:
+        if text and not may_search_by_name(actor.role) and text not in row.case_no and text not in row.matter_name:
+            continue
+        data = row.to_dict()
+        if not sees_personal_data(actor.role, here, CaseNodes.of(row.accepting_node, row.handling_node)):
+            data["applicant_name"] = masked_name(row.applicant_name)
+        shown.append(data)
+    return shown
+
+
+def checked_action(actor: Actor, case_no: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The action body after the permission rules the web layer applies (withdrawal, evaluation).
+
+    A staff withdrawal must name the applicant's signed request (``signed_request``), which goes into
+    the event's reason; a staff evaluation is the window channel's, once, and never after the
+    applicant's own online evaluation.
+    """
+    action = body.get("action")
+    if action == "withdraw":
+        reference = body.pop("signed_request", None)
+        check_withdrawal(actor.role, reference if isinstance(reference, str) else None)
+        reason = str(body.get("reason") or "").strip()
+        note = f"申请人书面撤回申请 {str(reference).strip()}"
+        body["reason"] = f"{reason}（{note}）" if reason else note
+    elif action == "evaluate":
+        case = context().cases.load(case_no)
+        earlier = {
+            ONLINE if entry.get("actor_role") == CITIZEN else WINDOW
+            for entry in case.timeline
+            if entry.get("type") == "evaluated"
+        }
+        check_evaluation(actor.role, WINDOW, earlier)
+    return body
 
 
 # --- query parameters -----------------------------------------------------------------------------------

@@ -31,7 +31,17 @@ from node.domain.case import CaseState
 from node.domain.catalogue import Matter
 from node.domain.errors import DomainError
 from node.entrypoints.web.auth import ACCEPT_ROLES, STAFF_ROLES, current_account, staff_page
-from node.entrypoints.web.http import STATUS, citizen_progress, context, error_page, error_response, query_param
+from node.entrypoints.web.http import (
+    STATUS,
+    case_rows,
+    case_view,
+    checked_action,
+    citizen_progress,
+    context,
+    error_page,
+    error_response,
+    query_param,
+)
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.labels import (
     ACTION_LABELS,
@@ -177,13 +187,13 @@ def _inbox_rows() -> tuple[list[dict[str, Any]], str, str]:
     else:
         rows = readmodel.inbox(context().config.code, actor.role, actor.department)
     shown = [
-        row.to_dict()
+        data
         | {
-            "state_label": state_label(row.state),
-            "flag_label": flag_label(row.flag),
-            "url": url_for("pages.case", case_no=row.case_no),
+            "state_label": state_label(data["state"]),
+            "flag_label": flag_label(data["flag"]),
+            "url": url_for("pages.case", case_no=data["case_no"]),
         }
-        for row in rows
+        for data in case_rows(actor, rows, text)
     ]
     return shown, text, state
 
@@ -276,7 +286,7 @@ def _render_case(
         case = service.load(case_no)
     except DomainError as exc:
         return error_page(STATUS[exc.kind], bilingual(exc))
-    view = service.staff_view(g.actor, case)
+    view = case_view(g.actor, service.staff_view(g.actor, case))
     allowed = [a for a in ACTION_LABELS if a in view["allowed_actions"]]
     matter = context().catalogue.get(case.matter_code) if case.matter_code in context().catalogue else None
     page = render_template(
@@ -309,7 +319,7 @@ def case(case_no: str) -> ResponseReturnValue:
 
 def _action_body(form: MultiDict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = {"action": form.get("action", "")}
-    for key in ("reason", "summary", "certificate_id", "method", "new_handling_node"):
+    for key in ("reason", "summary", "certificate_id", "method", "new_handling_node", "signed_request"):
         value = form.get(key, "").strip()
         if value:
             body[key] = value
@@ -326,7 +336,7 @@ def _action_body(form: MultiDict[str, str]) -> dict[str, Any]:
 def act(case_no: str) -> ResponseReturnValue:
     body = _action_body(request.form)
     try:
-        context().cases.act(g.actor, case_no, body)
+        context().cases.act(g.actor, case_no, checked_action(g.actor, case_no, dict(body)))
     except DomainError as exc:
         return _render_case(case_no, STATUS[exc.kind], bilingual(exc), values=body)
     action = str(body["action"])
