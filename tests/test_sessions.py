@@ -397,3 +397,21 @@ def test_sync_changes_with_a_bad_since_is_a_400(
         assert response.status_code == status, (query, response.get_data(as_text=True))
         if status == 400:
             assert response.get_json()["error"] == "invalid_query" and response.get_json()["message_zh"]
+
+
+def test_ops_query_parameters_are_validated(services: Services, city_ca: Path, tmp_path: Path) -> None:
+    city = make_node(services, city_ca, tmp_path / "city", "430900000000")
+    client = client_for(city)
+    ops = token_for(client, city, "ops")
+    for path in (
+        "/api/v1/ops/alerts?state=bogus",
+        "/api/v1/ops/alerts?limit=abc",
+        "/api/v1/ops/nodes?tier=planet",
+        "/api/v1/ops/nodes?status=%00",
+        "/api/v1/ops/links?state=bogus",
+    ):
+        response = client.get(path, headers=ops)
+        assert response.status_code == 400, path
+        assert response.get_json()["error"] == "invalid_query" and response.get_json()["message_zh"], path
+    assert client.get("/api/v1/ops/nodes?tier=county&status=offline", headers=ops).status_code == 200
+    assert client.get("/api/v1/ops/alerts?state=open&limit=10", headers=ops).status_code == 200

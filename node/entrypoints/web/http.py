@@ -191,6 +191,8 @@ def checked_action(actor: Actor, case_no: str, body: dict[str, Any]) -> dict[str
 
 # --- query parameters -----------------------------------------------------------------------------------
 
+DIGITS = re.compile(r"[0-9]+")
+
 
 def query_param(
     name: str,

@@ -7,14 +7,13 @@ else gets 401/403 and nothing else.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from node.domain.errors import DomainError
-from node.entrypoints.web.http import context, error_response, query_param
+from node.entrypoints.web.http import DIGITS, context, error_response, query_param
 from sync.auth import verify_request
 from sync.serving import LinkServer
 from sync.trust import TrustFilter
@@ -48,9 +47,6 @@ def authenticate_child() -> ResponseReturnValue | None:
         )
     g.child = caller
     return None
-
-
-DIGITS = re.compile(r"[0-9]+")
 
 
 def _since(raw: str) -> int | str:
