@@ -28,8 +28,18 @@ DEFAULTS = {
     QUERY_PER_CASE: "5 per 10 minutes;20 per day",
 }
 
+SCOPE_KEY = "TONGBAN_LIMIT_SCOPE"
+
+
+def address_key() -> str:
+    """The client address, within this node's counters."""
+    return f"{current_app.config[SCOPE_KEY]}:{get_remote_address()}"
+
+
+# One limiter for the module's decorators; the keys carry the node (a process running several apps,
+# as the tests do, keeps each node's counters apart: Flask-Limiter's key prefix is per limiter).
 limiter = Limiter(
-    key_func=get_remote_address,
+    key_func=address_key,
     headers_enabled=True,
     in_memory_fallback_enabled=True,
     swallow_errors=True,
@@ -42,7 +52,7 @@ def init_app(app: Flask, context: NodeContext) -> None:
         app.config.setdefault(key, value)
     app.config["RATELIMIT_STORAGE_URI"] = context.config.redis_url or "memory://"
     # One set of counters per node (tests run many nodes of one code against one Redis).
-    app.config["RATELIMIT_KEY_PREFIX"] = f"tongban:{context.config.code}:{context.config.docstore_db}"
+    app.config[SCOPE_KEY] = f"tongban:{context.config.code}:{context.config.docstore_db}"
     limiter.init_app(app)
 
 
@@ -56,4 +66,4 @@ def case_number_key() -> str:
     body = request.get_json(silent=True) if request.is_json else None
     value = body.get("case_no") if isinstance(body, dict) else request.form.get("case_no")
     text = value.strip()[:80] if isinstance(value, str) else ""
-    return "case:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return f"{current_app.config[SCOPE_KEY]}:case:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
