@@ -72,14 +72,12 @@ def sqlite_engine(path: Path) -> Engine:
 # One scheme for every account (werkzeug's scrypt, N=2^15 r=8 p=1): equal cost for every sign-in, known
 # name or not, so timing tells nothing; older pbkdf2 hashes are replaced at their next good sign-in.
 PASSWORD_METHOD = "scrypt"
-_UNKNOWN_USER_HASH: list[str] = []
-
-
-def _unknown_user_hash() -> str:
-    """A hash to check unknown names against: the same work as a real account, computed once per process."""
-    if not _UNKNOWN_USER_HASH:
-        _UNKNOWN_USER_HASH.append(generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD))
-    return _UNKNOWN_USER_HASH[0]
+# What an unknown name is checked against: a scrypt hash of a random password that was thrown away, so
+# every sign-in costs one scrypt run of the same parameters from the first request of a process on.
+UNKNOWN_USER_HASH = (
+    "scrypt:32768:8:1$IHwN0JCX9fgCTf6J$93686174e4cec40f9aea8a4231"
+    "2f21d298ef898f7b38ae60c5597fb5d90379a93042753b10af258680464a8b9e63a92ea2aa428d0364794ee6c3d2496fda555c"
+)
 
 
 def _add_disabled_column(conn: Connection) -> None:
@@ -168,10 +166,10 @@ class NodeState:
         """The account if the password is right and the account enabled; one scrypt run in every case."""
         with self.engine.connect() as conn:
             row = conn.execute(select(accounts).where(accounts.c.username == username)).first()
-        stored = row.password_hash if row is not None else _unknown_user_hash()
+        stored = row.password_hash if row is not None else UNKNOWN_USER_HASH
         if not stored.startswith(PASSWORD_METHOD + ":"):
             # A legacy hash is cheap to check: pay the scheme's cost anyway, so timing stays equal.
-            check_password_hash(_unknown_user_hash(), password)
+            check_password_hash(UNKNOWN_USER_HASH, password)
         if not check_password_hash(stored, password) or row is None or row.disabled:
             return None
         if not stored.startswith(PASSWORD_METHOD + ":"):
