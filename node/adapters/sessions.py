@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, insert, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.nodestate import create_tables, sqlite_engine
@@ -92,11 +92,24 @@ class SessionStore:
 
     # --- sessions and tokens ---
 
-    def open(self, username: str, kind: str, now: float | None = None) -> str:
-        """A new session for ``username``; returns its secret (shown once, stored only as a hash)."""
+    def open(self, username: str, kind: str, lifetimes: Lifetimes, now: float | None = None) -> str:
+        """A new session for ``username``; returns its secret (shown once, stored only as a hash).
+
+        Sessions of that kind past their lifetimes are deleted on the way, so the table holds live
+        sessions and the ones that died since the last sign-in.
+        """
         secret = secrets.token_urlsafe(32)
         at = time.time() if now is None else now
         with self.engine.begin() as conn:
+            conn.execute(
+                delete(sessions).where(
+                    sessions.c.kind == kind,
+                    or_(
+                        sessions.c.last_seen < at - lifetimes.idle_s,
+                        sessions.c.created_at < at - lifetimes.absolute_s,
+                    ),
+                )
+            )
             conn.execute(
                 insert(sessions).values(
                     secret_hash=_digest(secret), username=username, kind=kind, created_at=at, last_seen=at

@@ -132,7 +132,7 @@ def _start_session(account: Account) -> None:
     if isinstance(old, str):
         sessions().end(old)
     session.clear()
-    session["sid"] = sessions().open(account.username, "page")
+    session["sid"] = sessions().open(account.username, "page", current_app.config[PAGE_LIFETIMES_KEY])
     session["lang"] = chosen
     g.account = account
 

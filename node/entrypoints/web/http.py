@@ -102,7 +102,7 @@ def audit(event: str, subject: str, outcome: str) -> None:
 
 
 def issue_token(username: str) -> str:
-    return sessions().open(username, "api")
+    return sessions().open(username, "api", current_app.config[API_LIFETIMES_KEY])
 
 
 def bearer_secret() -> str | None:
