@@ -75,7 +75,9 @@ def test_a_copied_cookie_dies_with_logout(county_node: NodeContext) -> None:
     assert not signed_in(client)
 
 
-def test_cookie_flags_and_a_new_session_id_at_every_sign_in(county_node: NodeContext) -> None:
+def test_cookie_flags_and_a_new_session_id_at_every_sign_in(
+    county_node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = client_for(county_node)
     token = csrf_from(client, "/login")
     county_node.state.add_account("acceptor", TEST_PASSWORD, "acceptor")
@@ -102,6 +104,11 @@ def test_cookie_flags_and_a_new_session_id_at_every_sign_in(county_node: NodeCon
         base_url="https://localhost",
     )
     assert over_tls.status_code == 302 and "Secure" in over_tls.headers["Set-Cookie"]
+
+    # Behind a front that terminates TLS, the deployment marks every cookie Secure.
+    monkeypatch.setenv("TONGBAN_COOKIE_SECURE", "1")
+    fronted = client_for(county_node)
+    assert "Secure" in fronted.get("/login").headers["Set-Cookie"]
 
 
 def test_idle_and_absolute_timeouts(county_node: NodeContext) -> None:

@@ -5,7 +5,8 @@ A signed-in browser holds, in Flask's signed cookie, only the secret of a server
 everywhere, a password change or an administrator disabling the account take effect at the next
 request, and a copied cookie dies with its session. Sessions end after :data:`~http.PAGE_LIFETIMES`
 (idle and absolute); a new one is opened at every sign-in (no fixation). The cookie is HttpOnly,
-SameSite=Lax, and Secure when the request came over HTTPS or ``SESSION_COOKIE_SECURE`` is set.
+SameSite=Lax, and Secure when the request came over HTTPS or the environment sets
+``TONGBAN_COOKIE_SECURE=1`` (a node behind a front that terminates TLS).
 
 Sign-in is throttled per client address (Flask-Limiter, :mod:`limits`) and per account name (a
 lockout after repeated wrong passwords, counted for unknown names too, so a lockout tells nothing);
@@ -18,6 +19,7 @@ security headers.
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -83,6 +85,7 @@ def is_page_request() -> bool:
 
 
 LOCKOUT_KEY = "TONGBAN_LOCKOUT"
+COOKIE_SECURE_ENV = "TONGBAN_COOKIE_SECURE"  # "1": the session cookie is always marked Secure
 
 
 class SessionCookie(SecureCookieSessionInterface):
@@ -98,6 +101,8 @@ def init_app(app: Flask) -> None:
     # Lax: a cross-site POST does not carry the session cookie (the CSRF token is the main defence).
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
+    # Behind a front that terminates TLS the request looks like plain HTTP: the deployment says so.
+    app.config["SESSION_COOKIE_SECURE"] = os.environ.get(COOKIE_SECURE_ENV, "") == "1"
     app.config.setdefault(LOCKOUT_KEY, Lockout())
 
 
