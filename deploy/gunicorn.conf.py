@@ -1,7 +1,7 @@
 """gunicorn settings for a Tongban node (bind and worker count come from the command line)."""
 
 worker_class = "gthread"
-# Open inbox pages each hold a thread for their event stream (at most 60 s at a time).
+# An open inbox event stream holds a thread (at most 4 per worker, 25 s each: see web/pages.py).
 threads = 16
 timeout = 60
 graceful_timeout = 10

@@ -276,9 +276,13 @@ class ReadModel:
     ) -> list[CaseRow]:
         query = select(cases)
         if text:
-            like = f"%{text}%"
+            # autoescape: the text is matched literally, % and _ typed by a person are not wildcards.
             query = query.where(
-                or_(cases.c.case_no.like(like), cases.c.matter_name.like(like), cases.c.applicant_name.like(like))
+                or_(
+                    cases.c.case_no.contains(text, autoescape=True),
+                    cases.c.matter_name.contains(text, autoescape=True),
+                    cases.c.applicant_name.contains(text, autoescape=True),
+                )
             )
         if state:
             query = query.where(cases.c.state == state)

@@ -9,21 +9,41 @@ from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from node.domain.errors import DomainError
+from node.domain.case import CaseState
+from node.domain.errors import DomainError, ErrorKind
+from node.entrypoints.web.auth import SignInRefused, replace_password, sign_in
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.http import (
     STATUS,
     TOKEN_MAX_AGE_S,
+    audit,
+    bearer_secret,
+    case_rows,
+    case_view,
+    checked_action,
+    citizen_progress,
     context,
     error_response,
     issue_token,
     json_body,
+    query_param,
     require_role,
+    sessions,
+)
+from node.entrypoints.web.limits import (
+    QUERY_PER_ADDRESS,
+    QUERY_PER_CASE,
+    SIGN_IN_PER_ADDRESS,
+    case_number_key,
+    configured,
+    limiter,
 )
 from node.entrypoints.web.openapi import SPEC
 from node.service_layer.commands import PublishCatalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+CASE_STATES = frozenset(state.value for state in CaseState)
 
 
 @blueprint.errorhandler(DomainError)
@@ -37,9 +57,14 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
         404: ("not_found", "没有这个接口", "no such endpoint"),
         405: ("method_not_allowed", "不支持此请求方法", "method not allowed"),
         413: ("body_too_large", "请求体过大（上限 1 MB）", "request body too large (limit 1 MB)"),
+        429: ("too_many_requests", "请求过于频繁，请稍后再试", "too many requests; try again later"),
     }
     code, zh, en = messages.get(exc.code or 500, ("http_error", "请求无效", exc.description or "bad request"))
-    return error_response(code, zh, en, exc.code or 400)
+    response, status = error_response(code, zh, en, exc.code or 400)
+    retry_after = exc.get_response().headers.get("Retry-After") if exc.code == 429 else None
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return response, status
 
 
 @blueprint.app_errorhandler(404)
@@ -56,14 +81,22 @@ def openapi() -> ResponseReturnValue:
 
 
 @blueprint.post("/auth/token")
+@limiter.shared_limit(configured(SIGN_IN_PER_ADDRESS), scope="sign-in")
 def token() -> ResponseReturnValue:
     body = json_body()
     username, password = body.get("username"), body.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or len(username) > 100 or len(password) > 200:
+    if (
+        not isinstance(username, str)
+        or not isinstance(password, str)
+        or not 0 < len(username) <= 100
+        or not 0 < len(password) <= 200
+    ):
         return error_response("missing_field", "请输入用户名和密码", "username and password are required", 400)
-    account = context().state.authenticate(username, password)
-    if account is None:
-        return error_response("bad_credentials", "用户名或密码错误", "wrong username or password", 401)
+    try:
+        account = sign_in(username, password, "api")
+    except SignInRefused as refused:
+        code = "bad_credentials" if refused.status == 401 else "account_locked"
+        return error_response(code, refused.message["zh"], refused.message["en"], refused.status)
     return jsonify(
         {
             "token": issue_token(account.username),
@@ -75,6 +108,49 @@ def token() -> ResponseReturnValue:
             "node": context().config.code,
         }
     )
+
+
+@blueprint.post("/auth/logout")
+@require_role()
+def logout() -> ResponseReturnValue:
+    """End this token; with ``{"everywhere": true}``, every page session and token of the account."""
+    body = request.get_json(silent=True)
+    everywhere = isinstance(body, dict) and body.get("everywhere") is True
+    if everywhere:
+        ended = sessions().end_all(g.actor.username)
+        audit("api.signed_out_everywhere", g.actor.username, str(ended))
+    else:
+        sessions().end(bearer_secret() or "")
+        ended = 1
+    return jsonify({"ended": ended})
+
+
+@blueprint.post("/auth/password")
+@require_role()
+def change_password() -> ResponseReturnValue:
+    """Change one's own password; every session and token of the account ends (this one too)."""
+    body = json_body()
+    current, new = body.get("current_password"), body.get("new_password")
+    if not isinstance(current, str) or not isinstance(new, str) or len(current) > 200:
+        raise DomainError("missing_field", "请输入当前密码和新密码", "current_password and new_password are required")
+    account = context().state.account(g.actor.username)
+    if account is None:
+        raise DomainError("unauthenticated", "请先登录", "sign in first", ErrorKind.UNAUTHENTICATED)
+    replace_password(account, current, new)
+    return jsonify({"changed": True})
+
+
+@blueprint.post("/accounts/<username>/<any(disable, enable):change>")
+@require_role("admin")
+def set_account_state(username: str, change: str) -> ResponseReturnValue:
+    """An administrator disables (or re-enables) a staff account; disabling ends all its sessions and tokens."""
+    if len(username) > 100 or username == g.actor.username:
+        raise DomainError("invalid_account", "不能修改此账号", "this account cannot be changed here")
+    if not context().state.set_disabled(username, change == "disable"):
+        raise DomainError("no_such_account", "没有这个账号", "no such account", ErrorKind.NOT_FOUND)
+    ended = sessions().end_all(username) if change == "disable" else 0
+    audit(f"account.{change}d", username, f"by:{g.actor.username}")
+    return jsonify({"username": username, "disabled": change == "disable", "sessions_ended": ended})
 
 
 @blueprint.get("/catalog/matters")
@@ -108,7 +184,7 @@ def accept() -> ResponseReturnValue:
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
-    view = context().cases.staff_view(g.actor, outcome.case)
+    view = case_view(g.actor, context().cases.staff_view(g.actor, outcome.case))
     return jsonify({"outcome": outcome.outcome, **view}), 201
 
 
@@ -116,34 +192,38 @@ def accept() -> ResponseReturnValue:
 @require_role()
 def get_case(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    return jsonify(cases.staff_view(g.actor, cases.load(case_no)))
+    return jsonify(case_view(g.actor, cases.staff_view(g.actor, cases.load(case_no))))
 
 
 @blueprint.post("/cases/<case_no>/actions")
 @require_role()
 def act(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    case = context().bus.handle(act_on_case_from_json(g.actor, case_no, json_body()))
-    return jsonify(cases.staff_view(g.actor, case))
+    body = json_body()
+    command = checked_action(act_on_case_from_json(g.actor, case_no, body), body.get("signed_request"))
+    case = context().bus.handle(command)
+    return jsonify(case_view(g.actor, cases.staff_view(g.actor, case)))
 
 
 @blueprint.get("/inbox")
 @require_role()
 def inbox() -> ResponseReturnValue:
     rows = context().readmodel.inbox(context().config.code, g.actor.role, g.actor.department)
-    return jsonify({"node": context().config.code, "role": g.actor.role, "cases": [row.to_dict() for row in rows]})
+    return jsonify({"node": context().config.code, "role": g.actor.role, "cases": case_rows(g.actor, rows)})
 
 
 @blueprint.get("/cases")
 @require_role()
 def search() -> ResponseReturnValue:
-    text = request.args.get("q", "")[:100]
-    state = request.args.get("state") or None
+    text = query_param("q", max_length=100)
+    state = query_param("state", choices=CASE_STATES) or None
     rows = context().readmodel.search(text=text, state=state)
-    return jsonify({"cases": [row.to_dict() for row in rows]})
+    return jsonify({"cases": case_rows(g.actor, rows, text)})
 
 
 @blueprint.post("/public/progress")
+@limiter.shared_limit(configured(QUERY_PER_ADDRESS), scope="citizen-query")
+@limiter.shared_limit(configured(QUERY_PER_CASE), scope="citizen-query-case", key_func=case_number_key)
 def progress() -> ResponseReturnValue:
     body = json_body()
     case_no = body.get("case_no")
@@ -152,7 +232,7 @@ def progress() -> ResponseReturnValue:
         return error_response(
             "missing_field", "请输入受理编号和证件号码", "case_no and id_number (or credit_code) are required", 400
         )
-    return jsonify(context().cases.citizen_progress(case_no, identifier))
+    return jsonify(citizen_progress(case_no, identifier))
 
 
 @blueprint.get("/quarantine")

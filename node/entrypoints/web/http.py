@@ -7,23 +7,46 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from typing import Any
 
 from flask import Response, abort, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from node.adapters.opsmodel import OpsModel
+from node.adapters.readmodel import CaseRow
+from node.adapters.sessions import Lifetimes, SessionStore
 from node.bootstrap import NodeContext
 from node.config import Thresholds
+from node.domain.case import CITIZEN
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.permissions import (
+    ONLINE,
+    WINDOW,
+    CaseNodes,
+    check_evaluation,
+    check_withdrawal,
+    masked_name,
+    may_search_by_name,
+    sees_personal_data,
+)
 from node.service_layer.cases import Actor
+from node.service_layer.commands import ActOnCase
 
 TOKEN_MAX_AGE_S = 12 * 3600
 # API calls may see a role change up to this late; it spares every request a read of the account file.
+# A revoked token or a disabled account is refused at once: the token's row is read on every call.
 ACCOUNT_CACHE_S = 2.0
+# Lifetimes of page sessions and API tokens; the app factory puts them in the config (tests shorten them).
+PAGE_LIFETIMES_KEY = "TONGBAN_PAGE_SESSION"
+API_LIFETIMES_KEY = "TONGBAN_API_TOKEN"
+PAGE_LIFETIMES = Lifetimes(idle_s=30 * 60, absolute_s=12 * 3600)
+API_LIFETIMES = Lifetimes(idle_s=TOKEN_MAX_AGE_S, absolute_s=TOKEN_MAX_AGE_S)
 STATUS = {
     ErrorKind.INVALID: 400,
     ErrorKind.NOT_FOUND: 404,
@@ -56,26 +79,146 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-# --- bearer tokens of the JSON API ---------------------------------------------------------------------
+# --- sessions, bearer tokens of the JSON API, the audit trail --------------------------------------------
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="tongban-api-token")
+def sessions() -> SessionStore:
+    """The node's server-side sessions (see :mod:`node.adapters.sessions`); one per application."""
+    store = current_app.extensions.get("tongban_sessions")
+    if store is None:
+        store = SessionStore(context().config.data_dir / "state.sqlite3")
+        current_app.extensions["tongban_sessions"] = store
+    return store
+
+
+def keyed_hash(value: str) -> str:
+    """An HMAC of ``value`` under the node's secret key: lets the audit trail group lines, names nobody."""
+    key = hashlib.sha256(b"tongban-audit:" + str(current_app.config["SECRET_KEY"]).encode()).digest()
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+
+
+def audit(event: str, subject: str, outcome: str) -> None:
+    """One line in the security audit trail; the subject and the client address go in as keyed hashes."""
+    sessions().record(event, keyed_hash(subject), keyed_hash(request.remote_addr or "-"), outcome)
 
 
 def issue_token(username: str) -> str:
-    return _serializer().dumps({"u": username, "n": context().config.code})
+    return sessions().open(username, "api", current_app.config[API_LIFETIMES_KEY])
+
+
+def bearer_secret() -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") and len(header) < 200 else None
 
 
 def actor_from_token(token: str) -> Actor | None:
-    try:
-        data = _serializer().loads(token, max_age=TOKEN_MAX_AGE_S)
-    except (BadSignature, SignatureExpired):
-        return None
-    if not isinstance(data, dict) or data.get("n") != context().config.code:
-        return None
-    account = context().state.account(str(data.get("u")), max_age_s=ACCOUNT_CACHE_S)
+    username = sessions().resolve(token, "api", current_app.config[API_LIFETIMES_KEY])
+    account = context().state.account(username, max_age_s=ACCOUNT_CACHE_S) if username else None
     return Actor.of(account) if account else None
+
+
+def citizen_progress(case_no: str, identifier: str) -> dict[str, Any]:
+    """The citizen query behind both the page and the API: audited, one answer for every failure.
+
+    Whether the case number does not exist, is malformed, or does not go with this ID number, the
+    caller learns only "no match" (DomainError ``case_not_found``, 404): nothing to tell an enumerator which
+    half was wrong. Every look-up leaves an audit line with the case number as a keyed hash.
+    """
+    try:
+        result = context().cases.citizen_progress(case_no, identifier)
+    except DomainError:
+        audit("citizen.progress", case_no, "no_match")
+        raise DomainError(
+            "case_not_found",
+            "未找到与该身份证件号码匹配的案件，请核对受理编号和证件号码",
+            "no case matches this case number and ID number; check both",
+            ErrorKind.NOT_FOUND,
+        ) from None
+    audit("citizen.progress", case_no, "found")
+    return result
+
+
+# --- who sees what (node.domain.permissions) --------------------------------------------------------------
+
+
+def case_view(actor: Actor, view: dict[str, Any]) -> dict[str, Any]:
+    """A staff view of a case with the applicant's name masked unless ``actor`` may see it."""
+    nodes = CaseNodes.of(view["accepting_node"], view["handling_node"], view.get("handlers_history") or ())
+    applicant = view.get("applicant")
+    if isinstance(applicant, dict) and not sees_personal_data(actor.role, context().config.code, nodes):
+        view["applicant"] = {**applicant, "name": masked_name(str(applicant.get("name") or ""))}
+    return view
+
+
+def case_rows(actor: Actor, rows: list[CaseRow], text: str = "") -> list[dict[str, Any]]:
+    """Search or inbox rows as dicts: names masked where ``actor`` may not see them, and a search by
+    text that only matched an applicant's name left out for roles that may not search by name."""
+    here = context().config.code
+    shown = []
+    for row in rows:
+        if text and not may_search_by_name(actor.role) and text not in row.case_no and text not in row.matter_name:
+            continue
+        data = row.to_dict()
+        if not sees_personal_data(actor.role, here, CaseNodes.of(row.accepting_node, row.handling_node)):
+            data["applicant_name"] = masked_name(row.applicant_name)
+        shown.append(data)
+    return shown
+
+
+def checked_action(command: ActOnCase, signed_request: object) -> ActOnCase:
+    """The action after the permission rules the web layer applies (withdrawal, evaluation).
+
+    A staff withdrawal must name the applicant's signed request (``signed_request``), which goes into
+    the event's reason; a staff evaluation is the window channel's, once, and never after the
+    applicant's own online evaluation.
+    """
+    if command.action == "withdraw":
+        reference = signed_request if isinstance(signed_request, str) else None
+        check_withdrawal(command.actor.role, reference)
+        note = f"申请人书面撤回申请 {str(reference).strip()}"
+        return replace(command, reason=f"{command.reason}（{note}）" if command.reason else note)
+    if command.action == "evaluate":
+        case = context().cases.load(command.case_no)
+        earlier = {
+            ONLINE if entry.get("actor_role") == CITIZEN else WINDOW
+            for entry in case.timeline
+            if entry.get("type") == "evaluated"
+        }
+        check_evaluation(command.actor.role, WINDOW, earlier)
+    return command
+
+
+# --- query parameters -----------------------------------------------------------------------------------
+
+DIGITS = re.compile(r"[0-9]+")
+
+
+def query_param(
+    name: str,
+    default: str = "",
+    max_length: int = 100,
+    choices: frozenset[str] | None = None,
+    pattern: re.Pattern[str] | None = None,
+) -> str:
+    """A query parameter, or DomainError ``invalid_query`` (400, both languages) when it breaks its bounds."""
+    values = request.args.getlist(name)
+    if not values:
+        return default
+    value = values[0]
+    problem = None
+    if len(values) > 1:
+        problem = ("只能出现一次", "may appear only once")
+    elif len(value) > max_length:
+        problem = (f"最长 {max_length} 个字符", f"is longer than {max_length} characters")
+    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        problem = ("不能含控制字符", "must not contain control characters")
+    elif choices is not None and value not in choices:
+        problem = ("取值无效", f"must be one of {', '.join(sorted(choices))}")
+    elif pattern is not None and not pattern.fullmatch(value):
+        problem = ("格式无效", "has an invalid format")
+    if problem:
+        raise DomainError("invalid_query", f"查询参数 {name} {problem[0]}", f"query parameter {name!r} {problem[1]}")
+    return value
 
 
 def require_role(*roles: str) -> Callable[[Callable[..., ResponseReturnValue]], Callable[..., ResponseReturnValue]]:
@@ -84,8 +227,8 @@ def require_role(*roles: str) -> Callable[[Callable[..., ResponseReturnValue]], 
     def decorator(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-            header = request.headers.get("Authorization", "")
-            actor = actor_from_token(header[7:]) if header.startswith("Bearer ") else None
+            secret = bearer_secret()
+            actor = actor_from_token(secret) if secret else None
             if actor is None:
                 return error_response(
                     "unauthenticated", "请先登录", "sign in first (Authorization: Bearer <token>)", 401

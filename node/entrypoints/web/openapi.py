@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from node import __version__
+from node.domain.case import CaseState
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -95,13 +96,64 @@ SPEC: dict[str, Any] = {
                     {
                         "type": "object",
                         "required": ["username", "password"],
-                        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                        "properties": {
+                            "username": {"type": "string", "minLength": 1, "maxLength": 100},
+                            "password": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
                     }
                 ),
                 "responses": {
                     "200": _json({"type": "object", "properties": {"token": {"type": "string"}}}),
-                    **_errors(400, 401),
+                    **_errors(400, 401, 429),
                 },
+            }
+        },
+        "/api/v1/auth/logout": {
+            "post": {
+                "summary": "End this token; with everywhere=true, every page session and token of the account",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "properties": {"everywhere": {"type": "boolean"}}}
+                        }
+                    },
+                },
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+        "/api/v1/auth/password": {
+            "post": {
+                "summary": "Change one's own password; every session and token of the account ends",
+                "security": [{"bearer": []}],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["current_password", "new_password"],
+                        "properties": {
+                            "current_password": {"type": "string", "maxLength": 200},
+                            "new_password": {"type": "string", "minLength": 10, "maxLength": 128},
+                        },
+                    }
+                ),
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401)},
+            }
+        },
+        "/api/v1/accounts/{username}/disable": {
+            "post": {
+                "summary": "Disable a staff account (admin): its sessions and tokens end at once",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
+            }
+        },
+        "/api/v1/accounts/{username}/enable": {
+            "post": {
+                "summary": "Enable a disabled staff account again (admin)",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
             }
         },
         "/api/v1/catalog": {
@@ -144,10 +196,10 @@ SPEC: dict[str, Any] = {
                 "summary": "Search cases held by this node",
                 "security": [{"bearer": []}],
                 "parameters": [
-                    {"name": "q", "in": "query", "schema": {"type": "string"}},
-                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 100}},
+                    {"name": "state", "in": "query", "schema": {"enum": sorted(s.value for s in CaseState)}},
                 ],
-                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401)},
             },
         },
         "/api/v1/cases/{case_no}": {
@@ -175,6 +227,11 @@ SPEC: dict[str, Any] = {
                             "method": {"enum": ["window", "post", "electronic"]},
                             "new_handling_node": {"type": "string"},
                             "level": {"type": "integer", "minimum": 1, "maximum": 5},
+                            "signed_request": {
+                                "type": "string",
+                                "maxLength": 60,
+                                "description": "withdraw by staff: reference of the applicant's signed request",
+                            },
                         },
                     }
                 ),
@@ -202,7 +259,7 @@ SPEC: dict[str, Any] = {
                         },
                     }
                 ),
-                "responses": {"200": _json({"type": "object"}), **_errors(400, 404)},
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 404, 429)},
             }
         },
         "/api/v1/quarantine": {

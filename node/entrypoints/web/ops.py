@@ -12,18 +12,20 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, jsonify, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import LazyString, gettext, lazy_gettext, lazy_pgettext
 
 from node.domain.case import ADMIN, OPS
 from node.entrypoints.web.auth import current_account, staff_page
 from node.entrypoints.web.http import (
+    DIGITS,
     context,
     error_page,
     error_response,
     monitors,
     ops_model,
+    query_param,
     require_role,
     thresholds,
 )
@@ -31,6 +33,7 @@ from node.entrypoints.web.i18n import both, lang
 from node.entrypoints.web.labels import china_time
 from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
+    TIER_NAMES,
     NodeView,
     figures_csv,
     link_state_counts,
@@ -156,7 +159,8 @@ def api_nodes() -> ResponseReturnValue:
     now = time.time()
     nodes = node_views(ops_model(), context().tree, now, thresholds())
     shown = nodes
-    status, tier = request.args.get("status"), request.args.get("tier")
+    status = query_param("status", choices=frozenset({"online", "offline", "unknown"}))
+    tier = query_param("tier", choices=frozenset(TIER_NAMES.values()))
     if status:
         shown = [node for node in shown if node.status == status]
     if tier:
@@ -178,7 +182,7 @@ def api_links() -> ResponseReturnValue:
     counts: dict[str, int] = {}
     for link in links:
         counts[link.state] = counts.get(link.state, 0) + 1
-    state = request.args.get("state")
+    state = query_param("state", choices=frozenset(LINK_SEVERITY))
     shown = [link for link in links if link.state == state] if state else links
     return jsonify({"generated_at": now, "counts": counts, "links": [link.to_json() for link in shown]})
 
@@ -186,12 +190,8 @@ def api_links() -> ResponseReturnValue:
 @api.get("/alerts")
 @ops_api
 def api_alerts() -> ResponseReturnValue:
-    state = request.args.get("state", "all")
-    if state not in ("open", "closed", "all"):
-        return error_response(
-            "invalid_state", "state 只能是 open、closed 或 all", "state must be open, closed or all", 400
-        )
-    limit = min(max(request.args.get("limit", 500, type=int) or 500, 1), 5000)
+    state = query_param("state", default="all", choices=frozenset({"open", "closed", "all"}))
+    limit = min(max(int(query_param("limit", default="500", max_length=6, pattern=DIGITS)), 1), 5000)
     return jsonify({"alerts": _alert_rows(state, limit)})
 
 

@@ -6,6 +6,7 @@ pages call the same :class:`CaseService` as the JSON API and show its bilingual 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import (
@@ -21,6 +22,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
 
@@ -29,7 +31,17 @@ from node.domain.catalogue import Matter
 from node.domain.errors import DomainError
 from node.entrypoints.web.auth import ACCEPT_ROLES, STAFF_ROLES, current_account, staff_page
 from node.entrypoints.web.commands import accept_case_from_form, act_on_case_from_form
-from node.entrypoints.web.http import STATUS, context, error_page, error_response
+from node.entrypoints.web.http import (
+    STATUS,
+    case_rows,
+    case_view,
+    checked_action,
+    citizen_progress,
+    context,
+    error_page,
+    error_response,
+    query_param,
+)
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.labels import (
     ACTION_LABELS,
@@ -39,12 +51,27 @@ from node.entrypoints.web.labels import (
     node_name,
     state_label,
 )
+from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.cases import Actor
 from tiers import Division, Tier
 
 blueprint = Blueprint("pages", __name__)
 
+
+@blueprint.record_once
+def _defaults(state: BlueprintSetupState) -> None:
+    state.app.config.setdefault(INBOX_STREAMS_KEY, INBOX_STREAMS)
+
+
 INBOX_POLL_MS = 5000
+# Open event streams per web process (gunicorn has 16 threads per worker), how long one lasts, and
+# when a refused page may try again.
+INBOX_STREAMS_KEY = "TONGBAN_INBOX_STREAMS"
+INBOX_STREAMS = 4
+INBOX_STREAM_S = 25.0
+INBOX_STREAM_RETRY_S = 30
+_SLOTS_LOCK = threading.Lock()
+CASE_STATES = frozenset(state.value for state in CaseState)
 
 
 @blueprint.get("/")
@@ -126,22 +153,21 @@ def accept() -> ResponseReturnValue:
 
 def _inbox_rows() -> tuple[list[dict[str, Any]], str, str]:
     actor: Actor = g.actor
-    text = request.args.get("q", "").strip()[:100]
-    state = request.args.get("state", "")
-    state = state if state in {s.value for s in CaseState} else ""
+    text = query_param("q", max_length=100).strip()
+    state = query_param("state", choices=CASE_STATES)
     readmodel = context().readmodel
     if text or state:
         rows = readmodel.search(text=text, state=state or None)
     else:
         rows = readmodel.inbox(context().config.code, actor.role, actor.department)
     shown = [
-        row.to_dict()
+        data
         | {
-            "state_label": state_label(row.state),
-            "flag_label": flag_label(row.flag),
-            "url": url_for("pages.case", case_no=row.case_no),
+            "state_label": state_label(data["state"]),
+            "flag_label": flag_label(data["flag"]),
+            "url": url_for("pages.case", case_no=data["case_no"]),
         }
-        for row in rows
+        for data in case_rows(actor, rows, text)
     ]
     return shown, text, state
 
@@ -163,13 +189,51 @@ def inbox() -> ResponseReturnValue:
     )
 
 
+def _stream_slots() -> threading.BoundedSemaphore:
+    slots = current_app.extensions.get("tongban.inbox_streams")
+    if slots is None:
+        with _SLOTS_LOCK:
+            slots = current_app.extensions.setdefault(
+                "tongban.inbox_streams", threading.BoundedSemaphore(current_app.config[INBOX_STREAMS_KEY])
+            )
+    return slots
+
+
 @blueprint.get("/inbox/events")
 @staff_page()
 def inbox_events() -> ResponseReturnValue:
+    """Server-sent events for open inbox pages, at most ``INBOX_STREAMS_KEY`` at a time per process.
+
+    A stream holds one of gunicorn's threads while it is open, so streams are bounded (a quarter of
+    the threads by default) and short (:data:`INBOX_STREAM_S`): beyond the bound the answer is 503
+    with ``Retry-After`` and the page keeps polling ``/inbox.json``, which it does anyway.
+    """
+    slots = _stream_slots()
+    if not slots.acquire(blocking=False):
+        response = error_response(
+            "streams_busy",
+            "实时推送连接已满，页面将定时刷新",
+            "too many open event streams; the page falls back to polling",
+            503,
+        )[0]
+        response.status_code = 503
+        response.headers["Retry-After"] = str(INBOX_STREAM_RETRY_S)
+        return response
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            slots.release()
+
     board = current_app.extensions["tongban.notices"]
-    return Response(
-        stream_with_context(board.stream()), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
+    response = Response(
+        stream_with_context(board.stream(lifetime_s=INBOX_STREAM_S, keepalive_s=INBOX_STREAM_S / 2)),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
     )
+    response.call_on_close(release)
+    return response
 
 
 @blueprint.get("/inbox.json")
@@ -196,7 +260,7 @@ def _render_case(
         case = service.load(case_no)
     except DomainError as exc:
         return error_page(STATUS[exc.kind], bilingual(exc))
-    view = service.staff_view(g.actor, case)
+    view = case_view(g.actor, service.staff_view(g.actor, case))
     allowed = [a for a in ACTION_LABELS if a in view["allowed_actions"]]
     matter = context().catalogue.get(case.matter_code) if case.matter_code in context().catalogue else None
     page = render_template(
@@ -232,7 +296,8 @@ def case(case_no: str) -> ResponseReturnValue:
 def act(case_no: str) -> ResponseReturnValue:
     values = request.form.to_dict()
     try:
-        context().bus.handle(act_on_case_from_form(g.actor, case_no, request.form))
+        command = act_on_case_from_form(g.actor, case_no, request.form)
+        context().bus.handle(checked_action(command, request.form.get("signed_request")))
     except DomainError as exc:
         return _render_case(case_no, STATUS[exc.kind], bilingual(exc), values=values)
     action = values.get("action", "")
@@ -244,6 +309,10 @@ def act(case_no: str) -> ResponseReturnValue:
 
 
 @blueprint.route("/query", methods=["GET", "POST"])
+@limiter.shared_limit(configured(QUERY_PER_ADDRESS), scope="citizen-query", methods=["POST"])
+@limiter.shared_limit(
+    configured(QUERY_PER_CASE), scope="citizen-query-case", key_func=case_number_key, methods=["POST"]
+)
 def query() -> ResponseReturnValue:
     if request.method == "GET":
         return render_template("query.html", values={}, result=None)
@@ -255,7 +324,7 @@ def query() -> ResponseReturnValue:
         error = both(lazy_gettext("请输入受理编号和证件号码"))
         return render_template("query.html", values=values, result=None, error=error), 400
     try:
-        result = context().cases.citizen_progress(case_no, identifier)
+        result = citizen_progress(case_no, identifier)
     except DomainError as exc:
         return render_template("query.html", values=values, result=None, error=bilingual(exc)), STATUS[exc.kind]
     return render_template("query.html", values=values, result=result)

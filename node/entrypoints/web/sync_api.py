@@ -13,7 +13,7 @@ from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from node.domain.errors import DomainError
-from node.entrypoints.web.http import context, error_response
+from node.entrypoints.web.http import DIGITS, context, error_response, query_param
 from sync.auth import verify_request
 from sync.serving import LinkServer
 from sync.trust import TrustFilter
@@ -49,14 +49,29 @@ def authenticate_child() -> ResponseReturnValue | None:
     return None
 
 
+def _since(raw: str) -> int | str:
+    """The ``since`` sequence: a JSON number or string as the store hands them out, or 400."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int | str) or (isinstance(value, int) and value < 0):
+        raise DomainError(
+            "invalid_query",
+            "查询参数 since 必须是上次返回的 last_seq",
+            "query parameter 'since' must be a last_seq the parent handed out",
+        )
+    return value
+
+
 def _body() -> Any:
     return json.loads(request.get_data() or b"null")
 
 
 @blueprint.get("/changes")
 def changes() -> ResponseReturnValue:
-    since = json.loads(request.args.get("since", "0"))
-    limit = max(1, min(int(request.args.get("limit", "500")), MAX_LIMIT))
+    since = _since(query_param("since", default="0", max_length=400))
+    limit = max(1, min(int(query_param("limit", default="500", max_length=6, pattern=DIGITS)), MAX_LIMIT))
     rows, last_seq = server().changes(g.child, since, limit)
     return jsonify({"results": rows, "last_seq": last_seq})
 
