@@ -33,7 +33,6 @@ from node.entrypoints.web.i18n import both, lang
 from node.entrypoints.web.labels import china_time
 from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
-    TIER_NAMES,
     NodeView,
     figures_csv,
     link_state_counts,
@@ -44,6 +43,7 @@ from node.entrypoints.web.ops_views import (
 )
 from node.service_layer.alerts import alert_json
 from node.service_layer.ops import case_figures, refresh_outcomes
+from tiers import Tier
 
 blueprint = Blueprint("ops", __name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1/ops")
@@ -160,7 +160,7 @@ def api_nodes() -> ResponseReturnValue:
     nodes = node_views(ops_model(), context().tree, now, thresholds())
     shown = nodes
     status = query_param("status", choices=frozenset({"online", "offline", "unknown"}))
-    tier = query_param("tier", choices=frozenset(TIER_NAMES.values()))
+    tier = query_param("tier", choices=frozenset(level.key for level in Tier))
     if status:
         shown = [node for node in shown if node.status == status]
     if tier:
