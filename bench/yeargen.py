@@ -62,7 +62,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography import x509
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -249,18 +252,28 @@ class Signers:
         self._identities: dict[str, Any] = {}
 
     def identity(self, code: str) -> tuple[Any, dict[str, Any] | None]:
-        """``(identity, certificate document the first time, else None)``."""
+        """``(identity, certificate document the first time, else None)``.
+
+        Keys live in memory only (issuing through ``NodeIdentity.ensure`` writes and fsyncs three files per
+        node, which on this machine cost more than the rest of a small year): a real P-256 key, certified
+        by the city CA like any node's.
+        """
         from node.adapters.keys import CertificateDirectory, NodeIdentity
 
         found = self._identities.get(code)
         if found is not None:
             return found, None
         division = self.tree.get(code)
-        identity = NodeIdentity.ensure(
-            self.ca_dir / "nodes" / code, code, division.name, division.tier.name.lower(), self.ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        cert_pem = self.ca.issue_node_certificate(code, division.name, division.tier.name.lower(), public_pem)
+        identity = NodeIdentity(
+            self.ca_dir / "nodes" / code, key, x509.load_pem_x509_certificate(cert_pem), self.ca.certificate
         )
         self._identities[code] = identity
-        return identity, CertificateDirectory.doc_for(identity.certificate_pem)
+        return identity, CertificateDirectory.doc_for(cert_pem)
 
     def sign(self, event: Event) -> Event:
         identity, _ = self.identity(event.node)
