@@ -275,6 +275,10 @@ class Signers:
         self._identities[code] = identity
         return identity, CertificateDirectory.doc_for(cert_pem)
 
+    def adopt(self, identity: Any) -> None:
+        """Sign ``identity.node_code``'s events with this identity (a node provisioned on disk)."""
+        self._identities[identity.node_code] = identity
+
     def sign(self, event: Event) -> Event:
         identity, _ = self.identity(event.node)
         return event.with_signature(identity.sign(event.hash))
@@ -679,6 +683,52 @@ class YearGenerator:
                     pending[min(later)].append(key)
             stats.max_pending = max(stats.max_pending, sum(len(v) for v in pending.values()))
             calendar_day += timedelta(days=1)
+
+    def offline_at(self, village: str, count: int, day: date, stats: Stats | None = None) -> Iterator[dict[str, Any]]:
+        """``count`` applications accepted at ``village`` on ``day`` while its uplink is down, as it wrote them.
+
+        Its residents only; matters drawn by frequency, except those the village cannot accept (a
+        "nearest" matter of a higher tier); what the village itself writes: accepted, then routed to the
+        handling node, or received when the village holds authority (village-level matters).
+        """
+        stats = stats if stats is not None else Stats()
+        rng = _rng(self.seed, "offline", village, day.isoformat())
+        acceptor = ("acceptor", "acceptor")
+        produced = 0
+        while produced < count:
+            matter = self._pick(rng, self.matters, self.matter_cum)
+            handling = self._handling(matter, village, village)
+            if handling is None:
+                continue
+            produced += 1
+            person = rng.randrange(10**6)
+            start_ms = _at(day, 8.5 * 3600 + produced * 9 * 3600 / (count + 1))
+            builder = _CaseBuilder(f"{village}-{day:%Y%m%d}-{produced}", start_ms)
+            applicant = self.applicants.payload(person, matter.department in ENTERPRISE_DEPARTMENTS, start_ms)
+            builder.add(
+                EventType.ACCEPTED,
+                village,
+                acceptor,
+                0,
+                {
+                    "matter_code": matter.code,
+                    "applicant": applicant,
+                    "materials": [m.code for m in matter.materials if m.required],
+                    "location_code": None if matter.jurisdiction_rule == "nearest" else village,
+                    "accepting_node": village,
+                    "handling_node": handling,
+                    "deadline": self._workday_after(day, matter.promised_days).isoformat(),
+                    "promised_days": matter.promised_days,
+                    "handling_type": matter.handling_type,
+                },
+            )
+            if handling != village:
+                builder.add(EventType.ROUTED, village, acceptor, 1, {"handling_node": handling})
+            else:
+                builder.add(EventType.RECEIVED, village, acceptor, 1, {})
+            stats.cases += 1
+            for event in builder.events:
+                yield from self._signed(event, stats)
 
     def _signed(self, event: Event, stats: Stats) -> Iterator[dict[str, Any]]:
         if self.signers is not None:
