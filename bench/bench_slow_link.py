@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-kbit", type=int, default=1000)
     parser.add_argument("--delay-ms", type=float, default=150.0, help="one way (300 ms round trips)")
     parser.add_argument("--loss", type=float, default=0.01, help="segment loss, modelled as retransmission stalls")
+    parser.add_argument("--resets-per-min", type=float, default=0.0, help="connection resets (the client retries)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--child-sync", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "rate_kbit": args.rate_kbit,
         "delay_ms_each_way": args.delay_ms,
         "loss": args.loss,
+        "resets_per_min": args.resets_per_min,
         "link": f"{VILLAGE} → {township}",
     }
     supervisor = Supervisor(var / "run", progress=lambda _line: None)
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.delay_ms),
                     "--loss",
                     str(args.loss),
+                    "--resets-per-min",
+                    str(args.resets_per_min),
                     "--seed",
                     str(args.seed),
                     "--stats-file",
@@ -267,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bytes_down": wire["bytes_down"],
                     "connections": wire["connections"],
                     "stalls": wire["stalls"],
+                    "resets": wire["resets"],
                     "bytes_per_case": round((wire["bytes_up"] + wire["bytes_down"]) / count),
                     "bandwidth_bound_s": round(bound_s, 2),
                     "ratio_to_bound": round(pushed["seconds"] / bound_s, 2) if bound_s else None,

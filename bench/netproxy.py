@@ -71,6 +71,12 @@ class SlowLinkProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, *self.listen)
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (useful with port 0)."""
+        assert self._server is not None, "start() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
