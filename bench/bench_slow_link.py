@@ -13,8 +13,9 @@ the veth pair, so upload and download are each limited to the rate (a duplex lin
 from the proxy (see its docstring for the model). The village store is loaded before the shaping starts,
 its read model is brought up to date (untimed: a village projects what it writes), then one real push
 (``sync.link.Link.sync(push=True, pull=False)`` — the agent's own call, signed node API requests, the
-trust filter, the replicator) runs inside the namespace and is timed. The parent's store is then checked
-for every event (zero lost).
+trust filter, the replicator) runs inside the namespace and is timed; a push cut by a reset is run again
+at once, as the agent's next cycle would (at most 10), and the time runs until one completes. The
+parent's store is then checked for every event (zero lost).
 
 Reported: the push time, the bytes through the proxy each way (HTTP payload; TCP/IP headers add ~4 %), the
 bandwidth bound ``max(bytes up, bytes down) × 8 / rate`` (each direction has its own bucket), the ratio
@@ -112,8 +113,12 @@ def in_namespace(spec: ServiceSpec, link: ShapedLink, host: str, healthy_url: st
     )
 
 
-def child_sync(config_path: str) -> int:
-    """Run inside the namespace: bring the village's read model up to date, then time one push."""
+def child_sync(config_path: str, max_cycles: int = 10) -> int:
+    """Run inside the namespace: bring the village's read model up to date, then time the pushes.
+
+    A push that fails (a reset mid-request) is tried again at once, as the agent's next cycle would, up to
+    ``max_cycles`` pushes: the time is until the first push that completes.
+    """
     from node.bootstrap import bootstrap
     from sync.link import Link
 
@@ -121,9 +126,18 @@ def child_sync(config_path: str) -> int:
     context.projector.catch_up()
     link = Link(context)
     started = time.perf_counter()
-    written = link.sync(push=True, pull=False)
+    written, cycles = 0, 0
+    while cycles < max_cycles:
+        cycles += 1
+        errors = link.push.errors
+        written += link.sync(push=True, pull=False)
+        if link.push.errors == errors:
+            break
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "written": written, "push": link.stats()["push"]}), flush=True)
+    print(
+        json.dumps({"seconds": seconds, "written": written, "cycles": cycles, "push": link.stats()["push"]}),
+        flush=True,
+    )
     return 0
 
 
@@ -266,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "push_s": round(pushed["seconds"], 2),
                     "docs_written": pushed["written"],
+                    "push_cycles": pushed["cycles"],
                     "push_errors": pushed["push"]["errors"],
+                    "last_push_error": pushed["push"]["last_error"],
                     "bytes_up": wire["bytes_up"],
                     "bytes_down": wire["bytes_down"],
                     "connections": wire["connections"],
@@ -284,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.stop_all()
         shutil.rmtree(var, ignore_errors=True)
     goals = {
-        "within_1_5x_bound": figures["ratio_to_bound"] is not None and figures["ratio_to_bound"] <= GOAL_RATIO,
+        "within_1_5x_bound": figures["events_missing_at_parent"] == 0
+        and figures["ratio_to_bound"] is not None
+        and figures["ratio_to_bound"] <= GOAL_RATIO,
         "zero_lost": figures["events_missing_at_parent"] == 0,
     }
     figures["goals"] = {"ratio_to_bound_max": GOAL_RATIO, "checks": goals}
