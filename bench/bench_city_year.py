@@ -63,8 +63,10 @@ OPEN_STATES = ("accepted", "in_review", "supplement_requested")
 
 
 def free_base_port() -> int:
-    """A block of 100 free ports (the node takes base … base+15)."""
-    return next(b for b in range(24000, 60000, 100) if all(port_is_free(p) for p in range(b, b + 20)))
+    """A block of free ports (the node takes base … base+15), from a random start: runs side by side differ."""
+    start = random.Random(os.getpid() ^ time.time_ns()).randrange(24000, 58000, 100)
+    candidates = [*range(start, 60000, 100), *range(24000, start, 100)]
+    return next(b for b in candidates if all(port_is_free(p) for p in range(b, b + 20)))
 
 
 def du(path: Path) -> int:
@@ -285,6 +287,10 @@ def measure_requests(url: str, var: Path, readmodel: ReadModel, samples: int, se
     return figures
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100_000)
@@ -293,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="requests per measured endpoint")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (printed at the end)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up (finally) when stopped from a script too
     total = QUICK_CASES if args.quick else args.cases
     var = Path(tempfile.mkdtemp(prefix="bench-city-year-"))
     base_port = free_base_port()

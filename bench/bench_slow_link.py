@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,6 +153,10 @@ def event_ids_at(store_url: str, prefix: str) -> set[str]:
     return {row["id"] for row in response.json()["rows"]}
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000)
@@ -164,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child_sync:
         return child_sync(args.child_sync)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up (finally) when stopped from a script too
     count = QUICK_CASES if args.quick else args.cases
     tree = yiyang()
     township = tree.parent(VILLAGE)
     assert township is not None
     var = Path(tempfile.mkdtemp(prefix="bench-slow-link-"))
-    base = next(b for b in range(41000, 60000, 100) if all(port_is_free(p) for p in range(b, b + 20)))
+    start = random.Random(os.getpid() ^ time.time_ns()).randrange(24000, 58000, 100)
+    candidates = [*range(start, 60000, 100), *range(24000, start, 100)]
+    base = next(b for b in candidates if all(port_is_free(p) for p in range(b, b + 20)))
     parent_fed = Federation(var / "parent", base, [township])
     parent = parent_fed.node_config(township)
     figures: dict[str, Any] = {
