@@ -48,6 +48,7 @@ from sqlalchemy import func, literal_column, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.record import append_result
 from bench.yeargen import Signers, Stats, YearGenerator, write_year
 from node.adapters.readmodel import ReadModel, cases
 from node.runtime.federation import Federation
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_CASES:,} cases")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
     parser.add_argument("--samples", type=int, default=200, help="requests per measured endpoint")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (printed at the end)")
     args = parser.parse_args(argv)
@@ -386,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         "no_case_lost": figures["cases_lost"] == 0 and figures["quarantined"] == 0,
     }
     figures["goals"] = {**GOALS, "checks": checks}
-    print(json.dumps({"bench": "city_year", "figures": figures, "goals_met": all(checks.values())}, ensure_ascii=False))
+    line = {"bench": "city_year", "figures": figures, "goals_met": all(checks.values())}
+    print(json.dumps(line, ensure_ascii=False))
+    if args.record:
+        append_result(line)
     return 0
 
 

@@ -46,6 +46,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.record import append_result
 from bench.yeargen import Signers, Stats, YearGenerator
 from node.config import NodeConfig
 from node.runtime.federation import Federation, node_service_specs
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.01, help="segment loss, modelled as retransmission stalls")
     parser.add_argument("--resets-per-min", type=float, default=0.0, help="connection resets (the client retries)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
     parser.add_argument("--child-sync", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_sync:
@@ -315,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         "zero_lost": figures["events_missing_at_parent"] == 0,
     }
     figures["goals"] = {"ratio_to_bound_max": GOAL_RATIO, "checks": goals}
-    print(json.dumps({"bench": "slow_link", "figures": figures, "goals_met": all(goals.values())}, ensure_ascii=False))
+    line = {"bench": "slow_link", "figures": figures, "goals_met": all(goals.values())}
+    print(json.dumps(line, ensure_ascii=False))
+    if args.record:
+        append_result(line)
     return 0
 
 
