@@ -76,6 +76,7 @@ from node.domain.errors import DomainError
 from node.domain.events import Event, EventType
 from node.domain.hlc import Timestamp
 from node.domain.identifiers import make_credit_code, make_id_number, mask_id_number
+from node.domain.jurisdiction import handling_node
 from node.domain.workdays import WorkingDayCalendar, warning_level
 from tiers import DivisionTree, Tier, yiyang
 
@@ -385,7 +386,7 @@ class YearGenerator:
     def _handling(self, matter: Matter, accepting: str, home: str) -> str | None:
         location = None if matter.jurisdiction_rule == "nearest" else home
         try:
-            return self.catalogue.handling_node(matter, self.tree, accepting, location)
+            return handling_node(matter, self.tree, accepting, location, self.catalogue)
         except DomainError:
             return None  # e.g. a "nearest" matter cannot be handled from a window above its tier
 
