@@ -310,6 +310,13 @@ def test_demo_people_listing_follows_the_contract() -> None:
     assert json.loads(json.dumps(listing, ensure_ascii=False)) == listing
 
 
+def test_tongban_demo_people_json_prints_the_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    from node.entrypoints import cli
+
+    assert cli.main(["demo", "people", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == demo_people_listing()
+
+
 def test_the_shipped_encodings_are_those_of_the_enrolled_photos() -> None:
     # build_demo_people is what regenerates node/data/demo_people.json; here it is checked against the
     # cached encodings instead of being rerun (each photo is encoded once per session).

@@ -33,7 +33,7 @@ from node.adapters.result_pdf import (
 from node.adapters.seal import DepartmentSeal
 from node.adapters.seal_keys import CertificateAuthority, TrustBundle, issue_crl
 from node.domain.seal import VerdictStatus
-from node.entrypoints import verify
+from node.entrypoints import cli, verify
 
 NODE = "430903000000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +222,11 @@ def test_verify_command_exit_codes_and_words(
     changed[len(changed) // 2] ^= 0x20
     bad.write_bytes(bytes(changed))
     assert verify.main([str(bad), "--trust", str(bundle)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == "tampered"
+    # The same through the project's CLI: `tongban verify FILE --trust DIR`.
+    assert cli.main(["verify", str(good), "--trust", str(bundle)]) == 0
+    assert capsys.readouterr().out.startswith("valid ")
+    assert cli.main(["verify", str(bad), "--trust", str(bundle)]) == 1
     assert capsys.readouterr().out.splitlines()[0] == "tampered"
 
     (bundle / "crl.pem").write_bytes(issue_crl(ca, [(seal.certificate.serial_number, datetime.now(UTC))]))

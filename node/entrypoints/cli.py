@@ -125,6 +125,25 @@ def _demo_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_people(args: argparse.Namespace) -> int:
+    from node.adapters.demo_people import demo_people_listing
+
+    people = demo_people_listing()
+    if args.json:
+        print(json.dumps(people, ensure_ascii=False))
+    else:
+        for person in people:
+            enrolled = ", ".join(person["enrolled"])
+            print(f"{person['id_number']}  {person['name']:<6} {person['residence_code']}  {enrolled}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from node.entrypoints import verify
+
+    return verify.main(args.arguments)
+
+
 def _tiers_show(args: argparse.Namespace) -> int:
     tree = yiyang()
     division = tree.get(args.code)
@@ -206,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     scenario = demo.add_parser("scenario", help="drive the cross-county flow through the running federation")
     scenario.add_argument("--var", default=str(DEFAULT_VAR))
     scenario.set_defaults(handler=_demo_scenario)
+
+    people = demo.add_parser("people", help="the demo residents who have reference faces (for face verification)")
+    people.add_argument("--json", action="store_true")
+    people.set_defaults(handler=_demo_people)
+
+    verify = sub.add_parser(
+        "verify", help="verify a sealed result PDF offline: valid / tampered / revoked / expired / unknown issuer"
+    )
+    verify.add_argument("arguments", nargs=argparse.REMAINDER, help="FILE [--trust DIR] (see tongban verify --help)")
+    verify.set_defaults(handler=_verify)
 
     tiers = sub.add_parser("tiers", help="the division tree").add_subparsers(dest="action", required=True)
     show = tiers.add_parser("show", help="one division with its parent, children and path")
