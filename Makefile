@@ -12,7 +12,7 @@ STAMP_VENV := $(VENV)/.installed
 STAMP_NPM := deploy/docstore/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv npm demo test lint bench clean messages
+.PHONY: setup system venv npm demo test lint bench bench-scale-quick bench-scale clean messages
 
 setup: system venv npm
 
@@ -66,6 +66,16 @@ bench: setup
 	@$(PY) bench/bench_replication.py
 	@$(PY) bench/bench_federation.py
 	@$(PY) bench/bench_ops.py
+
+# City scale (issue 18): a year of cases at the city node and a slow village link (needs root for tc/netns).
+# Each bench ends with one JSON line {"bench", "figures", "goals_met"}; the full forms append it to docs/benchmarks.md.
+bench-scale-quick: setup
+	@$(PY) bench/bench_city_year.py --quick
+	@$(PY) bench/bench_slow_link.py --quick
+
+bench-scale: setup
+	@$(PY) bench/bench_city_year.py --cases 100000 --record
+	@$(PY) bench/bench_slow_link.py --cases 1000 --record
 
 clean:
 	rm -rf var test-artifacts .pytest_cache
