@@ -107,14 +107,11 @@ class LinkServer:
             allowed = [w for w in allowed if w.get("id") in trusted]
         return self.store.bulk_get(allowed, revs=True, attachments=True)
 
-    def revs_diff(self, child: str, revs: dict[str, list[str]]) -> dict[str, Doc]:
-        """Which revisions the parent lacks. Only ids the child may author are looked up; the others are
-        answered "missing" without a look, so nothing about them leaks and a push of them is refused and counted.
+    def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
+        """Which revisions the parent lacks. A child asking about a document it may not author and the
+        parent lacks is told "missing": its push of that document is then refused and counted.
         """
-        mine = {doc_id: r for doc_id, r in revs.items() if self.policy.child_may_author(doc_id, child)}
-        answer = self.store.revs_diff(mine) if mine else {}
-        answer.update({doc_id: {"missing": r} for doc_id, r in revs.items() if doc_id not in mine})
-        return answer
+        return self.store.revs_diff(revs)
 
     def accept_push(self, child: str, docs: list[Any]) -> tuple[list[Doc], int]:
         """Write what the child may author (new_edits=false); returns (failures, refused count).

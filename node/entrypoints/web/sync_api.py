@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from pycouchdb import exceptions as couch_errors
 
 from node.adapters.docstore import StoreUnavailable
 from node.domain.errors import DomainError
@@ -31,6 +32,7 @@ MAX_LIMIT = 2_000
 MAX_BODY = 16 * 1024 * 1024
 MAX_IDS = 10_000
 _LOCAL_NAME = re.compile(r"^[0-9A-Za-z_.\-]{1,200}$")
+_SEQ = re.compile(r"^[0-9A-Za-z_\-]{1,400}$")  # CouchDB 3's opaque sequence strings
 _REPLAYS = ReplayCache()
 
 
@@ -108,6 +110,12 @@ def store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
     return error_response("store_unavailable", "本节点文档库暂不可用", "this node's store is unavailable", 503)
 
 
+@blueprint.errorhandler(couch_errors.GenericError)
+def store_refused(exc: couch_errors.GenericError) -> ResponseReturnValue:
+    # The store refused a value the child gave (a sequence it never issued, …): the child's fault, not ours.
+    return error_response("bad_request", "同步请求格式不正确", "the store refused the request's values", 400)
+
+
 def _body() -> Any:
     try:
         return json.loads(request.get_data() or b"null")
@@ -130,7 +138,9 @@ def changes() -> ResponseReturnValue:
         limit = max(1, min(int(request.args.get("limit", "500")), MAX_LIMIT))
     except (ValueError, TypeError) as exc:
         raise BadRequest("since must be JSON and limit an integer") from exc
-    if not isinstance(since, int | str) or isinstance(since, bool) or len(str(since)) > 200:
+    if isinstance(since, bool) or not (
+        (isinstance(since, int) and since >= 0) or (isinstance(since, str) and _SEQ.match(since))
+    ):
         raise BadRequest("since must be a sequence the parent gave")
     rows, last_seq = server().changes(g.child, since, limit)
     return jsonify({"results": rows, "last_seq": last_seq})
@@ -144,7 +154,7 @@ def revs_diff() -> ResponseReturnValue:
         for revs in body.values()
     ):
         raise BadRequest("expected {id: [rev, …]}")
-    return jsonify(server().revs_diff(g.child, body))
+    return jsonify(server().revs_diff(body))
 
 
 @blueprint.post("/bulk_get")
