@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node import __version__
-from node.adapters.catalogue_doc import CATALOGUE_DOC, PublishedCatalogue
+from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.keys import NodeIdentity
@@ -76,7 +76,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
     verifier = EventVerifier(events, identity.ca_pem)
     state = NodeState(config.data_dir / "state.sqlite3")
     readmodel = ReadModel(config.data_dir / "readmodel.sqlite3")
-    catalogue = PublishedCatalogue(store, load_seed_catalogue())
+    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     cases = CaseService(
         config.code,
         tree,
@@ -128,5 +128,5 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
 def publish_own_documents(context: NodeContext) -> None:
     """Put this node's certificate (and, at the city, the catalogue) into its store for replication."""
     context.cases.events.publish_certificate(context.identity.certificate_pem)
-    if context.division.parent is None and context.store.get(CATALOGUE_DOC) is None:
-        context.store.bulk_docs([{**load_seed_catalogue().to_dict(), "_id": CATALOGUE_DOC}])
+    if context.division.parent is None:
+        context.published_catalogue.ensure_published(load_seed_catalogue())

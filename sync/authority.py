@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography import x509
 
+from node.adapters.catalogue_doc import catalogue_problem
 from node.adapters.eventstore import HEX64, MAX_AHEAD_S, Quarantined
 from node.adapters.keys import CertificateDirectory, verify_certificate, verify_department_certificate
 from node.domain.errors import DomainError
@@ -180,8 +181,12 @@ class LinkPolicy:
                 return f"a heartbeat of a node outside {peer}'s subtree"
             return "heartbeats are never deleted" if doc.get("_deleted") else None
         if doc_id == CATALOGUE_ID:
-            # Only the city authors the catalogue; it travels down only.
-            return "only the city publishes the catalogue" if from_child else None
+            # Only the city authors the catalogue; it travels down only, signed by the city.
+            if from_child:
+                return "only the city publishes the catalogue"
+            if doc.get("_deleted"):
+                return "deletion of the catalogue"
+            return catalogue_problem(doc, self.ca_pem, self.tree.root)
         return "not a document that travels between nodes"
 
     def _immutable_problem(self, doc: Doc, held: dict[str, str], what: str) -> str | None:

@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
+from node.adapters.catalogue_doc import signed_catalogue_doc
 from node.adapters.keys import CertificateAuthority, CertificateDirectory, NodeIdentity
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
+from node.domain.catalogue import Catalogue
 from node.domain.events import Event, EventType
 from node.domain.hlc import Timestamp, wall_clock_ms
 from node.runtime.services import free_port
@@ -340,8 +342,18 @@ def test_a_child_refuses_what_its_parent_may_not_send(nodes: dict[str, NodeConte
         {"_id": f"heartbeat:{CITY}", "_rev": new_rev(1), "node": CITY, "at": 0},
         {"_id": "_design/evil", "_rev": new_rev(1)},
     ]
+    # A catalogue not signed by the city: unsigned, or signed by the township itself.
+    real = town.store.get("catalogue")
+    forged = {**real, "_rev": new_rev(int(real["_rev"].split("-")[0]) + 1), "note": "伪造的目录"}
+    bad.append({k: v for k, v in forged.items() if k not in ("signature", "certificate")})
+    forged_signed = signed_catalogue_doc(Catalogue.from_dict(forged), town.identity)
+    bad.append({**forged_signed, "_rev": new_rev(int(real["_rev"].split("-")[0]) + 1)})
     assert guard.bulk_docs(bad) == []
     assert guard.refused == len(bad)
+    assert village.store.get("catalogue")["_rev"] == real["_rev"]
+    # Had a forged catalogue reached the store anyway, the node keeps using the city's.
+    village.store.put({**forged_signed, "_rev": real["_rev"]})
+    assert village.published_catalogue.latest().note != "伪造的目录"
     assert village.store.get(approved["_id"])["_rev"] == approved["_rev"]
     assert len(refusals(village, TOWN_B)) == len(bad)
     assert village.cases.load(case_no).state.value == "approved"
