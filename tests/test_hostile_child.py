@@ -242,12 +242,13 @@ def test_squatted_numbers_wild_clocks_and_path_injection_are_refused(
     genesis_squat = signed(
         squatter, case_no, EventType.ACCEPTED, None, payload | {"accepting_node": squatter.node_code}, hlc=first_hlc
     )
-    town.store.bulk_docs([past_9999, injected, genesis_squat], new_edits=False)
+    town.store.bulk_docs([past_9999, injected, genesis_squat, foreign_target], new_edits=False)
     town.projector.catch_up()
     quarantined = {row["doc_id"]: row["reason"] for row in town.readmodel.quarantined()}
     assert "9999" in quarantined[past_9999["_id"]]
     assert "cert_sha256" in quarantined[injected["_id"]]
     assert "not issued by" in quarantined[genesis_squat["_id"]]
+    assert "not a node" in quarantined[foreign_target["_id"]]
     case = town.cases.load(case_no)
     assert case.accepting_node == VILLAGE_B1 and case.state.value == "approved"
     sync_all(nodes)

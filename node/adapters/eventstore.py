@@ -25,6 +25,7 @@ from node.adapters.keys import CertificateDirectory, verify_signature
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import GENESIS_TYPES, Event, event_id_range, owns_case_number, verify_chain
 from node.domain.hlc import NODE_PATTERN
+from tiers import DivisionTree, yiyang
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # How long an event may stay undecided (certificate or first event not arrived) before quarantine.
@@ -102,7 +103,9 @@ class EventVerifier:
         max_undecided_s: float = MAX_UNDECIDED_S,
         max_ahead_s: float = MAX_AHEAD_S,
         now: Callable[[], float] = time.time,
+        tree: DivisionTree | None = None,
     ) -> None:
+        self.tree = tree or yiyang()
         self.events = events
         self.ca_pem = ca_pem
         self.max_undecided_s = max_undecided_s
@@ -152,6 +155,12 @@ class EventVerifier:
             return f"stamped {event.timestamp.iso}, more than {self.max_ahead_s:.0f} s ahead of this node / 时间戳超前"
         if event.type in GENESIS_TYPES and not owns_case_number(event.node, event.case_no):
             return f"case number {event.case_no} was not issued by {event.node} / 案件编号不属于该节点"
+        for key in ("accepting_node", "handling_node", "new_handling_node"):
+            target = event.payload.get(key)
+            if key in event.payload and (not isinstance(target, str) or target not in self.tree):
+                return f"payload.{key} {str(target)[:40]!r} is not a node / 节点代码不存在"
+        if event.node not in self.tree:
+            return f"written by {event.node}, which is not a node / 节点代码不存在"
         return None
 
     def _check_doc(self, case_no: str, doc: Doc, result: VerifiedCase) -> Event | None:

@@ -196,7 +196,8 @@ def get_local(name: str) -> ResponseReturnValue:
 
 @blueprint.put("/local/<name>")
 def put_local(name: str) -> ResponseReturnValue:
-    body = _object(_body())
+    # A checkpoint is the child's own data; store fields (_rev, _attachments, …) are not its to set.
+    body = {k: v for k, v in _object(_body()).items() if not str(k).startswith("_")}
     if len(json.dumps(body)) > 1_000_000:
         raise BadRequest("checkpoint too large")
     context().store.put_local(_local_name(name), body)
