@@ -32,13 +32,14 @@ from node.runtime.federation import node_service_specs
 from node.runtime.provisioning import ensure_city_authority, provision_node
 from node.runtime.services import free_port, redis_spec
 from node.runtime.supervisor import Supervisor
+from tiers.demo import HESHAN, HESHAN_VILLAGE
 
-COUNTY = "430903000000"
+COUNTY = HESHAN
 BODY = {
     "matter_code": "430900-JF-0001",
     "applicant": {"kind": "person", "id_number": make_id_number("430903", date(1985, 3, 15), 124), "name": "李秀英"},
     "materials": ["M001", "M002", "M013", "M003"],
-    "residence_code": "430903101201",
+    "residence_code": HESHAN_VILLAGE,
 }
 
 

@@ -26,9 +26,10 @@ from node.domain.identifiers import make_id_number
 from node.runtime.demo import call, login
 from node.runtime.federation import Federation
 from node.runtime.services import port_is_free
+from tiers.demo import CITY, HESHAN, HESHAN_VILLAGE, ZIYANG_VILLAGE
 
 ROOT = Path(__file__).resolve().parents[1]
-VILLAGE_A, COUNTY_B, CITY, VILLAGE_B = "430902102201", "430903000000", "430900000000", "430903101201"
+VILLAGE_A, COUNTY_B, VILLAGE_B = ZIYANG_VILLAGE, HESHAN, HESHAN_VILLAGE
 
 
 def application(serial: int) -> dict:

@@ -36,12 +36,12 @@ from typing import Any
 from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic
 from node.adapters.opsmodel import OpsModel
 from node.bootstrap import bootstrap
-from node.config import NodeConfig
+from node.config import NodeConfig, Thresholds
 from node.entrypoints.web import create_app
 from node.runtime.provisioning import ensure_city_authority, provision_node
 from node.runtime.services import collector_spec, docstore_spec, free_port, gunicorn_spec, mosquitto_spec
 from node.runtime.supervisor import Supervisor
-from node.service_layer.ops import Thresholds, evaluate_alerts
+from node.service_layer.alerts import evaluate_alerts
 from tiers import Tier, yiyang
 
 PASSWORD = "bench-password-1"

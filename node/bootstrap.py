@@ -10,11 +10,11 @@ from node import __version__
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
-from node.adapters.keys import NodeIdentity
 from node.adapters.mqtt import MqttLink, notice_topic, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
-from node.adapters.readmodel import Projector, ReadModel
+from node.adapters.pki import NodeIdentity
+from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
@@ -75,7 +75,7 @@ def bootstrap(config: NodeConfig, connect_mqtt: bool = True, mqtt_client_id: str
     events = EventStore(store)
     verifier = EventVerifier(events, identity.ca_pem)
     state = NodeState(config.data_dir / "state.sqlite3")
-    readmodel = ReadModel(config.data_dir / "readmodel.sqlite3")
+    readmodel = ReadModel(config.data_dir / READMODEL_DB)
     catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     cases = CaseService(
         config.code,

@@ -14,6 +14,11 @@ from pathlib import Path
 DOCSTORE_DB = "tongban"
 
 
+def task_queue(node_code: str) -> str:
+    """The node's Celery queue in Redis: the worker consumes it, ``/metrics`` reports its length."""
+    return f"node-{node_code}"
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message says what to do (zh / en)."""
 
@@ -87,3 +92,32 @@ class NodeConfig:
             return cls(**values)
         except TypeError as exc:
             raise ConfigError(f"配置文件格式错误 / config file is malformed: {path} ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """City operations: when a node counts as dark and when an alert opens. Override in ``<data_dir>/ops.json``."""
+
+    # Agents heartbeat every 10 s: three missed beats and the node is offline even without a last will
+    # (its broker or its uplink may be down, so no will can reach the city).
+    stale_after_s: float = 35.0
+    # "Within a minute": offline this long (since its last heartbeat) and the beat job, every 15 s, alerts.
+    offline_alert_s: float = 45.0
+    # Heartbeat documents cross up to three links, each synced at least every 10 s: ~40 s is normal.
+    lag_alert_s: float = 300.0
+    # Changes pending at the node while its push checkpoint has not moved for this long.
+    stuck_alert_s: float = 120.0
+    # A link report older than this says nothing about the link any more.
+    report_fresh_s: float = 60.0
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Thresholds:
+        path = data_dir / "ops.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(raw, dict):
+            return cls()
+        known = {k: float(v) for k, v in raw.items() if k in cls.__dataclass_fields__ and isinstance(v, int | float)}
+        return cls(**known)

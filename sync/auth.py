@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from node.adapters.keys import NodeIdentity, verify_certificate, verify_signature
+from node.adapters.pki import NodeIdentity, verify_certificate, verify_signature
 from node.domain.errors import DomainError, ErrorKind
 
 MAX_SKEW_S = 300

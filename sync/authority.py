@@ -23,7 +23,7 @@ from cryptography import x509
 
 from node.adapters.catalogue_doc import catalogue_problem
 from node.adapters.eventstore import HEX64, MAX_AHEAD_S, Quarantined
-from node.adapters.keys import CertificateDirectory, verify_certificate, verify_department_certificate
+from node.adapters.pki import certificate_doc, verify_certificate, verify_department_certificate
 from node.domain.errors import DomainError
 from node.domain.events import GENESIS_TYPES, Event, owns_case_number, parse_event_doc_id
 from node.domain.hlc import NODE_PATTERN, Timestamp
@@ -237,7 +237,7 @@ class LinkPolicy:
         if not isinstance(pem, str) or len(pem) > 16_384:
             return "no certificate"
         try:
-            expected = CertificateDirectory.doc_for(pem)
+            expected = certificate_doc(pem)
             issued_at = x509.load_pem_x509_certificate(pem.encode()).not_valid_before_utc
             if "department" in expected:
                 verify_department_certificate(pem, self.ca_pem, at=issued_at)

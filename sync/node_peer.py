@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import requests
 
 from node.adapters.docstore import StoreUnavailable
-from node.adapters.keys import NodeIdentity
+from node.adapters.pki import NodeIdentity
 from node.domain.errors import DomainError
 from sync.auth import HEADER_NONCE, sign_request, verify_response
 from tiers import yiyang

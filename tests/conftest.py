@@ -19,8 +19,7 @@ from node.bootstrap import NodeContext
 from node.config import NodeConfig
 from node.runtime.services import docstore_spec, free_port, mosquitto_spec, redis_spec
 from node.runtime.supervisor import Supervisor
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tiers.demo import HESHAN, HESHAN_VILLAGE
 
 
 @dataclass
@@ -56,13 +55,6 @@ def store(services: Services) -> DocStore:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.fail(f"shared material not found at {SHARED} (CI lays it beside the clone)")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
 def city_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from node.runtime.provisioning import ensure_city_authority
 
@@ -73,7 +65,7 @@ def city_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_node(services: Services, ca_dir: Path, data_dir: Path, code: str, demo_accounts: bool = False) -> NodeContext:
     """A provisioned node whose store is a fresh database on the session's pouchdb-server."""
-    from node.adapters.keys import CertificateAuthority
+    from node.adapters.pki import CertificateAuthority
     from node.bootstrap import bootstrap, publish_own_documents
     from node.runtime.provisioning import provision_node
 
@@ -98,13 +90,13 @@ def make_node(services: Services, ca_dir: Path, data_dir: Path, code: str, demo_
 @pytest.fixture
 def county_node(services: Services, city_ca: Path, tmp_path: Path) -> NodeContext:
     """赫山区 (county) — holds authority for county-level matters of its residents."""
-    return make_node(services, city_ca, tmp_path / "county", "430903000000")
+    return make_node(services, city_ca, tmp_path / "county", HESHAN)
 
 
 @pytest.fixture
 def village_node(services: Services, city_ca: Path, tmp_path: Path) -> NodeContext:
     """八字哨第1村, a village of 赫山区."""
-    return make_node(services, city_ca, tmp_path / "village", "430903101201")
+    return make_node(services, city_ca, tmp_path / "village", HESHAN_VILLAGE)
 
 
 def client_for(context: NodeContext) -> FlaskClient:

@@ -7,6 +7,7 @@ from datetime import date
 from node.bootstrap import NodeContext
 from node.domain.identifiers import make_credit_code, make_id_number
 from tests.conftest import client_for, token_for
+from tiers.demo import HESHAN, HESHAN_TOWN, HESHAN_VILLAGE, ZIYANG, ZIYANG_VILLAGE
 
 # 最低生活保障审核确认: civil affairs, county authority, by registered residence, 20 promised days.
 DIBAO = "430900-JF-0001"
@@ -19,7 +20,7 @@ def accept_body(**extra: object) -> dict:
         "matter_code": DIBAO,
         "applicant": {"kind": "person", "id_number": RESIDENT, "name": "李秀英"},
         "materials": DIBAO_MATERIALS,
-        "residence_code": "430903101201",
+        "residence_code": HESHAN_VILLAGE,
     }
     body.update(extra)
     return body
@@ -33,8 +34,8 @@ def test_full_lifecycle_at_the_county(county_node: NodeContext) -> None:
     created = client.post("/api/v1/cases", json=accept_body(), headers=acceptor)
     assert created.status_code == 201, created.get_json()
     case = created.get_json()
-    assert case["case_no"].startswith("430903000000-")
-    assert case["handling_node"] == "430903000000" and case["state"] == "in_review"
+    assert case["case_no"].startswith(f"{HESHAN}-")
+    assert case["handling_node"] == HESHAN and case["state"] == "in_review"
     assert case["deadline"] is not None
 
     inbox = client.get("/api/v1/inbox", headers=approver).get_json()["cases"]
@@ -64,7 +65,7 @@ def test_full_lifecycle_at_the_county(county_node: NodeContext) -> None:
         "approved",
         "delivered",
     ]
-    assert all(e["node"] == "430903000000" and e["actor"] and e["at"] for e in shown["timeline"])
+    assert all(e["node"] == HESHAN and e["actor"] and e["at"] for e in shown["timeline"])
     # The approver's inbox is empty again.
     assert client.get("/api/v1/inbox", headers=approver).get_json()["cases"] == []
 
@@ -86,10 +87,10 @@ def test_incomplete_application_lists_everything_missing_and_writes_nothing(coun
 def test_cross_county_case_is_routed_to_the_residence_county(village_node: NodeContext) -> None:
     client = client_for(village_node)
     acceptor = token_for(client, village_node, "acceptor")
-    body = accept_body(residence_code="430902102201")  # a resident of 资阳区, accepted in 赫山区
+    body = accept_body(residence_code=ZIYANG_VILLAGE)  # a resident of 资阳区, accepted in 赫山区
     created = client.post("/api/v1/cases", json=body, headers=acceptor).get_json()
-    assert created["handling_node"] == "430902000000"
-    assert created["accepting_node"] == "430903101201"
+    assert created["handling_node"] == ZIYANG
+    assert created["accepting_node"] == HESHAN_VILLAGE
     assert [e["type"] for e in created["timeline"]] == ["accepted", "routed"]
 
 
@@ -101,7 +102,7 @@ def test_enterprise_applicant_and_credit_code_check(county_node: NodeContext) ->
         "matter_code": "430900-XK-0002",
         "applicant": {"kind": "enterprise", "credit_code": credit, "name": "益阳某某有限公司"},
         "materials": ["M019", "M017", "M018", "M004"],
-        "registered_code": "430903101000",
+        "registered_code": HESHAN_TOWN,
     }
     assert client.post("/api/v1/cases", json=body, headers=acceptor).status_code == 201
     body["applicant"]["credit_code"] = credit[:-1] + ("0" if credit[-1] != "0" else "1")

@@ -23,10 +23,8 @@ from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType, event_hash, verify_chain
 from node.domain.hlc import HybridLogicalClock, Timestamp
 from tiers import Tier, yiyang
+from tiers.demo import CITY, HESHAN, ZIYANG
 
-CITY = "430900000000"
-ZIYANG = "430902000000"  # 资阳区
-HESHAN = "430903000000"  # 赫山区
 NANXIAN = "430921000000"  # 南县
 TOWNSHIP = "430902005000"  # 大码头街道
 VILLAGE = "430902005001"

@@ -21,15 +21,13 @@ from node.domain.catalogue import (
 )
 from node.domain.errors import DomainError, ErrorKind
 from tiers import Tier, yiyang
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, ZIYANG, ZIYANG_TOWN
 
 TREE = yiyang()
 CATALOGUE = load_seed_catalogue()
 ALL_CODES = sorted(d.code for d in TREE)
 
-HESHAN = "430903000000"  # 赫山区
-ZIYANG = "430902000000"  # 资阳区
-CITY = "430900000000"
-BAZISHAO = "430903101000"  # 赫山区八字哨镇
+BAZISHAO = HESHAN_TOWN  # 赫山区八字哨镇
 HESHAN_STREET = "430903001000"  # 赫山区赫山街道
 
 
@@ -152,7 +150,7 @@ def test_residence_in_a_heshan_village_goes_to_heshan_for_a_county_matter() -> N
     matter = first(Tier.COUNTY, "residence")
     village = a_village(BAZISHAO)
     # accepted in a village of another county: 全市通办
-    assert handling_node(matter, TREE, a_village("430902102000"), village) == HESHAN
+    assert handling_node(matter, TREE, a_village(ZIYANG_TOWN), village) == HESHAN
     assert handling_node(matter, TREE, CITY, BAZISHAO) == HESHAN
     assert handling_node(matter, TREE, CITY, HESHAN) == HESHAN
 
@@ -174,7 +172,7 @@ def test_nearest_uses_the_accepting_node() -> None:
     matter = first(Tier.COUNTY, "nearest")
     village = a_village(BAZISHAO)
     # any location given is ignored: the accepting node decides
-    assert handling_node(matter, TREE, village, a_village("430902102000")) == HESHAN
+    assert handling_node(matter, TREE, village, a_village(ZIYANG_TOWN)) == HESHAN
     assert handling_node(matter, TREE, village, None) == HESHAN
     township_matter = first(Tier.TOWNSHIP, "nearest")
     assert handling_node(township_matter, TREE, village) == BAZISHAO
@@ -183,11 +181,11 @@ def test_nearest_uses_the_accepting_node() -> None:
 
 
 def test_property_and_business_registration_rules() -> None:
-    shop = a_village("430902102000")  # 资阳区迎风桥镇
+    shop = a_village(ZIYANG_TOWN)  # 资阳区迎风桥镇
     assert handling_node(first(Tier.COUNTY, "business_registration"), TREE, CITY, shop) == ZIYANG
-    assert handling_node(first(Tier.TOWNSHIP, "business_registration"), TREE, CITY, shop) == "430902102000"
+    assert handling_node(first(Tier.TOWNSHIP, "business_registration"), TREE, CITY, shop) == ZIYANG_TOWN
     house = a_village(BAZISHAO)
-    assert handling_node(first(Tier.COUNTY, "property"), TREE, a_village("430902102000"), house) == HESHAN
+    assert handling_node(first(Tier.COUNTY, "property"), TREE, a_village(ZIYANG_TOWN), house) == HESHAN
     assert handling_node(first(Tier.TOWNSHIP, "property"), TREE, HESHAN, house) == BAZISHAO
     assert handling_node(first(Tier.VILLAGE, "property"), TREE, HESHAN, house) == house
 
@@ -246,7 +244,7 @@ def test_delegation_lowers_the_tier_only_inside_the_region() -> None:
         {HESHAN: [{"matter_code": matter.code, "authority_tier": "township"}]}
     )
     inside = a_village(BAZISHAO)
-    outside = a_village("430902102000")
+    outside = a_village(ZIYANG_TOWN)
     assert handling_node(matter, TREE, outside, inside, delegated.implementation) == BAZISHAO
     assert handling_node(matter, TREE, outside, inside, delegated) == BAZISHAO
     assert handling_node(matter, TREE, inside, outside, delegated) == ZIYANG

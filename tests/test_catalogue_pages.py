@@ -12,9 +12,9 @@ from node.bootstrap import NodeContext
 from tests.conftest import Services, client_for, make_node
 from tests.test_api_cases import DIBAO_MATERIALS, RESIDENT
 from tests.test_pages import CSRF, csrf_from, sign_in
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE
 
 DIBAO = "430900-JF-0001"
-CITY = "430900000000"
 
 
 @pytest.fixture
@@ -141,11 +141,11 @@ def test_the_city_admin_adds_a_matter_that_windows_can_accept(city: NodeContext)
         "matter_code": "430900-GG-0099",
         "applicant": {"kind": "person", "id_number": RESIDENT, "name": "李秀英"},
         "materials": ["M001"],
-        "residence_code": "430903101201",
+        "residence_code": HESHAN_VILLAGE,
     }
     outcome = city.cases.accept(Actor("acceptor", "acceptor", None), body)
     assert outcome.outcome == "accepted" and outcome.case is not None
-    assert outcome.case.handling_node == "430903101000"
+    assert outcome.case.handling_node == HESHAN_TOWN
 
 
 def test_others_only_read_the_catalogue(city: NodeContext, county_node: NodeContext) -> None:
@@ -181,21 +181,21 @@ def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext
     url = f"/catalogue/matters/{DIBAO}/delegations"
     version, _ = matter_json(client, DIBAO)
     token = csrf_from(client, f"/catalogue/matters/{DIBAO}")
-    line = {"csrf_token": token, "region": "430903000000", "authority_tier": "township", "promised_days": "10"}
+    line = {"csrf_token": token, "region": HESHAN, "authority_tier": "township", "promised_days": "10"}
     saved = client.post(url, data={**line, "based_on": str(version), "action": "save"})
     assert saved.status_code == 303, saved.get_data(as_text=True)
     page = client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
-    assert 'data-region="430903000000"' in page and "赫山区" in page
+    assert f'data-region="{HESHAN}"' in page and "赫山区" in page
 
     acceptor = Actor("acceptor", "acceptor", None)
     body = {
         "matter_code": DIBAO,
         "applicant": {"kind": "person", "id_number": RESIDENT, "name": "李秀英"},
         "materials": DIBAO_MATERIALS,
-        "residence_code": "430903101201",
+        "residence_code": HESHAN_VILLAGE,
     }
     outcome = city.cases.accept(acceptor, body)
-    assert outcome.case is not None and outcome.case.handling_node == "430903101000"  # 八字哨镇, not 赫山区
+    assert outcome.case is not None and outcome.case.handling_node == HESHAN_TOWN  # 八字哨镇, not 赫山区
 
     # Upward, or longer than the city's promise: refused with the reason, nothing published.
     for bad, message in (({"authority_tier": "city"}, "只能下放"), ({"promised_days": "25"}, "只能缩短")):
@@ -206,8 +206,8 @@ def test_a_region_delegates_a_matter_downward_and_cases_follow(city: NodeContext
     assert matter_json(client, DIBAO)[0] == version + 1
 
     removed = client.post(
-        url, data={"csrf_token": token, "region": "430903000000", "based_on": str(version + 1), "action": "remove"}
+        url, data={"csrf_token": token, "region": HESHAN, "based_on": str(version + 1), "action": "remove"}
     )
     assert removed.status_code == 303
     assert "data-region=" not in client.get(f"/catalogue/matters/{DIBAO}").get_data(as_text=True)
-    assert city.cases.accept(acceptor, body).case.handling_node == "430903000000"  # type: ignore[union-attr]
+    assert city.cases.accept(acceptor, body).case.handling_node == HESHAN  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from pathlib import Path
 from node.bootstrap import NodeContext
 from node.domain.catalogue import load_seed_catalogue
 from tests.conftest import Services, client_for, make_node, token_for
+from tiers.demo import CITY
 
 
 def next_version(promised_days: int) -> dict:
@@ -19,7 +20,7 @@ def next_version(promised_days: int) -> dict:
 
 
 def test_the_city_admin_publishes_a_new_version(services: Services, city_ca: Path, tmp_path: Path) -> None:
-    city = make_node(services, city_ca, tmp_path / "city", "430900000000")
+    city = make_node(services, city_ca, tmp_path / "city", CITY)
     city.published_catalogue.ttl_s = 0
     client = client_for(city)
     admin = token_for(client, city, "admin")

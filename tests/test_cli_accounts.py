@@ -10,6 +10,7 @@ from pathlib import Path
 from node.adapters.nodestate import NodeState
 from node.domain.catalogue import load_seed_catalogue
 from node.runtime.federation import Federation
+from tiers.demo import CITY, HESHAN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def tongban(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_accounts_lists_one_per_role_per_node_and_they_sign_in(tmp_path: Path) -> None:
-    codes = ["430900000000", "430903000000"]
+    codes = [CITY, HESHAN]
     Federation(tmp_path, 18000, codes).save()
     result = tongban("demo", "accounts", "--json", "--var", str(tmp_path))
     assert result.returncode == 0, result.stderr

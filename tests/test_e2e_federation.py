@@ -25,12 +25,14 @@ from node.runtime.demo import login, run_scenario
 from node.runtime.federation import Federation
 from node.runtime.services import port_is_free
 from node.runtime.supervisor import pid_alive
+from tests.conftest import wait_for
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE, ZIYANG, ZIYANG_TOWN, ZIYANG_VILLAGE, ZIYANG_VILLAGE_2
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-CITY, COUNTY_A, COUNTY_B = "430900000000", "430902000000", "430903000000"
-TOWN_A, VILLAGE_A1, VILLAGE_A2 = "430902102000", "430902102201", "430902102202"
-TOWN_B, VILLAGE_B1 = "430903101000", "430903101201"
+COUNTY_A, COUNTY_B = ZIYANG, HESHAN
+TOWN_A, VILLAGE_A1, VILLAGE_A2 = ZIYANG_TOWN, ZIYANG_VILLAGE, ZIYANG_VILLAGE_2
+TOWN_B, VILLAGE_B1 = HESHAN_TOWN, HESHAN_VILLAGE
 
 
 def free_base_port() -> int:
@@ -52,11 +54,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 180
-        while "press Ctrl-C" not in (var / "up.log").read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"federation did not start:\n{(var / 'up.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        up = wait_for(lambda: process.poll() is not None or "press Ctrl-C" in (var / "up.log").read_text(), 180, 0.5)
+        if not up or process.poll() is not None:
+            pytest.fail(f"federation did not start:\n{(var / 'up.log').read_text()[-3000:]}")
         yield Federation.load(var)
     finally:
         process.send_signal(signal.SIGINT)
@@ -90,10 +90,8 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 120) -> 
             return False
 
     started = time.monotonic()
-    while not answered():
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.5)
+    if not wait_for(answered, timeout_s, interval=0.5):
+        pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
     return time.monotonic() - started
 
 

@@ -24,9 +24,10 @@ from node.domain.events import (
     verify_chain,
 )
 from node.domain.hlc import MAX_COUNTER, HybridLogicalClock, Timestamp
+from tiers.demo import HESHAN
 
 VILLAGE = "430902005001"
-COUNTY = "430903000000"
+COUNTY = HESHAN
 CASE_NO = "430902005001-20241127-1"
 
 # --- hybrid logical clock -----------------------------------------------------------------------------

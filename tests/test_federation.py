@@ -31,10 +31,12 @@ from node.config import NodeConfig
 from node.runtime.services import PROJECT_ROOT, port_is_free
 from tests.conftest import wait_for
 from tiers import yiyang
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE
 
 pytestmark = pytest.mark.slow
 
-CITY, COUNTY, TOWNSHIP, VILLAGE = CODES = ["430900000000", "430903000000", "430903101000", "430903101201"]
+COUNTY, TOWNSHIP, VILLAGE = HESHAN, HESHAN_TOWN, HESHAN_VILLAGE
+CODES = [CITY, COUNTY, TOWNSHIP, VILLAGE]
 TIERS = ["city", "county", "township", "village"]
 READY_TIMEOUT_S = 90.0
 SPAN = 60

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
 from node.adapters.catalogue_doc import signed_catalogue_doc
-from node.adapters.keys import CertificateAuthority, CertificateDirectory, NodeIdentity
+from node.adapters.pki import CertificateAuthority, NodeIdentity, certificate_doc
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
 from node.domain.catalogue import Catalogue
@@ -175,7 +175,7 @@ def test_a_child_cannot_change_or_delete_what_it_did_not_write(nodes: dict[str, 
         {
             **county_cert,
             "_rev": new_rev(1),
-            "pem": CertificateDirectory.doc_for(village.identity.certificate_pem)["pem"],
+            "pem": certificate_doc(village.identity.certificate_pem)["pem"],
         },
         # another node's heartbeat, a design document, an unknown namespace
         {"_id": f"heartbeat:{COUNTY_B}", "_rev": new_rev(3), "node": COUNTY_B, "at": time.time()},

@@ -1,4 +1,4 @@
-"""The city CA, node identities, event signatures and certificate documents (node/adapters/keys.py)."""
+"""The city CA, node identities, event signatures and certificate documents (node/adapters/pki/)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from node.adapters.keys import (
+from node.adapters.pki import (
     CertificateAuthority,
-    CertificateDirectory,
     NodeIdentity,
     cert_sha256,
+    certificate_doc,
     verify_certificate,
     verify_department_certificate,
     verify_signature,
 )
+from node.adapters.pki.common import CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE
 from node.domain.errors import DomainError, ErrorKind
+from tiers.demo import CITY, ZIYANG
 
-CITY = "430900000000"
-COUNTY = "430902000000"
+COUNTY = ZIYANG
 VILLAGE = "430902001201"
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -124,7 +125,7 @@ def test_node_identity_files_and_certificate(tmp_path: Path, ca: CertificateAuth
     assert county.tier == "county"
     assert county.ca_pem == ca.certificate_pem
     assert county.cert_sha256 == cert_sha256(county.certificate_pem)
-    assert county.cert_path.read_bytes() == county.certificate_pem
+    assert (tmp_path / "county" / NODE_CERT_FILE).read_bytes() == county.certificate_pem
     assert verify_certificate(county.certificate_pem, county.ca_pem) == COUNTY
 
     cert = x509.load_pem_x509_certificate(county.certificate_pem)
@@ -155,7 +156,7 @@ def test_ensure_reissues_under_a_new_ca_keeping_the_key(tmp_path: Path, county: 
     new_ca = CertificateAuthority.create(tmp_path / "new-ca", CITY, "益阳市")
     renewed = NodeIdentity.ensure(tmp_path / "county", COUNTY, "资阳区", "county", new_ca)
     assert renewed.cert_sha256 != county.cert_sha256
-    assert renewed.public_key_pem == county.public_key_pem
+    assert renewed.certificate.public_key() == county.certificate.public_key()
     assert verify_certificate(renewed.certificate_pem, new_ca.certificate_pem) == COUNTY
 
 
@@ -310,38 +311,25 @@ def test_signature_with_untrusted_certificate_is_rejected(tmp_path: Path, ca: Ce
 # -- certificates as documents ---------------------------------------------------------------
 
 
-def test_certificate_directory_docs_round_trip(
+def test_certificate_documents_carry_what_a_verifier_needs(
     ca: CertificateAuthority, county: NodeIdentity, village: NodeIdentity
 ) -> None:
-    directory = CertificateDirectory()
-    sha = directory.add(county.certificate_pem)
-    assert sha == county.cert_sha256
-    directory.add(village.certificate_pem.decode("ascii"))
-    directory.add(ca.issue_department_certificate(COUNTY, "gaj", _public_pem()))
-    assert len(directory) == 3
-    assert directory.get(county.cert_sha256) == county.certificate_pem
-    assert directory.get("0" * 64) is None
-
-    docs = json.loads(json.dumps(directory.to_docs()))
-    by_node = {doc["_id"]: doc for doc in docs}
-    county_doc = by_node[f"cert:{COUNTY}:{county.cert_sha256}"]
-    assert county_doc["doc_type"] == "certificate"
-    assert county_doc["node"] == COUNTY
-
-    copy = CertificateDirectory.from_docs([*docs, {"_id": "evt:1", "doc_type": "event"}])
-    assert set(copy) == set(directory)
+    doc = json.loads(json.dumps(certificate_doc(county.certificate_pem.decode("ascii"))))
+    assert doc == {
+        "_id": f"cert:{COUNTY}:{county.cert_sha256}",
+        "doc_type": "certificate",
+        "node": COUNTY,
+        "pem": county.certificate_pem.decode("ascii"),
+    }
+    dept = certificate_doc(ca.issue_department_certificate(COUNTY, "gaj", _public_pem()))
+    assert dept["node"] == COUNTY and dept["department"] == "gaj" and dept["_id"].startswith(f"cert:{COUNTY}:")
     signature = village.sign(DIGEST)
-    pem = copy.get(signature["cert_sha256"])
-    assert pem is not None
-    verify_signature(signature, DIGEST, pem, ca.certificate_pem)
-
-
-def test_certificate_directory_rejects_mislabelled_docs(county: NodeIdentity, village: NodeIdentity) -> None:
-    doc = CertificateDirectory.doc_for(county.certificate_pem)
-    bad = {**doc, "pem": village.certificate_pem.decode("ascii")}
+    found = certificate_doc(village.certificate_pem)
+    assert found["_id"] == f"cert:{signature['signer']}:{signature['cert_sha256']}"
+    verify_signature(signature, DIGEST, found["pem"], ca.certificate_pem)
     with pytest.raises(DomainError) as excinfo:
-        CertificateDirectory.from_docs([bad])
-    assert excinfo.value.code == "certificate_doc_invalid"
+        certificate_doc(ca.certificate_pem)  # the CA is not a node: nothing to publish
+    _rejected(excinfo, "certificate_invalid")
 
 
 # -- loopback mutual TLS ---------------------------------------------------------------------
@@ -349,12 +337,12 @@ def test_certificate_directory_rejects_mislabelled_docs(county: NodeIdentity, vi
 
 def test_node_certificates_work_for_loopback_mutual_tls(county: NodeIdentity, village: NodeIdentity) -> None:
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(county.cert_path, county.key_path)
-    server_ctx.load_verify_locations(county.ca_path)
+    server_ctx.load_cert_chain(county.directory / NODE_CERT_FILE, county.directory / NODE_KEY_FILE)
+    server_ctx.load_verify_locations(county.directory / CA_CERT_FILE)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on
-    client_ctx.load_cert_chain(village.cert_path, village.key_path)
-    client_ctx.load_verify_locations(village.ca_path)
+    client_ctx.load_cert_chain(village.directory / NODE_CERT_FILE, village.directory / NODE_KEY_FILE)
+    client_ctx.load_verify_locations(village.directory / CA_CERT_FILE)
 
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)

@@ -19,8 +19,10 @@ from node.config import NodeConfig
 from node.runtime.federation import bridges_for
 from node.runtime.services import free_port, mosquitto_spec
 from node.runtime.supervisor import Supervisor
+from tests.conftest import wait_for
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE
 
-CITY, COUNTY, TOWN, VILLAGE = "430900000000", "430903000000", "430903101000", "430903101201"
+COUNTY, TOWN, VILLAGE = HESHAN, HESHAN_TOWN, HESHAN_VILLAGE
 
 
 @dataclass
@@ -33,10 +35,7 @@ class Inbox:
         self.arrived.set()
 
     def wait_for(self, count: int, timeout: float = 15) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return len(self.messages) >= count
+        return wait_for(lambda: len(self.messages) >= count, timeout)
 
 
 @dataclass

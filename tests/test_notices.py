@@ -10,6 +10,7 @@ from node.bootstrap import NodeContext
 from node.entrypoints.web import create_app
 from node.entrypoints.web.notices import NoticeBoard
 from tests.conftest import Services, wait_for
+from tiers.demo import HESHAN
 
 
 def test_a_posted_notice_is_streamed_as_an_event() -> None:
@@ -30,7 +31,7 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
     try:
         assert publisher.start(wait_s=10)
         before = board.version
-        assert publisher.publish(notice_topic(county_node.config.code), {"case_no": "430903000000-20261127-9"})
+        assert publisher.publish(notice_topic(county_node.config.code), {"case_no": f"{HESHAN}-20261127-9"})
         assert wait_for(lambda: board.version != before, 5)
         assert board.version == before + 1
     finally:
@@ -39,7 +40,7 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
 
 
 def test_a_burst_of_signals_is_folded_but_its_last_always_arrives(services: Services) -> None:
-    topic = notice_topic("430903000000")
+    topic = notice_topic(HESHAN)
     heard: list[dict] = []
     listener = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-listener")
     listener.subscribe(topic, lambda _topic, payload: heard.append(payload))

@@ -18,29 +18,24 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from node.adapters.mqtt import MqttLink, ops_topic, status_topic
+from node.adapters.mqtt import MqttLink, alerts_topic, ops_topic, status_topic
 from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport, write_agent_stats
 from node.bootstrap import NodeContext
-from node.config import NodeConfig
+from node.config import NodeConfig, Thresholds
 from node.entrypoints.collector import Collector
 from node.entrypoints.ops_jobs import evaluate_alerts_job
+from node.entrypoints.ops_reports import parse_ops, parse_status
+from node.entrypoints.web.ops_views import node_views
+from node.service_layer.alerts import RULES, evaluate_alerts
 from node.service_layer.cases import Actor
-from node.service_layer.ops import (
-    Thresholds,
-    alerts_topic,
-    evaluate_alerts,
-    node_views,
-    parse_ops,
-    parse_status,
-)
 from sync.replicator import StorePeer, replicate
 from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
 from tests.test_api_cases import DIBAO, accept_body
 from tests.test_pages import CSRF, sign_in
 from tiers import yiyang
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE, ZIYANG
 
-CITY, ZIYANG, HESHAN = "430900000000", "430902000000", "430903000000"
-TOWNSHIP, VILLAGE = "430903101000", "430903101201"
+TOWNSHIP, VILLAGE = HESHAN_TOWN, HESHAN_VILLAGE
 RESIDENCE_PROOF = "430900-GG-0002"  # 村（居）民委员会出具居住证明: village authority, immediate
 ACCEPTOR = Actor("acceptor", "acceptor", None)
 APPROVER = Actor("approver.civil_affairs", "approver", "civil_affairs")
@@ -113,8 +108,7 @@ def collector(city: NodeContext, ops: OpsModel) -> Iterator[Collector]:
     stop = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
     thread.start()
-    assert wait_for(lambda: running.mqtt.connected, 10)
-    time.sleep(0.2)  # the subscriptions are acknowledged right after the connection
+    assert wait_for(lambda: running.mqtt.ready, 10)
     try:
         yield running
     finally:
@@ -592,3 +586,16 @@ def test_only_the_city_runs_a_collector(tmp_path: Path) -> None:
     spec = next(s for s in node_service_specs(NodeConfig(code=CITY, data_dir=tmp_path / "c", http_port=1,
         docstore_port=2, mqtt_port=3, redis_url=""), tmp_path)[1] if s.name.endswith("collector"))  # fmt: skip
     assert spec.argv[-4:] == ["node", "collector", "--config", str(tmp_path / "c" / "node.json")]
+
+
+def test_every_alert_rule_is_a_module_of_its_own_in_the_one_list() -> None:
+    assert [rule.KIND for rule in RULES] == [
+        "node_offline",
+        "link_lag",
+        "checkpoint_stuck",
+        "quarantine",
+        "store_unreachable",
+    ]
+    for rule in RULES:
+        assert rule.__name__ == f"node.service_layer.alerts.{rule.KIND}"
+        assert callable(rule.holds) and callable(rule.says)

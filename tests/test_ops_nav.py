@@ -7,12 +7,13 @@ from pathlib import Path
 
 from node.bootstrap import NodeContext
 from tests.conftest import Services, client_for, make_node
+from tiers.demo import CITY
 
 
 def test_ops_link_shows_at_the_city_only(
     county_node: NodeContext, services: Services, city_ca: Path, tmp_path: Path
 ) -> None:
-    city = make_node(services, city_ca, tmp_path / "city", "430900000000")
+    city = make_node(services, city_ca, tmp_path / "city", CITY)
     for node, expected in ((city, True), (county_node, False)):
         node.state.add_account("ops", "pw-123456", "ops")
         client = client_for(node)

@@ -11,6 +11,7 @@ from node.bootstrap import NodeContext
 from node.domain.identifiers import make_id_number
 from tests.conftest import TEST_PASSWORD, client_for
 from tests.test_api_cases import DIBAO, DIBAO_MATERIALS, RESIDENT
+from tiers.demo import HESHAN, HESHAN_VILLAGE
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CASE_URL = re.compile(r"/cases/([^/?#]+)$")
@@ -42,7 +43,7 @@ def accept_form(token: str, **extra: object) -> dict[str, object]:
         "applicant_id": RESIDENT,
         "applicant_name": "李秀英",
         "materials": DIBAO_MATERIALS,
-        "residence_code": "430903101201",
+        "residence_code": HESHAN_VILLAGE,
     }
     form.update(extra)
     return form
@@ -71,7 +72,7 @@ def event_docs(context: NodeContext) -> list[str]:
 def test_home_and_failed_sign_in(county_node: NodeContext) -> None:
     client = client_for(county_node)
     home = client.get("/").get_data(as_text=True)
-    assert "赫山区" in home and "430903000000" in home and "县/区" in home
+    assert "赫山区" in home and HESHAN in home and "县/区" in home
     assert 'href="/login"' in home and 'href="/query"' in home and 'href="/accept"' not in home
 
     token = csrf_from(client, "/login")
@@ -84,7 +85,7 @@ def test_home_and_failed_sign_in(county_node: NodeContext) -> None:
     inbox = client.get("/inbox")
     assert inbox.status_code == 302 and inbox.headers["Location"].startswith("/login")
     assert client.get("/inbox.json").status_code == 401
-    assert client.get("/cases/430903000000-20250101-1").status_code == 302
+    assert client.get(f"/cases/{HESHAN}-20250101-1").status_code == 302
 
 
 def test_accept_through_the_form_then_approve_from_the_case_page(county_node: NodeContext) -> None:
@@ -101,7 +102,7 @@ def test_accept_through_the_form_then_approve_from_the_case_page(county_node: No
     assert "hidden disabled" in fieldset_tag(first_step, DIBAO)
 
     case_no = accept_case(acceptor)
-    assert case_no.startswith("430903000000-")
+    assert case_no.startswith(f"{HESHAN}-")
     page = acceptor.get(f"/cases/{case_no}").get_data(as_text=True)
     assert case_no in page and "已受理" in page and "审查中" in page
     assert "李秀英" in page and RESIDENT not in page  # the ID number is shown masked
@@ -143,7 +144,7 @@ def test_village_window_routes_the_case_to_the_county(village_node: NodeContext)
     case_no = accept_case(client)
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
     assert "流转至 赫山区 办理" in page  # the flash names the handling node
-    assert "430903000000" in page and "430903101201" in page
+    assert HESHAN in page and HESHAN_VILLAGE in page
 
 
 def test_incomplete_submission_prints_the_one_time_notice(county_node: NodeContext) -> None:

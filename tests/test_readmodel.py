@@ -9,6 +9,7 @@ from node.domain.events import Event, EventType
 from node.domain.hlc import HybridLogicalClock
 from node.service_layer.cases import Actor
 from tests.test_api_cases import accept_body
+from tiers.demo import HESHAN, HESHAN_VILLAGE, ZIYANG
 
 ACCEPTOR = Actor("acceptor", "acceptor", None)
 APPROVER = Actor("approver.civil_affairs", "approver", "civil_affairs")
@@ -37,38 +38,38 @@ def test_rebuild_equals_the_incremental_model(county_node: NodeContext) -> None:
 
 
 def test_catch_up_projects_documents_written_by_others(county_node: NodeContext, village_node: NodeContext) -> None:
-    case_no = accept(village_node, residence_code="430903101201")
+    case_no = accept(village_node, residence_code=HESHAN_VILLAGE)
     docs = village_node.cases.events.case_docs(case_no)
     # As replication would: the county receives the village's signed documents and its certificate.
     county_node.store.bulk_docs([{k: v for k, v in d.items() if k != "_rev"} for d in docs])
     county_node.projector.catch_up()
     assert county_node.readmodel.pending() == [case_no]  # signer's certificate not here yet: wait, not condemn
-    assert county_node.readmodel.inbox("430903000000", "approver", "civil_affairs") == []
-    cert = village_node.store.get(f"cert:430903101201:{village_node.identity.cert_sha256}")
+    assert county_node.readmodel.inbox(HESHAN, "approver", "civil_affairs") == []
+    cert = village_node.store.get(f"cert:{HESHAN_VILLAGE}:{village_node.identity.cert_sha256}")
     county_node.store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
     county_node.projector.catch_up()
     assert county_node.readmodel.pending() == []
-    rows = county_node.readmodel.inbox("430903000000", "approver", "civil_affairs")
+    rows = county_node.readmodel.inbox(HESHAN, "approver", "civil_affairs")
     assert [r.case_no for r in rows] == [case_no]
-    assert rows[0].accepting_node == "430903101201" and rows[0].applicant_name == "李秀英"
+    assert rows[0].accepting_node == HESHAN_VILLAGE and rows[0].applicant_name == "李秀英"
 
 
 def test_tampered_event_is_quarantined_not_applied(county_node: NodeContext, village_node: NodeContext) -> None:
-    case_no = accept(village_node, residence_code="430903101201")
+    case_no = accept(village_node, residence_code=HESHAN_VILLAGE)
     docs = [{k: v for k, v in d.items() if k != "_rev"} for d in village_node.cases.events.case_docs(case_no)]
-    cert = village_node.store.get(f"cert:430903101201:{village_node.identity.cert_sha256}")
+    cert = village_node.store.get(f"cert:{HESHAN_VILLAGE}:{village_node.identity.cert_sha256}")
     county_node.store.bulk_docs([{k: v for k, v in cert.items() if k != "_rev"}])
     accepted = next(d for d in docs if d["type"] == "accepted")
-    accepted["payload"]["handling_node"] = "430902000000"  # redirect the case: the signature no longer holds
+    accepted["payload"]["handling_node"] = ZIYANG  # redirect the case: the signature no longer holds
     county_node.store.bulk_docs(docs)
     # And an unsigned approval forged in the county's name.
-    clock = HybridLogicalClock("430903000000")
+    clock = HybridLogicalClock(HESHAN)
     forged = Event(
         case_no=case_no,
         type=EventType.APPROVED,
         actor_id="x",
         actor_role="approver",
-        node="430903000000",
+        node=HESHAN,
         hlc=clock.tick().to_str(),
         prev_hash=None,
         payload={},
@@ -86,7 +87,7 @@ def test_deadline_sweep_raises_each_level_once(county_node: NodeContext) -> None
     case_no = accept(county_node)
     case = county_node.cases.load(case_no)
     assert case.deadline is not None
-    held = [r.case_no for r in county_node.readmodel.open_cases_held_by("430903000000")]
+    held = [r.case_no for r in county_node.readmodel.open_cases_held_by(HESHAN)]
     assert held == [case_no]
     assert county_node.cases.sweep_deadlines(held, case.deadline - timedelta(days=60)) == 0
     assert county_node.cases.sweep_deadlines(held, case.deadline) == 1
@@ -144,3 +145,21 @@ def test_own_writes_about_to_be_projected_are_not_read_back(county_node: NodeCon
     assert county_node.projector.catch_up() == 1
     states = {r["case_no"]: r["state"] for r in county_node.readmodel.snapshot() if "state" in r}
     assert states == {late: "in_review", lost: "in_review"}
+
+
+def test_figures_and_metrics_read_the_cases_through_the_read_models_methods(county_node: NodeContext) -> None:
+    approved, rejected, waiting = (accept(county_node) for _ in range(3))
+    county_node.cases.act(APPROVER, approved, {"action": "approve"})
+    county_node.cases.act(APPROVER, rejected, {"action": "reject", "reason": "不符合条件"})
+    readmodel = county_node.readmodel
+    held = readmodel.held_counts()
+    assert (held.by_state, held.by_flag, held.quarantined) == ({"approved": 1, "rejected": 1, "in_review": 1}, {}, 0)
+    decided = readmodel.decided_event_counts()
+    assert decided == {no: len(county_node.cases.load(no).timeline) for no in (approved, rejected)}
+    facts = {fact.case_no: fact for fact in readmodel.case_facts()}
+    assert set(facts) == {approved, rejected, waiting}
+    fact = facts[waiting]
+    assert (fact.accepting_node, fact.handling_node, fact.state) == (HESHAN, HESHAN, "in_review")
+    assert not fact.transferred
+    assert fact.matter_name == "最低生活保障审核确认"
+    assert fact.event_count == len(county_node.cases.load(waiting).timeline)

@@ -24,6 +24,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from node.adapters.docstore import DocStore
 from sync.replicator import (
@@ -206,6 +208,8 @@ def native_replicate(services: Services, http: requests.Session, source: Db, tar
 def test_same_revision_trees_as_native_replication(services: Services, seed: int) -> None:
     rng = random.Random(seed)
     http = requests.Session()
+    # pouchdb-server closes idle keep-alive connections; on a busy machine a read can meet one closing.
+    http.mount("http://", HTTPAdapter(max_retries=Retry(total=3, backoff_factor=0.1, allowed_methods={"GET"})))
     prefix = f"diff-{seed}-{uuid.uuid4().hex[:6]}"
     x = Pair(Db(http, f"{services.docstore_url}/{prefix}-x-ours"), Db(http, f"{services.docstore_url}/{prefix}-x-nat"))
     y = Pair(Db(http, f"{services.docstore_url}/{prefix}-y-ours"), Db(http, f"{services.docstore_url}/{prefix}-y-nat"))

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pypdf
 import pytest
 
+from node.adapters.pki.common import CA_CERT_FILE
 from node.adapters.result_pdf import (
     CONTENT_OID,
     PROPERTY_PREFIX,
@@ -243,7 +244,7 @@ def test_verify_runs_as_a_process_with_the_bundle_from_the_environment(
 ) -> None:
     good = tmp_path / "result.pdf"
     good.write_bytes(sealed)
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TONGBAN_TRUST": str(ca.cert_path)}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TONGBAN_TRUST": str(ca.directory / CA_CERT_FILE)}
     env.pop("TONGBAN_NODE_CONFIG", None)
     run = subprocess.run(
         [sys.executable, "-m", "node.entrypoints.verify", str(good)], env=env, capture_output=True, text=True

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from node.adapters.keys import CertificateAuthority, NodeIdentity
+from node.adapters.pki import CertificateAuthority, NodeIdentity
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
 from node.entrypoints.web import create_app
@@ -24,11 +24,12 @@ from sync.node_peer import LinkRefused, NodeApiPeer
 from sync.replicator import StorePeer, replicate
 from tests.conftest import Services, make_node
 from tests.test_api_cases import accept_body
+from tiers.demo import CITY, HESHAN, HESHAN_TOWN, HESHAN_VILLAGE, ZIYANG, ZIYANG_VILLAGE
 
 ACCEPTOR = Actor("acceptor", "acceptor", None)
 APPROVER = Actor("approver.civil_affairs", "approver", "civil_affairs")
-CITY, COUNTY_A, COUNTY_B = "430900000000", "430902000000", "430903000000"
-TOWN_B, VILLAGE_B1 = "430903101000", "430903101201"
+COUNTY_A, COUNTY_B = ZIYANG, HESHAN
+TOWN_B, VILLAGE_B1 = HESHAN_TOWN, HESHAN_VILLAGE
 
 
 class Served:
@@ -156,7 +157,7 @@ def test_only_children_with_a_city_certificate_get_anything(nodes: dict[str, Nod
     # A village of another township is not a child of 八字哨镇.
     stranger = NodeIdentity.ensure(
         tmp_path / "stranger",
-        "430902102201",
+        ZIYANG_VILLAGE,
         "迎风桥第1村",
         "village",
         CertificateAuthority.load(nodes[CITY].config.ca_dir),

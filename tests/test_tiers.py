@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
+import re
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.runtime.federation import demo_node_codes
 from tiers import Tier, UnknownDivisionError, infer_tier, yiyang
-from tiers.tree import DIVISIONS_CSV, Division, build_tree, read_divisions_csv
+from tiers.demo import DEMO_NODES, HESHAN_VILLAGE, ZIYANG_TOWN, ZIYANG_VILLAGE, ZIYANG_VILLAGE_2
+from tiers.tree import DIVISIONS_CSV, Division, build_tree, read_divisions_csv, structural_parent
 
 TREE = yiyang()
 CODES = sorted(d.code for d in TREE)
@@ -97,11 +100,58 @@ def test_subtree_membership_is_transitive(a: str, b: str, c: str) -> None:
 
 
 def test_a_village_is_not_in_another_villages_subtree() -> None:
-    v1, v2 = "430902102201", "430902102202"
+    v1, v2 = ZIYANG_VILLAGE, ZIYANG_VILLAGE_2
     assert not TREE.is_in_subtree(v1, v2)
-    assert TREE.path_between(v1, v2) == [v1, "430902102000", v2]
+    assert TREE.path_between(v1, v2) == [v1, ZIYANG_TOWN, v2]
 
 
-def test_the_shipped_division_table_is_the_shared_one(shared_dir: Path) -> None:
-    # The product reads its own copy; it must not drift from the project's reference data.
-    assert DIVISIONS_CSV.read_bytes() == (shared_dir / "data" / "yiyang_divisions.csv").read_bytes()
+COUNTIES = {
+    "430902000000": "资阳区",
+    "430903000000": "赫山区",
+    "430921000000": "南县",
+    "430922000000": "桃江县",
+    "430923000000": "安化县",
+    "430971000000": "益阳市大通湖管理区",  # statistical-only unit (not in GB/T 2260)
+    "430972000000": "湖南益阳高新技术产业园区",  # statistical-only unit (not in GB/T 2260)
+    "430981000000": "沅江市",
+}
+
+
+def test_the_shipped_division_table_holds_yiyangs_real_units() -> None:
+    # The table on its own terms (tiers/data/README.md): 1 city, 8 county-level and 98 township-level
+    # units, 12-digit statistical codes whose structure gives each unit's tier and parent.
+    with DIVISIONS_CSV.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["code", "name", "level", "parent_code"]
+    assert len(rows) == 107
+    codes = [row["code"] for row in rows]
+    assert len(set(codes)) == len(codes)
+    assert all(re.fullmatch(r"4309\d{8}", code) and code.endswith("000") for code in codes)
+    by_level: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_level.setdefault(row["level"], []).append(row)
+        assert row["level"] == infer_tier(row["code"]).name.lower()
+        assert (row["parent_code"] or None) == structural_parent(row["code"])
+        assert row["name"].strip() == row["name"] and re.fullmatch(r"[\u4e00-\u9fff]+", row["name"])
+    assert [(r["code"], r["name"]) for r in by_level["city"]] == [("430900000000", "益阳市")]
+    assert {r["code"]: r["name"] for r in by_level["county"]} == COUNTIES
+    townships = by_level["township"]
+    assert len(townships) == 98
+    assert {r["parent_code"] for r in townships} == set(COUNTIES)
+    for row in townships:
+        serial = int(row["code"][6:9])
+        if 100 <= serial < 200:
+            assert row["name"].endswith("镇"), row
+        elif 200 <= serial < 400:
+            assert row["name"].endswith("乡"), row
+        elif serial < 100:
+            assert row["name"].endswith(("街道", "地区")), row
+    names = [(r["parent_code"], r["name"]) for r in townships]
+    assert len(set(names)) == len(names)
+    assert TREE.get("430903101000").name == "八字哨镇" and TREE.get("430902005000").name == "大码头街道"
+    assert (DIVISIONS_CSV.parent / "LICENSE").read_text(encoding="utf-8").startswith("yiyang_divisions.csv")
+
+
+def test_the_demo_federation_is_named_in_one_place() -> None:
+    assert demo_node_codes(TREE) == list(DEMO_NODES)
+    assert TREE.get(HESHAN_VILLAGE).name == "八字哨第1村" and TREE.get(ZIYANG_TOWN).name == "迎风桥镇"

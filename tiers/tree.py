@@ -32,6 +32,11 @@ class Tier(IntEnum):
     VILLAGE = 3
 
     @property
+    def key(self) -> str:
+        """The tier as configuration, certificates and the APIs name it: city, county, township or village."""
+        return self.name.lower()
+
+    @property
     def label_zh(self) -> str:
         return ("市", "县/区", "乡/镇/街道", "村/社区")[self.value]
 

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from node.adapters.docstore import Doc, DocStore, StoreUnavailable
-from node.adapters.keys import NodeIdentity, verify_signature
+from node.adapters.pki import NodeIdentity, verify_signature
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import canonical_json

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from node.adapters.batching import GroupCommit
 from node.adapters.docstore import Doc, DocStore, StoreUnavailable
-from node.adapters.keys import CertificateDirectory, verify_signature
+from node.adapters.pki import certificate_doc, verify_signature
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import GENESIS_TYPES, Event, event_id_range, owns_case_number, verify_chain
 from node.domain.hlc import NODE_PATTERN
@@ -81,7 +81,7 @@ class EventStore:
             )
 
     def publish_certificate(self, pem: bytes) -> None:
-        doc = CertificateDirectory.doc_for(pem)
+        doc = certificate_doc(pem)
         if self.store.get(doc["_id"]) is None:
             self.store.bulk_docs([doc])
 

@@ -1,4 +1,4 @@
-"""MQTT signals (paho-mqtt 2.x, Mosquitto): topic names, a connected client, the node heartbeat.
+"""MQTT signals (paho-mqtt 2.x, Mosquitto): every topic name, a connected client, the node heartbeat.
 
 MQTT carries signals only; data travels through the document stores. A message counts as sent
 once the broker acknowledged it (paho keeps its session in memory only).
@@ -14,6 +14,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tiers.tree import is_well_formed
 
 TOPIC_ROOT = "tongban"
 # Signals on one topic closer together than this are folded into one (see MqttLink.signal).
@@ -40,8 +42,31 @@ def ops_topic(node: str) -> str:
     return f"{TOPIC_ROOT}/up/{node}/ops"
 
 
+def alerts_topic(node: str) -> str:
+    """City operations announce alert openings and closings here (``node`` is the city)."""
+    return f"{TOPIC_ROOT}/up/{node}/alerts"
+
+
 def up_pattern() -> str:
     return f"{TOPIC_ROOT}/up/#"
+
+
+def status_pattern() -> str:
+    """Every node's status topic, as the city's collector subscribes to it."""
+    return f"{TOPIC_ROOT}/up/+/status"
+
+
+def ops_pattern() -> str:
+    """Every node's ops topic (link statistics, quarantine reports)."""
+    return f"{TOPIC_ROOT}/up/+/ops"
+
+
+def topic_node(topic: str) -> str | None:
+    """``tongban/up/<node>/<kind>`` → ``<node>`` when it is a well-formed division code."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[1] != "up" or not is_well_formed(parts[2]):
+        return None
+    return parts[2]
 
 
 def wake_topic(node: str) -> str:
@@ -96,6 +121,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the broker acknowledged every subscription."""
+        return self._ready.is_set()
 
     def start(self, wait_s: float = 0.0) -> bool:
         """Connect in the background; returns whether the link is up (and subscribed) after ``wait_s`` seconds."""

@@ -5,20 +5,18 @@ A separate SQLite file from the read model, so rebuilding the read model never t
 
 from __future__ import annotations
 
-import fcntl
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from node.adapters.batching import GroupCommit
+from node.adapters.sqlite import create_tables, sqlite_engine
 
 metadata = MetaData()
 
@@ -38,33 +36,6 @@ counters = Table(
     Column("day", String, primary_key=True),
     Column("last", Integer, nullable=False),
 )
-
-
-def create_tables(
-    meta: MetaData, engine: Engine, path: Path, migrate: Callable[[Connection], None] | None = None
-) -> None:
-    """``create_all`` (and ``migrate``) under a file lock: a node's processes start together and would race."""
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with engine.begin() as conn:
-            meta.create_all(conn)
-            if migrate is not None:
-                migrate(conn)
-
-
-def sqlite_engine(path: Path) -> Engine:
-    """SQLite shared by several processes of one node: WAL and a busy timeout instead of 'database is locked'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: object, _record: object) -> None:
-        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return engine
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ reports a second at full scale, and a separate file keeps those writes off the r
 projection path and out of its rebuild. Everything here is derived from MQTT reports and the
 city's own store, so the file can be deleted at any time; only alert history would be lost.
 
-All instants are Unix epoch seconds (float) — the reports carry them that way — except the case
-columns copied from the read model, which stay ISO-8601 strings.
+All instants are Unix epoch seconds (float) — the reports carry them that way — except a case's
+decision time, which stays an ISO-8601 string as in its events. The cases themselves are read through
+the :class:`CaseFacts` port (the read model provides it); this module never opens the read model's tables.
 
 The agent's statistics file (``agent-stats.json``) lives here too: the agent writes it, the web
 process reads it for ``/metrics``.
@@ -18,10 +19,12 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -34,21 +37,20 @@ from sqlalchemy import (
     Table,
     Text,
     case,
-    event,
     func,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from node.adapters.docstore import DocStore, StoreUnavailable
-from node.adapters.nodestate import sqlite_engine
+from node.adapters.readmodel import READMODEL_DB, CaseFact, ReadModel
+from node.adapters.sqlite import sqlite_engine
 
 OPS_DB = "ops.sqlite3"
-READMODEL_DB = "readmodel.sqlite3"  # as node.bootstrap names it
 AGENT_STATS_FILE = "agent-stats.json"
 PENDING_CAP = 1_000  # counting pending changes stops here: "at least 1,000" is all ops needs to know
 
@@ -201,8 +203,16 @@ class OpsSnapshot:
     heartbeats: dict[str, float]
 
 
+class CaseFacts(Protocol):
+    """What the figures need of the cases a node holds (:class:`ReadModel` provides it)."""
+
+    def decided_event_counts(self) -> dict[str, int]: ...
+
+    def case_facts(self) -> list[CaseFact]: ...
+
+
 class OpsModel:
-    def __init__(self, path: Path, readmodel_path: Path | None = None) -> None:
+    def __init__(self, path: Path, cases: CaseFacts | None = None, readmodel_path: Path | None = None) -> None:
         self.path = path
         self.engine = sqlite_engine(path)
         # Several processes of the city (web, worker, collector) open the file at once: whoever is
@@ -215,29 +225,22 @@ class OpsModel:
                 if attempt == 2:
                     raise
                 time.sleep(0.1)
-        self.readmodel_path = readmodel_path
-        self._joined: Engine | None = None
+        self._cases = cases
+        self._readmodel_path = readmodel_path
 
     @classmethod
-    def for_node(cls, data_dir: Path) -> OpsModel:
-        """The ops file of the node whose data lives in ``data_dir``, with its read model for figures."""
-        return cls(data_dir / OPS_DB, data_dir / READMODEL_DB)
+    def for_node(cls, data_dir: Path, cases: CaseFacts | None = None) -> OpsModel:
+        """The ops file of the node whose data lives in ``data_dir``; its read model (opened when first needed
+        unless given) supplies the cases for figures."""
+        return cls(data_dir / OPS_DB, cases, data_dir / READMODEL_DB)
 
     @property
-    def joined(self) -> Engine:
-        """The ops file with the read model attached as ``rm``, for figures that join cases and outcomes."""
-        if self._joined is None:
-            if self.readmodel_path is None:
-                raise RuntimeError("OpsModel was opened without the read model path")
-            engine = sqlite_engine(self.path)
-            readmodel = str(self.readmodel_path)
-
-            @event.listens_for(engine, "connect")
-            def _attach(dbapi_connection: Any, _record: object) -> None:
-                dbapi_connection.execute("ATTACH DATABASE ? AS rm", (readmodel,))
-
-            self._joined = engine
-        return self._joined
+    def cases(self) -> CaseFacts:
+        if self._cases is None:
+            if self._readmodel_path is None:
+                raise RuntimeError("OpsModel was opened without the cases its figures count")
+            self._cases = ReadModel(self._readmodel_path)
+        return self._cases
 
     # --- reports from the collector -------------------------------------------------------------------
 
@@ -468,17 +471,18 @@ class OpsModel:
             ).all()
         return {kind: int(count) for kind, count in rows}
 
-    # --- case outcomes and figures (read model attached) -------------------------------------------------
+    # --- case outcomes and figures ---------------------------------------------------------------------
 
     def cases_needing_outcome(self, limit: int) -> list[tuple[str, int]]:
         """Decided cases (number, event count) whose outcome is not recorded, or whose events moved on since."""
-        sql = text(
-            "SELECT c.case_no, c.event_count FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
-            "WHERE c.state IN ('approved', 'rejected', 'delivered') "
-            "AND (o.case_no IS NULL OR o.event_count != c.event_count) LIMIT :limit"
-        )
-        with self.joined.connect() as conn:
-            return [(row.case_no, int(row.event_count)) for row in conn.execute(sql, {"limit": limit})]
+        recorded = self._recorded_event_counts()
+        needing: list[tuple[str, int]] = []
+        for case_no, event_count in self.cases.decided_event_counts().items():
+            if recorded.get(case_no) != event_count:
+                needing.append((case_no, event_count))
+                if len(needing) >= limit:
+                    break
+        return needing
 
     def record_outcomes(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -491,33 +495,76 @@ class OpsModel:
         with self.engine.begin() as conn:
             conn.execute(statement, rows)
 
+    def _recorded_event_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return dict(conn.exec_driver_sql("SELECT case_no, event_count FROM case_outcomes").fetchall())
+
+    def _outcomes(self) -> dict[str, tuple[str | None, bool, str | None]]:
+        """Case number → (decision, settled on the spot, decided at)."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT case_no, decision, settled, decided_at FROM case_outcomes").fetchall()
+        return {case_no: (decision, bool(settled), decided_at) for case_no, decision, settled, decided_at in rows}
+
     def case_groups(self) -> list[dict[str, Any]]:
         """Case counts grouped by accepting node, handling node, state, flag, decision and 即办."""
-        sql = text(
-            "SELECT c.accepting_node AS accepting, c.handling_node AS handling, c.state AS state, c.flag AS flag, "
-            "c.transferred AS transferred, "
-            "CASE WHEN c.state IN ('approved', 'rejected') THEN c.state ELSE o.decision END AS decision, "
-            "coalesce(o.settled, 0) AS settled, count(*) AS n "
-            "FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
-            "GROUP BY 1, 2, 3, 4, 5, 6, 7"
-        )
-        with self.joined.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(sql)]
+        outcomes = self._outcomes()
+        groups: Counter[tuple[str, str, str, str | None, bool, str | None, bool]] = Counter()
+        for fact in self.cases.case_facts():
+            decision, settled, _ = outcomes.get(fact.case_no, (None, False, None))
+            if fact.state in ("approved", "rejected"):
+                decision = fact.state
+            groups[
+                (fact.accepting_node, fact.handling_node, fact.state, fact.flag, fact.transferred, decision, settled)
+            ] += 1
+        keys = ("accepting", "handling", "state", "flag", "transferred", "decision", "settled")
+        return [{**dict(zip(keys, key, strict=True)), "n": n} for key, n in groups.items()]
 
     def matter_groups(self) -> list[dict[str, Any]]:
         """Per matter: accepted, decided, approved, rejected, average days from acceptance to decision."""
-        sql = text(
-            "SELECT c.matter_code AS matter_code, max(c.matter_name) AS matter_name, count(*) AS accepted, "
-            "count(o.decided_at) AS decided, "
-            "sum(CASE WHEN coalesce(o.decision, c.state) = 'approved' THEN 1 ELSE 0 END) AS approved, "
-            "sum(CASE WHEN coalesce(o.decision, c.state) = 'rejected' THEN 1 ELSE 0 END) AS rejected, "
-            "sum(coalesce(o.settled, 0)) AS settled, "
-            "avg(julianday(o.decided_at) - julianday(c.accepted_at)) AS avg_days "
-            "FROM rm.cases c LEFT JOIN case_outcomes o ON o.case_no = c.case_no "
-            "WHERE c.state != 'refused' GROUP BY c.matter_code ORDER BY accepted DESC, c.matter_code"
-        )
-        with self.joined.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(sql)]
+        outcomes = self._outcomes()
+        matters: dict[str, dict[str, Any]] = {}
+        for fact in self.cases.case_facts():
+            if fact.state == "refused":
+                continue
+            row = matters.setdefault(
+                fact.matter_code,
+                {
+                    "matter_code": fact.matter_code,
+                    "matter_name": fact.matter_name,
+                    "accepted": 0,
+                    "decided": 0,
+                    "approved": 0,
+                    "rejected": 0,
+                    "settled": 0,
+                    "days": [],
+                },
+            )
+            decision, settled, decided_at = outcomes.get(fact.case_no, (None, False, None))
+            row["matter_name"] = max(row["matter_name"], fact.matter_name)
+            row["accepted"] += 1
+            verdict = decision or fact.state
+            if verdict in ("approved", "rejected"):
+                row[verdict] += 1
+            row["settled"] += int(settled)
+            if decided_at is not None:
+                row["decided"] += 1
+                days = _days_between(fact.accepted_at, decided_at)
+                if days is not None:
+                    row["days"].append(days)
+        for row in matters.values():
+            days = row.pop("days")
+            row["avg_days"] = sum(days) / len(days) if days else None
+        return sorted(matters.values(), key=lambda row: (-row["accepted"], row["matter_code"]))
+
+
+def _days_between(start: str, end: str) -> float | None:
+    """Days from one ISO-8601 instant to another (a naive one is UTC); None when either does not parse."""
+    try:
+        instants = [datetime.fromisoformat(value) for value in (start, end)]
+    except (TypeError, ValueError):
+        return None
+    first, last = (at if at.tzinfo else at.replace(tzinfo=UTC) for at in instants)
+    return (last - first).total_seconds() / 86_400
 
 
 def _status_row(report: StatusReport) -> dict[str, Any]:

@@ -22,11 +22,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from node.adapters.batching import GroupCommit
 from node.adapters.docstore import Doc, DocStore
 from node.adapters.eventstore import EventVerifier, Quarantined
-from node.adapters.nodestate import create_tables, sqlite_engine
+from node.adapters.sqlite import create_tables, sqlite_engine
 from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
 from node.domain.events import Event, parse_event_doc_id
+
+READMODEL_DB = "readmodel.sqlite3"  # the read model's file in a node's data directory
+DECIDED_STATES = ("approved", "rejected", "delivered")
 
 metadata = MetaData()
 
@@ -106,6 +109,31 @@ class CaseRow:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CaseFact:
+    """What city-wide figures need of one case: where it was accepted and handled, its state and matter."""
+
+    case_no: str
+    accepting_node: str
+    handling_node: str
+    state: str
+    flag: str | None
+    transferred: bool
+    matter_code: str
+    matter_name: str
+    accepted_at: str
+    event_count: int
+
+
+@dataclass(frozen=True)
+class HeldCounts:
+    """The cases this node holds by state and by deadline flag, and the documents it quarantined."""
+
+    by_state: dict[str, int]
+    by_flag: dict[str, int]
+    quarantined: int
 
 
 class ReadModel:
@@ -278,6 +306,33 @@ class ReadModel:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(cases)).scalar_one())
+
+    def held_counts(self) -> HeldCounts:
+        with self.engine.connect() as conn:
+            by_state = conn.execute(select(cases.c.state, func.count()).group_by(cases.c.state)).all()
+            by_flag = conn.execute(
+                select(cases.c.flag, func.count()).where(cases.c.flag.is_not(None)).group_by(cases.c.flag)
+            ).all()
+            quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
+        return HeldCounts(
+            {state: int(n) for state, n in by_state}, {flag: int(n) for flag, n in by_flag}, int(quarantined)
+        )
+
+    def decided_event_counts(self) -> dict[str, int]:
+        """Decided cases (approved, rejected, delivered): case number → how many events the row reflects."""
+        query = select(cases.c.case_no, cases.c.event_count).where(cases.c.state.in_(DECIDED_STATES))
+        with self.engine.connect() as conn:
+            return {case_no: int(count) for case_no, count in conn.execute(query)}
+
+    def case_facts(self) -> list[CaseFact]:
+        """Every case held, reduced to what figures count (one pass over the table, plain tuples)."""
+        columns = [getattr(cases.c, name) for name in CaseFact.__dataclass_fields__]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*columns)).all()
+        return [
+            CaseFact(no, accepting, handling, state, flag, bool(moved), code, name, accepted, int(count))
+            for no, accepting, handling, state, flag, moved, code, name, accepted, count in rows
+        ]
 
 
 ApplicantName = Callable[[Case], str]

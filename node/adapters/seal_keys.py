@@ -1,6 +1,6 @@
 """The seals' one door to the key infrastructure: certificates from the city CA, its revocation list, trust bundles.
 
-Every import of :mod:`node.adapters.keys` made by the seal, result and licence modules is here, so a
+Every import of :mod:`node.adapters.pki` made by the seal, result and licence modules is here, so a
 change of that module touches one file. This module also owns what ``keys`` does not have yet:
 
 - :func:`issue_crl`: an X.509 CRL signed by the city CA (revoked department seal certificates).
@@ -25,14 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from node.adapters.keys import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    DEPT_URN_PREFIX,
-    CertificateAuthority,
-    cert_sha256,
-    verify_department_certificate,
-)
+from node.adapters.pki import CertificateAuthority, cert_sha256, verify_department_certificate
+from node.adapters.pki.common import CA_CERT_FILE, CA_KEY_FILE, DEPT_URN_PREFIX
 from node.domain.errors import DomainError, ErrorKind
 
 __all__ = [

@@ -25,13 +25,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from node.adapters.docstore import DocStore, StoreUnavailable
-from node.adapters.mqtt import TOPIC_ROOT, MqttLink
+from node.adapters.mqtt import MqttLink, ops_pattern, status_pattern
 from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport, iter_heartbeat_docs
 from node.config import NodeConfig
-from node.service_layer.ops import parse_ops, parse_status
+from node.entrypoints.ops_reports import parse_ops, parse_status
 
-STATUS_PATTERN = f"{TOPIC_ROOT}/up/+/status"
-OPS_PATTERN = f"{TOPIC_ROOT}/up/+/ops"
+STATUS_PATTERN = status_pattern()
+OPS_PATTERN = ops_pattern()
 FLUSH_INTERVAL_S = 0.5
 HEARTBEAT_POLL_S = 5.0
 log = logging.getLogger("tongban.collector")
@@ -41,7 +41,7 @@ class _RetainAwareLink(MqttLink):
     """An :class:`MqttLink` whose handlers learn whether a message was retained.
 
     A retained status may be hours old; only for those does the collector fall back on the
-    timestamp inside the message (see :func:`node.service_layer.ops.parse_status`).
+    timestamp inside the message (see :func:`node.entrypoints.ops_reports.parse_status`).
     """
 
     def __init__(self, *args: Any, on_message: Any, **kwargs: Any) -> None:

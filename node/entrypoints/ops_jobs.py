@@ -13,7 +13,9 @@ from typing import Any
 from node.adapters.mqtt import MqttLink
 from node.adapters.opsmodel import OpsModel
 from node.bootstrap import NodeContext
-from node.service_layer.ops import Thresholds, announce, evaluate_alerts, refresh_outcomes
+from node.config import Thresholds
+from node.service_layer.alerts import announce, evaluate_alerts
+from node.service_layer.ops import refresh_outcomes
 from tiers import Capability, capabilities
 
 OUTCOMES_PER_RUN = 500

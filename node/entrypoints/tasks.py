@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from node.bootstrap import NodeContext, bootstrap, config_from_env
+from node.config import task_queue
 from node.service_layer.cases import china_today
 
 DEADLINE_SWEEP_S = 60.0
@@ -27,7 +28,7 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": 3600},
-        task_default_queue=f"node-{node_code}",
+        task_default_queue=task_queue(node_code),
         timezone="Asia/Shanghai",
         broker_connection_retry_on_startup=True,
         beat_schedule={

@@ -18,6 +18,7 @@ from node.domain.identifiers import make_id_number
 from node.runtime.federation import Federation
 from node.runtime.provisioning import seed_demo_accounts
 from tiers import yiyang
+from tiers.demo import HESHAN
 
 CHINA = timezone(timedelta(hours=8))
 MATTER = "430900-JF-0001"  # 最低生活保障审核确认: county civil affairs, by registered residence
@@ -71,7 +72,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> f
 def run_scenario(federation: Federation, print_line: Callable[[str], None] = print) -> dict[str, Any]:
     tree = yiyang()
     village = next(c for c in federation.codes if tree.tier(c) == 3 and c.startswith("430902"))
-    county_b = "430903000000"
+    county_b = HESHAN
     resident_village = next(c for c in federation.codes if tree.tier(c) == 3 and c.startswith("430903"))
     if county_b not in federation.codes:
         raise ScenarioError("the federation has no 赫山区 node (430903000000)")

@@ -32,6 +32,7 @@ from node.runtime.services import (
 )
 from node.runtime.supervisor import StartError, Supervisor, pid_alive, signals_set
 from tiers import Capability, DivisionTree, Tier, capabilities, yiyang
+from tiers.demo import HESHAN, ZIYANG
 
 DEFAULT_BASE_PORT = 18000
 
@@ -43,7 +44,7 @@ def demo_node_codes(tree: DivisionTree) -> list[str]:
     "no other village ever receives the case" can be checked.
     """
     city = tree.root
-    county_a, county_b = "430902000000", "430903000000"
+    county_a, county_b = ZIYANG, HESHAN
     town_a = next(c for c in tree.children(county_a) if c[6] == "1")
     town_b = next(c for c in tree.children(county_b) if c[6] == "1")
     villages_a = [c for c in tree.children(town_a) if c[9] == "2"][:2]

@@ -12,8 +12,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from node.adapters.keys import CertificateAuthority, NodeIdentity
 from node.adapters.nodestate import NodeState, new_password
+from node.adapters.pki import CertificateAuthority, NodeIdentity
 from node.config import NodeConfig
 from node.domain.case import ACCEPTOR, ADMIN, APPROVER, OPS, SUPERVISOR
 from node.domain.catalogue import load_seed_catalogue

@@ -14,9 +14,9 @@ from typing import Any
 
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.eventstore import EventStore, EventVerifier
-from node.adapters.keys import NodeIdentity
 from node.adapters.nodestate import Account, NodeState
 from node.adapters.pii import PersonalData
+from node.adapters.pki import NodeIdentity
 from node.domain.case import (
     ACCEPTOR,
     ADMIN,

@@ -1,147 +1,31 @@
-"""City operations: who is online, how far behind each link is, which alerts are open, the case figures.
+"""City operations as data: each node's health and each link's state, case outcomes and city-wide figures.
 
 Pure apart from the :class:`OpsModel` it reads and writes; every function takes ``now`` so the rules
-can be checked without waiting. The pieces:
+can be checked without waiting.
 
-- :func:`parse_status` / :func:`parse_ops`: MQTT messages (``tongban/up/<node>/status`` and ``…/ops``)
-  into reports. The node is taken from the topic — the bridges keep topics intact — never from the
-  payload alone (a quarantine report's payload ``node`` is the document's signer).
-- :func:`node_views` / :func:`link_views`: every node of the tree with its status (``unknown`` until
+- :func:`node_health` / :func:`link_health`: every node of the tree with its status (``unknown`` until
   heard of), last heartbeat, version, store size, and its uplink's lag: the age of the newest
-  ``heartbeat:<node>`` document the city holds, with the changes still pending at the node.
-- :func:`evaluate_alerts`: the alert rules. Each rule names the (kind, node) pairs that are in
-  trouble now; an alert opens for a new pair, stays open (its detail refreshed) while the pair is
-  still named, and closes when it is not. Running it twice changes nothing the second time.
-- :func:`case_figures` / :func:`figures_csv`: city-wide case figures from the read model.
+  ``heartbeat:<node>`` document the city holds, with the changes still pending at the node. The alert
+  rules (:mod:`node.service_layer.alerts`) and the dashboard (:mod:`node.entrypoints.web.ops_views`) read them.
+- :func:`refresh_outcomes`: fold decided cases once, so figures know approved from rejected.
+- :func:`case_figures`: city-wide case figures as data (the web shapes them into tables and CSV).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from node.adapters.opsmodel import LinkReport, OpsModel, OpsSnapshot, QuarantineReport, StatusReport
+from node.adapters.opsmodel import OpsModel, OpsSnapshot
+from node.config import Thresholds
 from node.domain.case import Case
 from node.domain.errors import DomainError
 from tiers import DivisionTree, Tier
-from tiers.tree import is_well_formed
-
-# --- thresholds -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a node counts as dark and when an alert opens. Override in ``<data_dir>/ops.json``."""
-
-    # Agents heartbeat every 10 s: three missed beats and the node is offline even without a last will
-    # (its broker or its uplink may be down, so no will can reach the city).
-    stale_after_s: float = 35.0
-    # "Within a minute": offline this long (since its last heartbeat) and the beat job, every 15 s, alerts.
-    offline_alert_s: float = 45.0
-    # Heartbeat documents cross up to three links, each synced at least every 10 s: ~40 s is normal.
-    lag_alert_s: float = 300.0
-    # Changes pending at the node while its push checkpoint has not moved for this long.
-    stuck_alert_s: float = 120.0
-    # A link report older than this says nothing about the link any more.
-    report_fresh_s: float = 60.0
-
-    @classmethod
-    def load(cls, data_dir: Path) -> Thresholds:
-        path = data_dir / "ops.json"
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cls()
-        known = {k: float(v) for k, v in raw.items() if k in cls.__dataclass_fields__ and isinstance(v, int | float)}
-        return cls(**known)
-
-
-ALERT_KINDS = ("node_offline", "link_lag", "checkpoint_stuck", "quarantine", "store_unreachable")
-
-
-def alerts_topic(node: str) -> str:
-    return f"tongban/up/{node}/alerts"
-
-
-# --- MQTT messages into reports ---------------------------------------------------------------------------
-
-
-def topic_node(topic: str) -> str | None:
-    """``tongban/up/<node>/<kind>`` → ``<node>`` when it is a well-formed division code."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[1] != "up" or not is_well_formed(parts[2]):
-        return None
-    return parts[2]
-
-
-def parse_status(topic: str, payload: dict[str, Any], received_at: float, retained: bool) -> StatusReport | None:
-    code = topic_node(topic)
-    status = payload.get("status")
-    if code is None or status not in ("online", "offline"):
-        return None
-    seen_at = received_at
-    at = payload.get("at")
-    if retained and isinstance(at, int | float):
-        # A retained message may be hours old (its node went dark without a will reaching us): trust its
-        # own timestamp, never a future one. A live message is as fresh as its arrival, whatever the
-        # node's clock says.
-        seen_at = min(float(at), received_at)
-    version = payload.get("version")
-    reason = payload.get("reason")
-    if status == "offline" and reason is None:
-        reason = "will"  # the broker published the agent's last will: the connection was lost
-    return StatusReport(
-        code=code,
-        status=status,
-        received_at=received_at,
-        seen_at=seen_at,
-        version=str(version)[:40] if version is not None else None,
-        reason=str(reason)[:40] if reason is not None else None,
-    )
-
-
-def parse_ops(topic: str, payload: dict[str, Any], received_at: float) -> LinkReport | QuarantineReport | None:
-    code = topic_node(topic)
-    if code is None:
-        return None
-    kind = payload.get("kind")
-    if kind == "link":
-        store = payload.get("store") if isinstance(payload.get("store"), dict) else {}
-        pending = payload.get("pending")
-        size, docs = store.get("size"), store.get("doc_count")
-        return LinkReport(
-            code=code,
-            received_at=received_at,
-            parent=payload.get("parent") if isinstance(payload.get("parent"), str) else None,
-            push=payload["push"] if isinstance(payload.get("push"), dict) else {},
-            pull=payload["pull"] if isinstance(payload.get("pull"), dict) else {},
-            pending=int(pending) if isinstance(pending, int) and not isinstance(pending, bool) else None,
-            store_reachable=store["reachable"] if isinstance(store.get("reachable"), bool) else None,
-            store_docs=int(docs) if isinstance(docs, int) else None,
-            store_size=int(size) if isinstance(size, int) else None,
-        )
-    if kind == "quarantine" and isinstance(payload.get("doc_id"), str):
-        return QuarantineReport(
-            reporter=code,
-            doc_id=payload["doc_id"][:200],
-            case_no=str(payload.get("case_no"))[:80] if payload.get("case_no") else None,
-            signer=str(payload.get("node"))[:20] if payload.get("node") else None,
-            reason=str(payload.get("reason"))[:300] if payload.get("reason") else None,
-            received_at=received_at,
-        )
-    return None
-
 
 # --- the tree ---------------------------------------------------------------------------------------------
-
-TIER_NAMES = {Tier.CITY: "city", Tier.COUNTY: "county", Tier.TOWNSHIP: "township", Tier.VILLAGE: "village"}
 
 
 @dataclass(frozen=True)
@@ -165,7 +49,7 @@ def layout(tree: DivisionTree) -> Layout:
         if division.tier is Tier.COUNTY:
             in_county = code
         order.append(code)
-        tier[code] = TIER_NAMES[division.tier]
+        tier[code] = division.tier.key
         county[code] = in_county
         stack.extend((child, in_county) for child in reversed(division.children))
     return Layout(tuple(order), tier, county)
@@ -178,11 +62,16 @@ def iso(instant: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
 
 
+def rounded(value: float | None) -> float | None:
+    """Seconds to one decimal, as alerts and views report them."""
+    return round(value, 1) if value is not None else None
+
+
 # --- nodes and links --------------------------------------------------------------------------------------
 
 
 @dataclass
-class NodeView:
+class NodeHealth:
     code: str
     name: str
     tier: str
@@ -198,25 +87,8 @@ class NodeView:
     offline_for_s: float | None = None
     first_seen: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "name": self.name,
-            "tier": self.tier,
-            "parent": self.parent,
-            "status": self.status,
-            "reason": self.reason,
-            "last_seen": iso(self.last_seen),
-            "version": self.version,
-            "store_size": self.store_size,
-            "lag_s": _round(self.lag_s),
-            "pending": self.pending,
-            "offline_for_s": _round(self.offline_for_s),
-        }
 
-
-def _round(value: float | None) -> float | None:
-    return round(value, 1) if value is not None else None
+N = TypeVar("N", bound=NodeHealth)
 
 
 def _node_status(
@@ -234,22 +106,24 @@ def _node_status(
     return "online", None, None
 
 
-def node_views(
-    ops: OpsModel, tree: DivisionTree, now: float, thresholds: Thresholds, snapshot: OpsSnapshot | None = None
-) -> list[NodeView]:
-    """Every node of the tree, depth first (city, county, its townships and their villages, …)."""
-    snapshot = snapshot or ops.snapshot()
+def node_health(
+    snapshot: OpsSnapshot, tree: DivisionTree, now: float, thresholds: Thresholds, kind: type[N] = NodeHealth
+) -> list[N]:
+    """Every node of the tree, depth first (city, county, its townships and their villages, …).
+
+    ``kind`` lets a caller build its own subclass (the dashboard's views) without a second pass.
+    """
     statuses, links, heartbeats = snapshot.statuses, snapshot.links, snapshot.heartbeats
     shape = layout(tree)
-    views = []
+    nodes = []
     for code in shape.order:
         division = tree.get(code)
         row = statuses.get(code)
         status, reason, offline_for = _node_status(row, now, thresholds)
         beat = heartbeats.get(code)
         link = links.get(code)
-        views.append(
-            NodeView(
+        nodes.append(
+            kind(
                 code=code,
                 name=division.name,
                 tier=shape.tier[code],
@@ -266,11 +140,11 @@ def node_views(
                 first_seen=row.get("first_seen_at") if row else None,
             )
         )
-    return views
+    return nodes
 
 
 @dataclass
-class LinkView:
+class LinkHealth:
     child: str
     parent: str
     name: str
@@ -295,38 +169,8 @@ class LinkView:
     def last_success(self) -> float | None:
         return self.push.get("last_success")
 
-    def to_json(self) -> dict[str, Any]:
-        def direction(stats: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "last_success": iso(stats.get("last_success")),
-                "last_attempt": iso(stats.get("last_attempt")),
-                "docs_written": stats.get("docs_written"),
-                "errors": stats.get("errors"),
-                "last_error": stats.get("last_error"),
-                "checkpoint_moved_at": iso(stats.get("checkpoint_moved_at")),
-            }
 
-        return {
-            "child": self.child,
-            "parent": self.parent,
-            "name": self.name,
-            "tier": self.tier,
-            "state": self.state,
-            "lag_s": _round(self.lag_s),
-            "pending": self.pending,
-            "stuck": self.state == "stuck",
-            "stuck_for_s": _round(self.stuck_for_s),
-            "errors": self.errors,
-            "last_error": self.last_error,
-            "last_success": iso(self.last_success),
-            "reported_at": iso(self.reported_at),
-            "push": direction(self.push),
-            "pull": direction(self.pull),
-        }
-
-
-LINK_SEVERITY = {"stuck": 0, "error": 1, "lagging": 2, "offline": 3, "ok": 4, "unknown": 5}
-
+L = TypeVar("L", bound=LinkHealth)
 
 _DIRECTION_KEYS = ("last_success", "last_attempt", "docs_written", "errors", "last_error", "checkpoint_moved_at")
 _COLUMNS = {name: tuple((key, f"{name}_{key}") for key in _DIRECTION_KEYS) for name in ("push", "pull")}
@@ -342,17 +186,14 @@ def _failing(stats: dict[str, Any]) -> bool:
     return bool(attempt) and (stats.get("last_success") or 0.0) < attempt
 
 
-def link_views(
-    ops: OpsModel,
-    tree: DivisionTree,
+def link_health(
+    snapshot: OpsSnapshot,
+    nodes: Sequence[NodeHealth],
     now: float,
     thresholds: Thresholds,
-    nodes: list[NodeView] | None = None,
-    snapshot: OpsSnapshot | None = None,
-) -> list[LinkView]:
-    """Every child → parent link of the tree, in tree order."""
-    snapshot = snapshot or ops.snapshot()
-    nodes = nodes if nodes is not None else node_views(ops, tree, now, thresholds, snapshot)
+    kind: type[L] = LinkHealth,
+) -> list[L]:
+    """Every child → parent link of the tree, in tree order (``nodes`` as :func:`node_health` gave them)."""
     links = snapshot.links
     views = []
     for node in nodes:
@@ -380,7 +221,7 @@ def link_views(
         else:
             state = "ok"
         views.append(
-            LinkView(
+            kind(
                 child=node.code,
                 parent=node.parent,
                 name=node.name,
@@ -397,142 +238,10 @@ def link_views(
     return views
 
 
-def status_counts(nodes: list[NodeView]) -> dict[str, int]:
-    counts = {"online": 0, "offline": 0, "unknown": 0}
-    for node in nodes:
-        counts[node.status] += 1
-    return counts
-
-
-def link_state_counts(links: list[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for link in links:
-        counts[link.state] = counts.get(link.state, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-# --- alerts -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AlertChanges:
-    opened: list[int] = field(default_factory=list)
-    closed: list[int] = field(default_factory=list)
-    open: int = 0
-
-
-def alert_conditions(
-    ops: OpsModel,
-    tree: DivisionTree,
-    now: float,
-    thresholds: Thresholds,
-    own_code: str | None = None,
-    own_store_ok: bool | None = None,
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """(kind, node) → detail for every rule that holds right now."""
-    snapshot = ops.snapshot()
-    nodes = node_views(ops, tree, now, thresholds, snapshot)
-    links = {link.child: link for link in link_views(ops, tree, now, thresholds, nodes, snapshot)}
-    raw_links = snapshot.links
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for node in nodes:
-        if node.status == "offline" and (node.offline_for_s or 0.0) >= thresholds.offline_alert_s:
-            found[("node_offline", node.code)] = {
-                "reason": node.reason,
-                "last_seen": iso(node.last_seen),
-                "offline_for_s": _round(node.offline_for_s),
-                "threshold_s": thresholds.offline_alert_s,
-            }
-        if node.status != "online":
-            continue  # a dark node's link is covered by the offline alert
-        link = links.get(node.code)
-        if node.parent is not None:
-            never_arrived = node.lag_s is None and now - (node.first_seen or now) > thresholds.lag_alert_s
-            if never_arrived or (node.lag_s is not None and node.lag_s > thresholds.lag_alert_s):
-                found[("link_lag", node.code)] = {
-                    "lag_s": _round(node.lag_s),
-                    "pending": node.pending,
-                    "threshold_s": thresholds.lag_alert_s,
-                    "no_heartbeat_document": node.lag_s is None,
-                }
-        if link is not None and link.state == "stuck":
-            found[("checkpoint_stuck", node.code)] = {
-                "pending": link.pending,
-                "stuck_for_s": _round(link.stuck_for_s),
-                "checkpoint_moved_at": iso(link.push.get("checkpoint_moved_at")),
-                "last_error": link.last_error,
-                "threshold_s": thresholds.stuck_alert_s,
-            }
-        raw = raw_links.get(node.code)
-        fresh = raw is not None and now - raw["received_at"] <= thresholds.report_fresh_s
-        if fresh and node.store_reachable is False:
-            found[("store_unreachable", node.code)] = {"source": "node report"}
-    if own_code is not None and own_store_ok is False:
-        found[("store_unreachable", own_code)] = {"source": "city probe"}
-    for reporter, reports in ops.unacknowledged_quarantine().items():
-        found[("quarantine", reporter)] = {
-            "count": len(reports),
-            "documents": [r["doc_id"] for r in reports[:10]],
-            "cases": sorted({r["case_no"] for r in reports if r["case_no"]})[:10],
-            "signers": sorted({r["signer"] for r in reports if r["signer"]}),
-        }
-    return found
-
-
-def evaluate_alerts(
-    ops: OpsModel,
-    tree: DivisionTree,
-    now: float,
-    thresholds: Thresholds,
-    own_code: str | None = None,
-    own_store_ok: bool | None = None,
-) -> AlertChanges:
-    """Open alerts for new troubles, refresh those still there, close those gone. Idempotent."""
-    conditions = alert_conditions(ops, tree, now, thresholds, own_code, own_store_ok)
-    current = ops.open_alerts()
-    to_open = {key: detail for key, detail in conditions.items() if key not in current}
-    to_refresh = {alert["id"]: conditions[key] for key, alert in current.items() if key in conditions}
-    to_close = [alert["id"] for key, alert in current.items() if key not in conditions]
-    opened, closed = ops.apply_alerts(to_open, to_refresh, to_close, now)
-    return AlertChanges(opened, closed, len(conditions))
-
-
-Publish = Callable[[str, dict[str, Any]], bool]
-
-
-def announce(ops: OpsModel, publish: Publish, city: str, tree: DivisionTree, now: float | None = None) -> int:
-    """Publish every opening and closing not yet acknowledged by the broker; stops at the first failure.
-
-    The alerts table is the outbox: an announcement lost with a broker outage is sent on a later run.
-    """
-    sent = 0
-    for alert in ops.unannounced():
-        for which in ("opened", "closed"):
-            column = "open_announced_at" if which == "opened" else "close_announced_at"
-            if alert[column] is not None or (which == "closed" and alert["closed_at"] is None):
-                continue
-            if not publish(alerts_topic(city), {"event": which, **alert_json(alert, tree)}):
-                return sent
-            ops.mark_announced(alert["id"], which, now if now is not None else time.time())
-            sent += 1
-    return sent
-
-
-def alert_json(alert: dict[str, Any], tree: DivisionTree) -> dict[str, Any]:
-    node = alert["node"]
-    return {
-        "id": alert["id"],
-        "kind": alert["kind"],
-        "node": node,
-        "node_name": tree.get(node).name if node in tree else node,
-        "state": "open" if alert["closed_at"] is None else "closed",
-        "opened_at": iso(alert["opened_at"]),
-        "updated_at": iso(alert["updated_at"]),
-        "closed_at": iso(alert["closed_at"]),
-        "acknowledged_by": alert["acknowledged_by"],
-        "acknowledged_at": iso(alert["acknowledged_at"]),
-        "detail": alert["detail"],
-    }
+def fresh_report(snapshot: OpsSnapshot, code: str, now: float, thresholds: Thresholds) -> bool:
+    """Whether the node's last link report is recent enough to say anything about it."""
+    raw = snapshot.links.get(code)
+    return raw is not None and now - raw["received_at"] <= thresholds.report_fresh_s
 
 
 # --- case figures -----------------------------------------------------------------------------------------
@@ -602,7 +311,7 @@ def case_figures(ops: OpsModel, tree: DivisionTree) -> dict[str, Any]:
     """
     shape = layout(tree)
     totals = {**_blank(), "refused": 0, "open": 0, "delivered": 0, "withdrawn": 0, "transferred": 0}
-    by_tier = {name: _blank() for name in TIER_NAMES.values()}
+    by_tier = {tier.key: _blank() for tier in Tier}
     by_county: dict[str, dict[str, Any]] = {}
     states: dict[str, int] = {}
 
@@ -675,60 +384,3 @@ def case_figures(ops: OpsModel, tree: DivisionTree) -> dict[str, Any]:
         "by_county": counties,
         "matters": matters,
     }
-
-
-CSV_COLUMNS = (
-    "section",
-    "code",
-    "name",
-    "accepted",
-    "approved",
-    "rejected",
-    "settled_on_spot",
-    "settled_share",
-    "warning",
-    "yellow",
-    "red",
-    "cross_county",
-    "decided",
-    "avg_handling_days",
-)
-
-
-def figures_csv(figures: dict[str, Any]) -> str:
-    """One table, one ``section`` column (total, tier, county, matter); UTF-8 with BOM so Excel reads 中文."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerow({"section": "total", "code": "", "name": "全市 / city", **figures["totals"]})
-    for row in figures["by_tier"]:
-        writer.writerow({"section": "tier", "code": row["tier"], "name": row["tier"], **row})
-    for row in figures["by_county"]:
-        writer.writerow({"section": "county", **row})
-    for row in figures["matters"]:
-        writer.writerow({"section": "matter", "code": row["matter_code"], "name": row["matter_name"], **row})
-    return out.getvalue()
-
-
-# --- the dashboard ----------------------------------------------------------------------------------------
-
-
-def tree_groups(tree: DivisionTree, nodes: list[NodeView]) -> list[dict[str, Any]]:
-    """Counties with their townships and villages, each with status counts, for the dashboard tree."""
-    by_code = {node.code: node for node in nodes}
-    counties = []
-    for county_code in tree.children(tree.root):
-        county = by_code[county_code]
-        townships = []
-        counts = {"online": 0, "offline": 0, "unknown": 0}
-        counts[county.status] += 1
-        for township_code in tree.children(county_code):
-            township = by_code[township_code]
-            villages = [by_code[code] for code in tree.children(township_code)]
-            counts[township.status] += 1
-            for village in villages:
-                counts[village.status] += 1
-            townships.append({"node": township, "villages": villages})
-        counties.append({"node": county, "townships": townships, "counts": counts})
-    return counties

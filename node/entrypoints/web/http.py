@@ -17,9 +17,9 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from node.adapters.opsmodel import OpsModel
 from node.bootstrap import NodeContext
+from node.config import Thresholds
 from node.domain.errors import DomainError, ErrorKind
 from node.service_layer.cases import Actor
-from node.service_layer.ops import Thresholds
 from tiers import Capability, capabilities
 
 TOKEN_MAX_AGE_S = 12 * 3600
@@ -118,7 +118,7 @@ def ops_model() -> OpsModel:
     """One per application (its engine pools connections); created on first use."""
     model = current_app.extensions.get("tongban_ops")
     if model is None:
-        model = OpsModel.for_node(context().config.data_dir)
+        model = OpsModel.for_node(context().config.data_dir, cases=context().readmodel)
         current_app.extensions["tongban_ops"] = model
     return model
 

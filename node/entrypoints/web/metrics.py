@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 import redis
 from flask import Blueprint, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
 
 from node.adapters.opsmodel import read_agent_stats
-from node.adapters.readmodel import cases, quarantine
 from node.bootstrap import NodeContext
+from node.config import task_queue
 from node.domain.case import CaseState
 from node.entrypoints.web.http import monitors, ops_model, thresholds
-from node.service_layer.ops import link_state_counts, link_views, node_views, status_counts
+from node.entrypoints.web.ops_views import link_state_counts, link_views, node_views, status_counts
+from node.service_layer.alerts import ALERT_KINDS
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -184,7 +184,7 @@ def _queue(out: Exposition, context: NodeContext) -> None:
     if client is None:
         client = redis.Redis.from_url(context.config.redis_url, socket_timeout=0.3, socket_connect_timeout=0.3)
         current_app.extensions["tongban_redis"] = client
-    queue = f"node-{context.config.code}"  # as node.entrypoints.tasks names it
+    queue = task_queue(context.config.code)
     try:
         length = int(client.llen(queue))
     except redis.RedisError:
@@ -195,15 +195,8 @@ def _queue(out: Exposition, context: NodeContext) -> None:
 
 
 def _cases(out: Exposition, context: NodeContext) -> None:
-    engine = context.readmodel.engine
-    with engine.connect() as conn:
-        by_state = dict(conn.execute(select(cases.c.state, func.count()).group_by(cases.c.state)).all())
-        by_flag = dict(
-            conn.execute(
-                select(cases.c.flag, func.count()).where(cases.c.flag.is_not(None)).group_by(cases.c.flag)
-            ).all()
-        )
-        quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
+    held = context.readmodel.held_counts()
+    by_state, by_flag, quarantined = held.by_state, held.by_flag, held.quarantined
     states = [s.value for s in CaseState] + sorted(set(by_state) - {s.value for s in CaseState})
     out.metric(
         "tongban_cases",
@@ -275,7 +268,7 @@ def _operations(out: Exposition) -> None:
         [({}, round(max(lags), 3))] if lags else [],
     )
     open_alerts = ops.open_alert_counts()
-    kinds = ("node_offline", "link_lag", "checkpoint_stuck", "quarantine", "store_unreachable")
+    kinds = ALERT_KINDS
     out.metric(
         "tongban_ops_alerts_open",
         "gauge",

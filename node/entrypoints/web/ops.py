@@ -29,19 +29,18 @@ from node.entrypoints.web.http import (
 )
 from node.entrypoints.web.i18n import both, lang
 from node.entrypoints.web.labels import china_time
-from node.service_layer.ops import (
+from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
     NodeView,
-    alert_json,
-    case_figures,
     figures_csv,
     link_state_counts,
     link_views,
     node_views,
-    refresh_outcomes,
     status_counts,
     tree_groups,
 )
+from node.service_layer.alerts import alert_json
+from node.service_layer.ops import case_figures, refresh_outcomes
 
 blueprint = Blueprint("ops", __name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1/ops")
