@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 from node.adapters.pki import NodeIdentity, verify_certificate, verify_signature
 from node.domain.errors import DomainError, ErrorKind
+from tiers import yiyang
 
 MAX_SKEW_S = 300
 HEADER_CERT = "X-Tongban-Cert"
@@ -51,7 +52,11 @@ def _encode_signature(identity: NodeIdentity, digest: str) -> dict[str, str]:
     }
 
 
-def sign_request(identity: NodeIdentity, method: str, path: str, body: bytes, audience: str) -> dict[str, str]:
+def sign_request(
+    identity: NodeIdentity, method: str, path: str, body: bytes, audience: str | None = None
+) -> dict[str, str]:
+    """Headers for a request to ``audience`` (by default this node's parent in the division tree)."""
+    audience = audience or yiyang().parent(identity.node_code) or ""
     timestamp = str(int(time.time()))
     nonce = secrets.token_hex(16)
     return {

@@ -306,6 +306,12 @@ def test_transport_replays_audience_oversize_and_an_impostor_parent(nodes: dict[
     assert first.status_code == 200
     replayed = requests.get(url + target, headers=headers, timeout=30)
     assert replayed.status_code == 401 and "replay" in replayed.json()["message_en"]
+    # Bad query values are a 400 naming the parameter (the audience defaults to this node's parent).
+    for query, status in (("since=bad", 400), ("since=0&limit=x", 400), ("since=-1", 400), ("since=0", 200)):
+        path = f"{PREFIX}/changes?{query}"
+        response = requests.get(url + path, headers=sign_request(village.identity, "GET", path, b""), timeout=30)
+        assert response.status_code == status, query
+        assert status == 200 or response.json()["error"] == "invalid_query"
     # A request signed for another node is refused there.
     wrong_audience = sign_request(village.identity, "GET", target, b"", COUNTY_B)
     assert requests.get(url + target, headers=wrong_audience, timeout=30).status_code == 401

@@ -105,6 +105,11 @@ def bad_request(exc: BadRequest) -> ResponseReturnValue:
     return error_response("bad_request", "同步请求格式不正确", f"malformed sync request: {exc}", 400)
 
 
+@blueprint.errorhandler(DomainError)
+def invalid(exc: DomainError) -> ResponseReturnValue:
+    return jsonify(exc.to_dict()), 400
+
+
 @blueprint.errorhandler(StoreUnavailable)
 def store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
     return error_response("store_unavailable", "本节点文档库暂不可用", "this node's store is unavailable", 503)
@@ -131,17 +136,30 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
+def _since(raw: str) -> int | str:
+    """The ``since`` sequence: a JSON number or string as the store hands them out, or 400."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if isinstance(value, bool) or not (
+        (isinstance(value, int) and value >= 0) or (isinstance(value, str) and _SEQ.match(value))
+    ):
+        raise DomainError(
+            "invalid_query",
+            "查询参数 since 必须是上次返回的 last_seq",
+            "query parameter 'since' must be a last_seq the parent handed out",
+        )
+    return value
+
+
 @blueprint.get("/changes")
 def changes() -> ResponseReturnValue:
-    try:
-        since = json.loads(request.args.get("since", "0"))
-        limit = max(1, min(int(request.args.get("limit", "500")), MAX_LIMIT))
-    except (ValueError, TypeError) as exc:
-        raise BadRequest("since must be JSON and limit an integer") from exc
-    if isinstance(since, bool) or not (
-        (isinstance(since, int) and since >= 0) or (isinstance(since, str) and _SEQ.match(since))
-    ):
-        raise BadRequest("since must be a sequence the parent gave")
+    since = _since(request.args.get("since", "0")[:400])
+    raw_limit = request.args.get("limit", "500")
+    if not raw_limit.isascii() or not raw_limit.isdigit() or len(raw_limit) > 6:
+        raise DomainError("invalid_query", "查询参数 limit 必须是正整数", "query parameter 'limit' must be a number")
+    limit = max(1, min(int(raw_limit), MAX_LIMIT))
     rows, last_seq = server().changes(g.child, since, limit)
     return jsonify({"results": rows, "last_seq": last_seq})
 
