@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from node import __version__
-from node.adapters.catalogue_doc import CATALOGUE_DOC, PublishedCatalogue
+from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
@@ -150,7 +150,7 @@ def bootstrap(
     verifier = EventVerifier(events, identity.ca_pem)
     state = NodeState(config.data_dir / "state.sqlite3")
     readmodel = ReadModel(config.data_dir / READMODEL_DB)
-    catalogue = PublishedCatalogue(store, load_seed_catalogue())
+    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     bus = MessageBus()
     cases = CaseService(
         config.code,
@@ -237,5 +237,5 @@ def bootstrap_collector(config: NodeConfig) -> CollectorContext:
 def publish_own_documents(context: NodeContext) -> None:
     """Put this node's certificate (and, at the city, the catalogue) into its store for replication."""
     context.cases.events.publish_certificate(context.identity.certificate_pem)
-    if context.division.parent is None and context.store.get(CATALOGUE_DOC) is None:
-        context.store.bulk_docs([{**load_seed_catalogue().to_dict(), "_id": CATALOGUE_DOC}])
+    if context.division.parent is None:
+        context.published_catalogue.ensure_published(load_seed_catalogue())

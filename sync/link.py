@@ -12,6 +12,7 @@ from typing import Any
 
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.bootstrap import NodeContext
+from sync.authority import LinkPolicy, Refusal, refusals_as_quarantine
 from sync.node_peer import NodeApiPeer
 from sync.replicator import Backoff, ReplicationError, StorePeer, replicate
 from sync.routing import case_of, goes_everywhere, touches_subtree
@@ -56,6 +57,36 @@ class CheckpointCache:
         return getattr(self.inner, name)
 
 
+class GuardedTarget:
+    """The local store as the target of a pull: only what the parent may send is written (see sync.authority).
+
+    Refusals are recorded in the read model's quarantine, which the agent reports to city operations.
+    """
+
+    def __init__(self, inner: Any, context: NodeContext, parent: str) -> None:
+        self.inner = inner
+        self.id = inner.id
+        self.store = context.store
+        self.readmodel = context.readmodel
+        self.policy = LinkPolicy(context.tree, context.identity.ca_pem)
+        self.parent = parent
+        self.refused = 0
+
+    def bulk_docs(self, docs: list[Any], new_edits: bool = False) -> list[Any]:
+        ids = sorted({d["_id"] for d in docs if isinstance(d, dict) and isinstance(d.get("_id"), str)})
+        accepted, refused = self.policy.from_parent(docs, self.parent, self.store.current_revs(ids))
+        if refused:
+            self.record(refused)
+        return self.inner.bulk_docs(accepted, new_edits=new_edits) if accepted else []
+
+    def record(self, refused: list[Refusal]) -> None:
+        self.refused += len(refused)
+        self.readmodel.record_quarantine(refusals_as_quarantine(refused))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 @dataclass
 class Link:
     context: NodeContext
@@ -66,10 +97,12 @@ class Link:
         assert self.context.config.parent_url
         local = StorePeer(self.context.store)
         trust = TrustFilter(self.context.readmodel, self.context.projector)
-        parent = NodeApiPeer(self.context.config.parent_url, self.context.identity, timeout=30)
+        parent_code = self.context.division.parent or ""
+        parent = NodeApiPeer(self.context.config.parent_url, self.context.identity, timeout=30, parent=parent_code)
         # Separate caches per direction: each names its own checkpoint documents.
         self.push_source, self.push_target = CheckpointCache(TrustedStorePeer(local, trust)), CheckpointCache(parent)
-        self.pull_source, self.pull_target = CheckpointCache(parent), CheckpointCache(local)
+        self.guard = GuardedTarget(local, self.context, parent_code)
+        self.pull_source, self.pull_target = CheckpointCache(parent), CheckpointCache(self.guard)
         # Short retries inside one cycle; the agent's timer is the long backoff.
         self.backoff = Backoff(initial_s=0.2, max_s=1.0, attempts=3)
 

@@ -1,7 +1,7 @@
 """The child's view of its parent: a replication :class:`~sync.replicator.Peer` over the parent's node API.
 
 Every request is signed with the child's key (see :mod:`sync.auth`); the parent answers only with
-what the child's subtree may hold.
+what the child's subtree may hold, and every answer taken must be signed by the parent's own key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import requests
 
 from node.adapters.docstore import StoreUnavailable
 from node.adapters.pki import NodeIdentity
-from sync.auth import sign_request
+from node.domain.errors import DomainError
+from sync.auth import HEADER_NONCE, sign_request, verify_response
+from tiers import yiyang
 
 Doc = dict[str, Any]
 PREFIX = "/sync/v1"
@@ -25,9 +27,13 @@ class LinkRefused(Exception):
 
 
 class NodeApiPeer:
-    def __init__(self, parent_url: str, identity: NodeIdentity, timeout: float = 60.0) -> None:
+    def __init__(
+        self, parent_url: str, identity: NodeIdentity, timeout: float = 60.0, parent: str | None = None
+    ) -> None:
         self.base_url = parent_url.rstrip("/")
         self.identity = identity
+        # The node whose key must sign every answer: by default this node's parent in the division tree.
+        self.parent = parent or yiyang().parent(identity.node_code) or ""
         self.timeout = timeout
         self.id = f"node-api:{self.base_url}"
         self.session = requests.Session()
@@ -35,7 +41,8 @@ class NodeApiPeer:
     def _call(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
         target = PREFIX + path + (("?" + urlencode(query)) if query else "")
         data = json.dumps(body).encode() if body is not None else b""
-        headers = {"Content-Type": "application/json", **sign_request(self.identity, method, target, data)}
+        signed = sign_request(self.identity, method, target, data, self.parent)
+        headers = {"Content-Type": "application/json", **signed}
         try:
             response = self.session.request(
                 method, self.base_url + target, data=data or None, headers=headers, timeout=self.timeout
@@ -44,10 +51,21 @@ class NodeApiPeer:
             raise StoreUnavailable(f"parent node at {self.base_url} unreachable: {exc}") from exc
         if response.status_code in (401, 403):
             raise LinkRefused(f"parent refused {method} {path}: {response.status_code} {response.text[:200]}")
-        if response.status_code == 404 and path.startswith("/local/"):
-            return None
         if response.status_code >= 500:
             raise StoreUnavailable(f"parent node answered {response.status_code} to {method} {path}")
+        try:
+            verify_response(
+                dict(response.headers),
+                signed[HEADER_NONCE],
+                response.status_code,
+                response.content,
+                self.identity.ca_pem,
+                self.parent,
+            )
+        except DomainError as exc:
+            raise LinkRefused(f"answer to {method} {path} not from the parent {self.parent}: {exc.message_en}") from exc
+        if response.status_code == 404 and path.startswith("/local/"):
+            return None
         if response.status_code >= 400:
             raise LinkRefused(f"parent rejected {method} {path}: {response.status_code} {response.text[:200]}")
         return response.json()

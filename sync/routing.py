@@ -2,7 +2,7 @@
 
 An event's scope is its case's scope (the accepting node, every handling node, the tree paths
 between them, up to the city). Certificates and the catalogue go everywhere; heartbeats and any
-other document travel up only.
+other document travel up only. What a node may write across a link is :mod:`sync.authority`'s.
 """
 
 from __future__ import annotations
@@ -60,18 +60,3 @@ def touches_subtree(members: frozenset[str], subtree_root: str, tree: DivisionTr
 def widens_scope(doc: Doc) -> bool:
     """A transfer adds a handler: the new branch must get the case's whole history, not just this event."""
     return doc.get("type") == EventType.TRANSFERRED.value
-
-
-def may_push_up(doc: Doc, child: str, tree: DivisionTree) -> bool:
-    """Whether a parent accepts ``doc`` from ``child``: only documents written inside the child's subtree.
-
-    Events written elsewhere (which the child received from this parent) are already here; anything
-    claiming an origin outside the child's subtree is refused.
-    """
-    doc_id = str(doc.get("_id", ""))
-    if doc_id.startswith("_design/"):
-        return False
-    origin = doc.get("node")
-    if not isinstance(origin, str) or origin not in tree:
-        return False
-    return tree.is_in_subtree(origin, child)

@@ -2,17 +2,20 @@
 
 A child pulls through :meth:`LinkServer.changes` / :meth:`LinkServer.bulk_get`, which only ever
 yield documents whose scope touches the child's subtree, and pushes through
-:meth:`LinkServer.accept_push`, which only takes documents written inside that subtree. The parent's
+:meth:`LinkServer.accept_push`, which only takes documents the child's subtree may author
+(:mod:`sync.authority`: its own events, certificates and heartbeats, never a new revision or deletion). The parent's
 document store stays on loopback: the child reaches it only through this filter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from node.adapters.docstore import DocStore
 from node.domain.events import event_id_range
-from sync.routing import case_of, case_scope, goes_everywhere, may_push_up, touches_subtree, widens_scope
+from sync.authority import LinkPolicy, Refusal
+from sync.routing import case_of, case_scope, goes_everywhere, touches_subtree, widens_scope
 from sync.trust import TrustFilter
 from tiers import DivisionTree
 
@@ -22,11 +25,22 @@ MAX_SCAN = 5_000
 
 
 class LinkServer:
-    def __init__(self, store: DocStore, tree: DivisionTree, node: str, trust: TrustFilter | None = None) -> None:
+    def __init__(
+        self,
+        store: DocStore,
+        tree: DivisionTree,
+        node: str,
+        trust: TrustFilter | None = None,
+        *,
+        policy: LinkPolicy,
+        on_refused: Callable[[list[Refusal]], None] | None = None,
+    ) -> None:
         self.store = store
         self.tree = tree
         self.node = node
         self.trust = trust
+        self.policy = policy
+        self.on_refused = on_refused
 
     def is_child(self, code: str) -> bool:
         return code in self.tree and self.tree.parent(code) == self.node
@@ -94,15 +108,25 @@ class LinkServer:
         return self.store.bulk_get(allowed, revs=True, attachments=True)
 
     def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
+        """Which revisions the parent lacks. A child asking about a document it may not author and the
+        parent lacks is told "missing": its push of that document is then refused and counted.
+        """
         return self.store.revs_diff(revs)
 
-    def accept_push(self, child: str, docs: list[Doc]) -> tuple[list[Doc], int]:
-        """Write the child's documents as they are (new_edits=false); returns (failures, refused count)."""
-        accepted = [doc for doc in docs if isinstance(doc, dict) and may_push_up(doc, child, self.tree)]
+    def accept_push(self, child: str, docs: list[Any]) -> tuple[list[Doc], int]:
+        """Write what the child may author (new_edits=false); returns (failures, refused count).
+
+        Refusals are never written; they are handed to ``on_refused`` (recorded for city operations).
+        """
+        ids = [doc["_id"] for doc in docs if isinstance(doc, dict) and isinstance(doc.get("_id"), str)]
+        held = self.store.current_revs(sorted(set(ids)))
+        accepted, refused = self.policy.from_child(docs, child, held)
+        if refused and self.on_refused is not None:
+            self.on_refused(refused)
         failures = (
             [row for row in self.store.bulk_docs(accepted, new_edits=False) if "error" in row] if accepted else []
         )
-        return failures, len(docs) - len(accepted)
+        return failures, len(refused)
 
     @staticmethod
     def local_name(child: str, name: str) -> str:

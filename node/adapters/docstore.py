@@ -127,6 +127,18 @@ class DocStore:
         )
         return [entry["ok"] for item in result.get("results", []) for entry in item.get("docs", []) if "ok" in entry]
 
+    def current_revs(self, doc_ids: list[str]) -> dict[str, str]:
+        """The winning revision of each of ``doc_ids`` held here (deleted ones included); absent ids are left out."""
+        if not doc_ids:
+            return {}
+        body = json.dumps({"keys": doc_ids})
+        result = self._request("POST", "_all_docs", data=body, headers={"Content-Type": "application/json"})
+        return {
+            row["id"]: row["value"]["rev"]
+            for row in result.get("rows", [])
+            if isinstance(row.get("value"), dict) and "rev" in row["value"] and "id" in row
+        }
+
     def all_docs(self, start_key: str, end_key: str, include_docs: bool = True) -> list[Doc]:
         params = {
             "startkey": json.dumps(start_key),

@@ -2,18 +2,36 @@
 
 An event whose signature or hash chain fails is never folded into a case: :class:`EventVerifier`
 sorts a case's documents into trusted events and quarantined ones, each with its reason.
+
+Everything here comes from other nodes, so nothing is assumed: a signature is checked against the
+certificate valid at the event's own time (old cases stay verifiable after a renewal or expiry), a
+first event must carry a case number of its signer (no squatting), a clock far ahead of ours is
+refused, and an event that cannot be decided yet (its signer's certificate or its case's first event
+has not arrived) waits at most ``max_undecided_s`` before it is quarantined, so it never holds a
+link up for good. One bad document is quarantined alone; it never fails the case or the process.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.adapters.batching import GroupCommit
-from node.adapters.docstore import Doc, DocStore
+from node.adapters.docstore import Doc, DocStore, StoreUnavailable
 from node.adapters.pki import certificate_doc, verify_signature
 from node.domain.errors import DomainError, ErrorKind
-from node.domain.events import Event, event_id_range, verify_chain
+from node.domain.events import GENESIS_TYPES, Event, event_id_range, owns_case_number, verify_chain
+from node.domain.hlc import NODE_PATTERN
+from tiers import DivisionTree, yiyang
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# How long an event may stay undecided (certificate or first event not arrived) before quarantine.
+MAX_UNDECIDED_S = 600.0
+# How far ahead of this node's clock another node's event may be stamped.
+MAX_AHEAD_S = 900.0
 
 
 @dataclass
@@ -31,6 +49,12 @@ class VerifiedCase:
     quarantined: list[Quarantined] = field(default_factory=list)
     # Signed by a certificate this node has not received yet: neither trusted nor condemned.
     pending: list[str] = field(default_factory=list)
+    # Predecessor hashes named by trusted events but not held here: the history has a gap.
+    missing_predecessors: list[str] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing_predecessors)
 
 
 class EventStore:
@@ -62,6 +86,8 @@ class EventStore:
             self.store.bulk_docs([doc])
 
     def certificate(self, signer: str, sha: str) -> bytes | None:
+        if not NODE_PATTERN.match(signer) or not HEX64.match(sha):
+            return None  # never let a value from another node shape a store path
         doc = self.store.get(f"cert:{signer}:{sha}")
         return doc["pem"].encode() if doc and isinstance(doc.get("pem"), str) else None
 
@@ -69,9 +95,22 @@ class EventStore:
 class EventVerifier:
     """Checks signatures against the city CA and hash chains; caches certificates it has seen."""
 
-    def __init__(self, events: EventStore, ca_pem: bytes) -> None:
+    def __init__(
+        self,
+        events: EventStore,
+        ca_pem: bytes,
+        *,
+        max_undecided_s: float = MAX_UNDECIDED_S,
+        max_ahead_s: float = MAX_AHEAD_S,
+        now: Callable[[], float] = time.time,
+        tree: DivisionTree | None = None,
+    ) -> None:
+        self.tree = tree or yiyang()
         self.events = events
         self.ca_pem = ca_pem
+        self.max_undecided_s = max_undecided_s
+        self.max_ahead_s = max_ahead_s
+        self.now = now
         self._certs: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
 
@@ -92,37 +131,86 @@ class EventVerifier:
         if not signature:
             return "unsigned event / 事件未签名"
         if signature.get("signer") != event.node:
-            return f"signed by {signature.get('signer')!r} but written as {event.node!r} / 签名节点与事件节点不符"
-        pem = self._certificate(str(signature.get("signer")), str(signature.get("cert_sha256")))
+            signer = str(signature.get("signer"))[:80]
+            return f"signed by {signer!r} but written as {event.node!r} / 签名节点与事件节点不符"
+        sha = signature.get("cert_sha256")
+        if not isinstance(sha, str) or not HEX64.match(sha):
+            return "signature.cert_sha256 is not 64 lowercase hex digits / 证书指纹格式不正确"
+        pem = self._certificate(event.node, sha)
         if pem is None:
             return "pending"
         try:
-            verify_signature(signature, event.hash, pem, self.ca_pem)
+            # The certificate must have been valid when the event was signed, not necessarily now.
+            verify_signature(signature, event.hash, pem, self.ca_pem, at=event.timestamp.to_datetime())
         except DomainError as exc:
             return f"{exc.message_en} / {exc.message_zh}"
         return None
+
+    def _age_s(self, event: Event) -> float:
+        return self.now() - event.timestamp.wall_ms / 1000
+
+    def admission_problem(self, event: Event) -> str | None:
+        """What makes ``event`` unacceptable whatever its signature: a clock far ahead, a squatted number."""
+        if -self._age_s(event) > self.max_ahead_s:
+            return f"stamped {event.timestamp.iso}, more than {self.max_ahead_s:.0f} s ahead of this node / 时间戳超前"
+        if event.type in GENESIS_TYPES and not owns_case_number(event.node, event.case_no):
+            return f"case number {event.case_no} was not issued by {event.node} / 案件编号不属于该节点"
+        for key in ("accepting_node", "handling_node", "new_handling_node"):
+            target = event.payload.get(key)
+            if key in event.payload and (not isinstance(target, str) or target not in self.tree):
+                return f"payload.{key} {str(target)[:40]!r} is not a node / 节点代码不存在"
+        if event.node not in self.tree:
+            return f"written by {event.node}, which is not a node / 节点代码不存在"
+        return None
+
+    def _check_doc(self, case_no: str, doc: Doc, result: VerifiedCase) -> Event | None:
+        try:
+            event = Event.from_doc(doc)
+        except DomainError as exc:
+            result.quarantined.append(
+                Quarantined(str(doc.get("_id", "?"))[:200], case_no, str(doc.get("node"))[:64], exc.message_en[:500])
+            )
+            return None
+        problem = self.admission_problem(event) or self.signature_problem(event)
+        if problem == "pending":
+            if self._age_s(event) <= self.max_undecided_s:
+                result.pending.append(event.doc_id)
+                return None
+            problem = (
+                f"the signer's certificate did not arrive within {self.max_undecided_s:.0f} s / 签名证书迟迟未到达"
+            )
+        if problem:
+            result.quarantined.append(Quarantined(event.doc_id, case_no, event.node, problem))
+            return None
+        return event
 
     def verify_docs(self, case_no: str, docs: list[Doc]) -> VerifiedCase:
         result = VerifiedCase(case_no)
         candidates: list[Event] = []
         for doc in docs:
-            if doc.get("_deleted"):
+            if not isinstance(doc, dict) or doc.get("_deleted"):
                 continue
             try:
-                event = Event.from_doc(doc)
-            except DomainError as exc:
-                result.quarantined.append(
-                    Quarantined(doc.get("_id", "?"), case_no, str(doc.get("node")), exc.message_en)
-                )
+                event = self._check_doc(case_no, doc, result)
+            except StoreUnavailable:
+                raise  # the store, not the document, is at fault: decide later
+            except Exception as exc:  # one hostile document must never fail the case or the process
+                reason = f"unverifiable: {type(exc).__name__} / 无法校验"
+                result.quarantined.append(Quarantined(str(doc.get("_id", "?"))[:200], case_no, "?", reason))
                 continue
-            problem = self.signature_problem(event)
-            if problem == "pending":
-                result.pending.append(event.doc_id)
-            elif problem:
-                result.quarantined.append(Quarantined(event.doc_id, case_no, event.node, problem))
-            else:
+            if event is not None:
                 candidates.append(event)
+        if candidates and not any(e.type in GENESIS_TYPES for e in candidates):
+            # An orphan: its case's first event has not arrived. Wait a while, then condemn it.
+            waiting = [e for e in candidates if self._age_s(e) <= self.max_undecided_s]
+            reason = f"the case's first event did not arrive within {self.max_undecided_s:.0f} s / 案件受理记录缺失"
+            result.quarantined.extend(
+                Quarantined(e.doc_id, case_no, e.node, reason) for e in candidates if e not in waiting
+            )
+            result.pending.extend(e.doc_id for e in waiting)
+            return result
         chain = verify_chain(candidates)
+        result.missing_predecessors = sorted(chain.missing_hashes)
         broken = {issue.event_id: issue for issue in chain.broken}
         for event in candidates:
             if event.doc_id in broken:

@@ -42,6 +42,7 @@ __all__ = [
     "EVALUATION_LEVELS",
     "FLAG_LEVELS",
     "GENESIS_TYPES",
+    "MAX_EVENT_WALL_MS",
     "ChainCheck",
     "ChainIssue",
     "Event",
@@ -51,6 +52,7 @@ __all__ = [
     "event_doc_id",
     "event_hash",
     "event_id_range",
+    "owns_case_number",
     "parse_event_doc_id",
     "payload_problems",
     "verify_chain",
@@ -91,6 +93,9 @@ BAD_EVALUATION_LEVELS = frozenset({4, 5})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _CASE_NO = re.compile(r"^[^\s:]{1,80}$")
+# The last millisecond of year 9999: a clock beyond it cannot be shown as a date (OverflowError), so an
+# event carrying one is malformed, not a crash.
+MAX_EVENT_WALL_MS = 253_402_300_799_999
 
 
 def _malformed(detail_zh: str, detail_en: str) -> DomainError:
@@ -154,6 +159,8 @@ class Event:
             stamp = Timestamp.parse(self.hlc)
         except DomainError:
             raise _malformed(f"时间戳 {self.hlc!r} 不正确", f"hlc must be a clock string, got {self.hlc!r}") from None
+        if stamp.wall_ms > MAX_EVENT_WALL_MS:
+            raise _malformed("时间戳超出公元 9999 年", f"the hlc {self.hlc!r} lies past the year 9999")
         if stamp.node != self.node:
             raise _malformed(
                 f"时间戳节点 {stamp.node} 与写入节点 {self.node} 不一致",
@@ -275,6 +282,11 @@ def event_hash(event: Event) -> str:
 def event_doc_id(case_no: str, hlc_str: str) -> str:
     """``event:<case_no>:<hlc>``: a case's events are contiguous and in clock order by id."""
     return f"{ID_PREFIX}{case_no}:{hlc_str}"
+
+
+def owns_case_number(node: str, case_no: str) -> bool:
+    """Whether ``case_no`` was issued by ``node``: numbers are ``<node>-<YYYYMMDD>-<serial>``."""
+    return case_no.startswith(f"{node}-")
 
 
 def event_id_range(case_no: str) -> tuple[str, str]:

@@ -83,8 +83,11 @@ class Timestamp:
         return self.to_datetime().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def to_datetime(self) -> datetime:
-        """The wall-clock part as an aware UTC datetime."""
-        return _EPOCH + timedelta(milliseconds=self.wall_ms)
+        """The wall-clock part as an aware UTC datetime; ``malformed_hlc`` past the year 9999."""
+        try:
+            return _EPOCH + timedelta(milliseconds=self.wall_ms)
+        except OverflowError:
+            raise _malformed(f"{self.wall_ms} ms lies past the year 9999") from None
 
 
 def _malformed(detail: str) -> DomainError:
