@@ -30,6 +30,7 @@ from node.config import NodeConfig
 from node.domain.catalogue import Catalogue
 from node.domain.events import Event, EventType
 from node.domain.hlc import Timestamp, wall_clock_ms
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import free_port
 from sync.auth import sign_request, sign_response
 from sync.authority import LinkPolicy
@@ -130,10 +131,11 @@ def refusals(node: NodeContext, by: str) -> list[dict]:
 
 
 def honest_case(nodes: dict[str, NodeContext]) -> str:
-    case_no = nodes[VILLAGE_B1].cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    command = accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))
+    case_no = nodes[VILLAGE_B1].bus.handle(command).case_no
     assert case_no
     sync_all(nodes)
-    nodes[COUNTY_B].cases.act(APPROVER, case_no, {"action": "approve"})
+    nodes[COUNTY_B].bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "approve"}))
     sync_all(nodes)
     return case_no
 
@@ -262,7 +264,7 @@ def test_an_orphan_event_holds_the_link_up_for_a_bounded_time_only(nodes: dict[s
     orphan = signed(village.identity, f"{VILLAGE_B1}-20261201-999", EventType.EVALUATED, "a" * 64, {"level": 5})
     assert push(village, [orphan])["refused"] == 0
     town.projector.catch_up()
-    honest = village.cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    honest = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
     assert honest
     Link(village).sync()
     Link(town).sync()
@@ -279,11 +281,12 @@ def test_an_orphan_event_holds_the_link_up_for_a_bounded_time_only(nodes: dict[s
 
 def test_a_withheld_step_shows_the_case_incomplete(nodes: dict[str, NodeContext]) -> None:
     village, county = nodes[VILLAGE_B1], nodes[COUNTY_B]
-    case_no = village.cases.accept(ACCEPTOR, accept_body(residence_code=VILLAGE_B1)).case_no
+    case_no = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
     assert case_no
     sync_all(nodes)
-    county.cases.act(APPROVER, case_no, {"action": "request_supplement", "reason": "缺少户口簿"})
-    county.cases.act(APPROVER, case_no, {"action": "reject", "reason": "逾期未补正"})
+    supplement = {"action": "request_supplement", "reason": "缺少户口簿"}
+    county.bus.handle(act_on_case_from_json(APPROVER, case_no, supplement))
+    county.bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "reject", "reason": "逾期未补正"}))
     docs = county.cases.events.case_docs(case_no)
     withheld = next(d for d in docs if d["type"] == "supplement_requested")
     verified = county.cases.verifier.verify_docs(case_no, [d for d in docs if d["_id"] != withheld["_id"]])
