@@ -20,9 +20,7 @@ import contextlib
 import fcntl
 import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image, ImageDraw, ImageFont
 
+from node.adapters.pki.common import write_atomically
 from node.adapters.seal_keys import (
     DEPT_URN_PREFIX,
     CertificateAuthority,
@@ -63,21 +62,6 @@ _FONT_CANDIDATES = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
 )
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -208,7 +192,7 @@ class DepartmentSeal:
                 pem = key.private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
                 )
-                _write_file(key_path, pem, 0o600)
+                write_atomically(key_path, pem, 0o600)
             current = cls._load_unlocked(directory, key) if (directory / SEAL_FILE).exists() else None
             if current is not None and current.name == name and _still_good(current.certificate, ca, not_before):
                 return current
@@ -231,9 +215,9 @@ class DepartmentSeal:
             info = ses.seal_info(description, _der(cert))
             signed = key.sign(ses.encode(info), _ECDSA_SHA256)
             seal_der = ses.encode(ses.seal(info, _der(cert), ses.ALG_ECDSA_SHA256, signed))
-            _write_file(directory / CERT_FILE, cert_pem, 0o644)
-            _write_file(directory / IMAGE_FILE, image, 0o644)
-            _write_file(directory / SEAL_FILE, seal_der, 0o644)
+            write_atomically(directory / CERT_FILE, cert_pem, 0o644)
+            write_atomically(directory / IMAGE_FILE, image, 0o644)
+            write_atomically(directory / SEAL_FILE, seal_der, 0o644)
             return cls(directory, node_code, department_code, name, cert, seal_der, key)
 
     @classmethod
