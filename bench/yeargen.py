@@ -243,11 +243,18 @@ class Signers:
     The only place this module touches key management (node.adapters.pki / node.runtime.provisioning).
     """
 
-    def __init__(self, ca_dir: Path, tree: DivisionTree) -> None:
+    def __init__(self, ca_dir: Path, tree: DivisionTree, valid_from: datetime | None = None) -> None:
+        from node.adapters.pki import CertificateAuthority
+        from node.adapters.pki.common import CA_CERT_FILE
         from node.runtime.provisioning import DATA_KEY, ensure_city_authority
 
         self.ca_dir = Path(ca_dir)
         self.tree = tree
+        # Signatures are checked against the certificates valid when an event was signed: a year in the past
+        # needs a CA and node certificates that were already valid then (a CA made today would not be).
+        self.valid_from = valid_from or datetime(YEAR - 1, 12, 1, tzinfo=UTC)
+        if not (self.ca_dir / CA_CERT_FILE).exists():
+            CertificateAuthority.create(self.ca_dir, tree.root, tree.get(tree.root).name, not_before=self.valid_from)
         self.ca = ensure_city_authority(self.ca_dir)
         self.data_key = self.ca_dir / DATA_KEY
         self._identities: dict[str, Any] = {}
@@ -269,16 +276,14 @@ class Signers:
         public_pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        cert_pem = self.ca.issue_node_certificate(code, division.name, division.tier.name.lower(), public_pem)
+        cert_pem = self.ca.issue_node_certificate(
+            code, division.name, division.tier.name.lower(), public_pem, not_before=self.valid_from
+        )
         identity = NodeIdentity(
             self.ca_dir / "nodes" / code, key, x509.load_pem_x509_certificate(cert_pem), self.ca.certificate
         )
         self._identities[code] = identity
         return identity, certificate_doc(cert_pem)
-
-    def adopt(self, identity: Any) -> None:
-        """Sign ``identity.node_code``'s events with this identity (a node provisioned on disk)."""
-        self._identities[identity.node_code] = identity
 
     def sign(self, event: Event) -> Event:
         identity, _ = self.identity(event.node)

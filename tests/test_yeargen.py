@@ -89,10 +89,12 @@ def test_stream_delivers_each_event_once_after_its_predecessor_with_memory_bound
 
 
 def test_signed_year_written_as_replication_writes_it_projects_at_a_real_city_node(
-    services: Services, city_ca: Path, tmp_path: Path
+    services: Services, tmp_path: Path
 ) -> None:
-    generator = YearGenerator(120, seed=9, signers=Signers(city_ca, yiyang()))
-    city = make_node(services, city_ca, tmp_path / "city", "430900000000")
+    # The year lies in the past: its CA (made by Signers, backdated) must have been valid when it was signed.
+    ca_dir = tmp_path / "ca"
+    generator = YearGenerator(120, seed=9, signers=Signers(ca_dir, yiyang()))
+    city = make_node(services, ca_dir, tmp_path / "city", "430900000000")
     stats, _ = write_year(generator, city.store.db_url, batch_size=100)
     assert stats.cases == 120 and stats.batches >= stats.events // 100
     city.projector.catch_up()
