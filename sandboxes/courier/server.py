@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -41,6 +40,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from sandboxes.serving import serve_until_stopped
 
 MAX_BODY = 64 * 1024
 MAX_SKEW_S = 300
@@ -333,19 +334,5 @@ def main(argv: list[str] | None = None) -> int:
     courier = Courier(data_dir, json.loads(Path(args.config).read_text("utf-8")))
     handler = type("BoundHandler", (Handler,), {"courier": courier})
     server = ThreadingHTTPServer((args.host, args.port), handler)
-    clock = threading.Thread(target=courier.run_clock, name="courier-clock", daemon=True)
-    clock.start()
-
-    def stop(*_: object) -> None:
-        courier.stopping.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
-        courier.stopping.set()
-        clock.join(timeout=2)
+    serve_until_stopped(server, courier.stopping, courier.run_clock, "courier-clock")
     return 0

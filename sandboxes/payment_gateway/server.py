@@ -21,7 +21,6 @@ import logging
 import random
 import re
 import secrets
-import signal
 import sqlite3
 import threading
 import time
@@ -37,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
+
+from sandboxes.serving import serve_until_stopped
 
 log = logging.getLogger("sandbox.payment_gateway")
 
@@ -677,16 +678,6 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     server = make_server(args.host, args.port, make_app(gateway), threaded=True)
-    background = threading.Thread(target=gateway.run_background, name="notifier", daemon=True)
-    background.start()
-
-    def stop(*_: object) -> None:
-        gateway.stopping.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log.info("sandbox payment gateway on %s:%s", args.host, args.port)
-    server.serve_forever()
-    background.join(timeout=10)
+    serve_until_stopped(server, gateway.stopping, gateway.run_background, "notifier", join_s=10)
     return 0

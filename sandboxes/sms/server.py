@@ -42,7 +42,6 @@ import hmac
 import json
 import re
 import secrets
-import signal
 import sqlite3
 import threading
 import time
@@ -52,6 +51,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from sandboxes.serving import serve_until_stopped
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATES = PROJECT_ROOT / "node" / "data" / "notifications.json"
@@ -441,20 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway = Gateway(data_dir, config)
     handler = type("BoundHandler", (Handler,), {"gateway": gateway})
     server = ThreadingHTTPServer((args.host, args.port), handler)
-    clock = threading.Thread(target=gateway.run_clock, name="sms-clock", daemon=True)
-    clock.start()
-
-    def stop(*_: object) -> None:
-        gateway.stopping.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
-        server.serve_forever(poll_interval=0.1)
+        serve_until_stopped(server, gateway.stopping, gateway.run_clock, "sms-clock")
     finally:
-        server.server_close()
-        gateway.stopping.set()
-        clock.join(timeout=2)
         gateway.close()
     return 0
