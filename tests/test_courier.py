@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,46 +15,13 @@ import pytest
 
 from node.adapters.courier import CourierClient, Party, TrackingEvent
 from node.domain.errors import DomainError
-from node.runtime.services import free_port, http_ok
 from sandboxes.courier.server import sign
 from tests.conftest import wait_for
+from tests.sandbox_process import SandboxProcess as Sandbox
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ID = "node-430903000000"
 SECRET = "sandbox-courier-secret-430903"
 SENDER = Party("赫山区政务服务中心", "0737-4000000", "益阳市赫山区龙岭大道 1 号")
-
-
-@dataclass
-class Sandbox:
-    url: str
-    data_dir: Path
-    config_path: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def start(self) -> None:
-        self.process = _spawn(self.port, self.data_dir, self.config_path)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=10)
-
-
-def _spawn(port: int, data_dir: Path, config_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "sandboxes.courier", "--port", str(port), "--data", str(data_dir)]
-    process = subprocess.Popen(
-        [*command, "--config", str(config_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    if not wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=15):
-        process.kill()
-        raise RuntimeError(f"sandbox courier did not start: {process.stderr.read() if process.stderr else ''}")
-    return process
 
 
 def _sandbox(tmp: Path, step_seconds: float) -> Sandbox:
@@ -65,8 +29,7 @@ def _sandbox(tmp: Path, step_seconds: float) -> Sandbox:
     config.write_text(
         json.dumps({"clients": {CLIENT_ID: SECRET}, "step_seconds": step_seconds, "retry_schedule": [0.1, 0.2, 0.4]})
     )
-    port = free_port()
-    return Sandbox(f"http://127.0.0.1:{port}", tmp / "data", config, port, _spawn(port, tmp / "data", config))
+    return Sandbox.started("sandboxes.courier", tmp / "data", config)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +19,11 @@ import requests
 from node.adapters.sms import DeliveryReceipt, SmsClient
 from node.domain.errors import DomainError
 from node.domain.notifications import render
-from node.runtime.services import free_port, http_ok
+from node.runtime.services import http_ok
 from sandboxes.sms.server import callback_signature, request_signature
 from tests.conftest import wait_for
+from tests.sandbox_process import SandboxProcess
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = "tongban-430900000000"
 SECRET = "sandbox-sms-secret-430900"
 DELIVERED, UNDELIVERABLE, DELAYED, PROVIDER_ERROR, FLAKY, REPLY_LOST = (
@@ -43,38 +40,11 @@ NOTICE = render(
 )
 
 
-@dataclass
-class Sandbox:
-    url: str
-    data_dir: Path
-    config_path: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def start(self) -> None:
-        self.process = _spawn(self.port, self.data_dir, self.config_path)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=10)
-
+class Sandbox(SandboxProcess):
     def inbox(self, phone: str) -> list[dict[str, Any]]:
         response = requests.get(f"{self.url}/sandbox/inbox/{phone}", timeout=5)
         assert response.status_code == 200
         return list(response.json()["messages"])
-
-
-def _spawn(port: int, data_dir: Path, config_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "sandboxes.sms", "--port", str(port), "--data", str(data_dir)]
-    process = subprocess.Popen(
-        [*command, "--config", str(config_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    if not wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=15):
-        process.kill()
-        raise RuntimeError(f"sandbox SMS gateway did not start: {process.stderr.read() if process.stderr else ''}")
-    return process
 
 
 def _sandbox(tmp: Path, delay_seconds: float, retry_schedule: list[float] | None = None) -> Sandbox:
@@ -89,8 +59,7 @@ def _sandbox(tmp: Path, delay_seconds: float, retry_schedule: list[float] | None
             }
         )
     )
-    port = free_port()
-    return Sandbox(f"http://127.0.0.1:{port}", tmp / "data", config, port, _spawn(port, tmp / "data", config))
+    return Sandbox.started("sandboxes.sms", tmp / "data", config)
 
 
 @pytest.fixture(scope="module")
