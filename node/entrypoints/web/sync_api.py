@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from pycouchdb import exceptions as couch_errors
 
 from node.adapters.docstore import StoreUnavailable
+from node.adapters.eventstore import HEX64
 from node.domain.errors import DomainError
 from node.entrypoints.web.http import context, error_response
 from sync.auth import HEADER_NONCE, ReplayCache, check_request_headers, sign_response, verify_request
@@ -33,6 +34,10 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_IDS = 10_000
 _LOCAL_NAME = re.compile(r"^[0-9A-Za-z_.\-]{1,200}$")
 _SEQ = re.compile(r"^[0-9A-Za-z_\-]{1,400}$")  # CouchDB 3's opaque sequence strings
+# A re-request of the steps missing in the middle of case histories: bounded per request.
+MAX_GAP_CASES = 100
+MAX_GAP_HASHES = 500
+_GAP_CASE_NO = re.compile(r"^[0-9A-Za-z_\-]{1,80}$")
 _REPLAYS = ReplayCache()
 
 
@@ -196,6 +201,24 @@ def bulk_docs() -> ResponseReturnValue:
     failures, refused = server().accept_push(g.child, docs)
     context().wake()
     return jsonify({"failures": failures, "refused": refused})
+
+
+@blueprint.post("/missing_events")
+def missing_events() -> ResponseReturnValue:
+    """Events the child lacks in the middle of its cases' histories, by the hashes its events name."""
+    wanted = _object(_body()).get("cases")
+    if not isinstance(wanted, dict) or len(wanted) > MAX_GAP_CASES:
+        raise BadRequest(f"cases must be an object of at most {MAX_GAP_CASES} case numbers")
+    total = 0
+    for case_no, hashes in wanted.items():
+        if not _GAP_CASE_NO.match(case_no):
+            raise BadRequest("malformed case number")
+        if not isinstance(hashes, list) or not all(isinstance(h, str) and HEX64.match(h) for h in hashes):
+            raise BadRequest("each case's hashes must be a list of 64 lowercase hex digits")
+        total += len(hashes)
+    if total > MAX_GAP_HASHES:
+        raise BadRequest(f"at most {MAX_GAP_HASHES} hashes per request")
+    return jsonify({"docs": server().missing_events(g.child, wanted)})
 
 
 def _local_name(name: str) -> str:
