@@ -157,13 +157,10 @@ class Agent:
         if due:
             # Link statistics with the store's size and the changes still waiting to go up: for the
             # web process's /metrics (through a file) and, below, for city operations.
-            stats = self.link.stats() if self.link else {}
-            push_seq = self.link.push.last_seq if self.link else None
-            stats = {**stats, **store_report(self.context.store, push_seq, count_pending=self.link is not None)}
-            stats["agent"] = {"failed_cycles": self.failures, "errors": dict(self.errors)}
-            # A read model that fails is counted by the project step; the report goes out without the figure.
-            with contextlib.suppress(Exception):
-                stats["incomplete"] = len(self.context.readmodel.incomplete_cases(limit=100_000))
+            stats = {
+                **node_report(self.context, self.link),
+                "agent": {"failed_cycles": self.failures, "errors": dict(self.errors)},
+            }
             write_agent_stats(self.context.config.data_dir, stats)
         if not self.mqtt.connected:
             return
@@ -176,6 +173,17 @@ class Agent:
             self.mqtt.signal(ops_topic(self.code), {"kind": "link", "node": self.code, **stats})
             put_heartbeat(self.context)
             self.next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
+
+
+def node_report(context: NodeContext, link: Link | None) -> dict[str, Any]:
+    """The node's ops report (kind ``link``): link statistics, the store's size and the changes still
+    waiting to go up, and how many cases have a gap in their history."""
+    push_seq = link.push.last_seq if link else None
+    stats = {**(link.stats() if link else {}), **store_report(context.store, push_seq, count_pending=link is not None)}
+    # A read model that fails is counted by the project step; the report goes out without the figure.
+    with contextlib.suppress(Exception):
+        stats["incomplete"] = len(context.readmodel.incomplete_cases(limit=100_000))
+    return stats
 
 
 def run_agent(context: NodeContext, stop: threading.Event) -> None:
