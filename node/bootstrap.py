@@ -22,6 +22,7 @@ from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
+from node.adapters.nonces import NONCES_DB, NonceLog
 from node.adapters.opsmodel import OpsModel
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
@@ -77,6 +78,8 @@ class NodeContext:
     ops: OpsModel | None = None
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
+    # Nonces of signed requests from children, shared by the node's web processes (replays refused).
+    nonces: NonceLog | None = None
     version: str = __version__
 
     @property
@@ -195,6 +198,7 @@ def bootstrap(
             if kind is ProcessKind.WEB and config.redis_url
             else None
         ),
+        nonces=NonceLog(config.data_dir / NONCES_DB) if kind is ProcessKind.WEB else None,
     )
     _register(context)
     return context

@@ -1,11 +1,12 @@
 """``/sync/v1``: the parent side of replication links, for the node's children only.
 
 Each request must be signed by a child of this node with a certificate of the city CA, for this
-node (audience), with a nonce not seen before; the body is read only after the headers checked out
-and only up to :data:`MAX_BODY`. Anything else gets 401/403/411/413 and nothing else. Every answer is
-signed with this node's key so the child knows it comes from its parent. Input is validated: a bad
-value is a 400, never a 5xx; documents the child may not author are refused, counted and recorded
-for city operations (see :mod:`sync.authority`).
+node (audience), with a nonce not seen before by any web process of this node (the node's nonce
+log); the body is read only after the headers checked out and only up to :data:`MAX_BODY`. Anything
+else gets 401/403/411/413 and nothing else. Every answer is signed with this node's key so the child
+knows it comes from its parent. Input is validated: a bad value is a 400, never a 5xx; documents the
+child may not author are refused, counted and recorded for city operations (see :mod:`sync.authority`).
+A child may also ask again for events missing in the middle of its cases' histories (``missing_events``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _SEQ = re.compile(r"^[0-9A-Za-z_\-]{1,400}$")  # CouchDB 3's opaque sequence str
 MAX_GAP_CASES = 100
 MAX_GAP_HASHES = 500
 _GAP_CASE_NO = re.compile(r"^[0-9A-Za-z_\-]{1,80}$")
+# Only for a context built without the node's shared nonce log (every bootstrapped web process has one).
 _REPLAYS = ReplayCache()
 
 
@@ -88,7 +90,13 @@ def authenticate_child() -> ResponseReturnValue | None:
     target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
     try:
         verify_request(
-            headers, request.method, target, request.get_data(), node.identity.ca_pem, node.config.code, _REPLAYS
+            headers,
+            request.method,
+            target,
+            request.get_data(),
+            node.identity.ca_pem,
+            node.config.code,
+            node.nonces or _REPLAYS,
         )
     except DomainError as exc:
         return jsonify(exc.to_dict()), 401
