@@ -275,22 +275,25 @@ def _render_case(
         values=values or {},
         evaluation_levels=[(level, str(label)) for level, label in EVALUATION_LABELS.items()],
         transfer_targets=_transfer_targets(case.handling_node) if "transfer" in allowed else [],
-        gap=gap_notice(len(case.missing_predecessors)),
+        gap=gap_notice(len(case.missing_predecessors), asks_parent=bool(context().config.parent_url)),
     )
     return page, status
 
 
-def gap_notice(missing: int) -> dict[str, str] | None:
+def gap_notice(missing: int, asks_parent: bool = True) -> dict[str, str] | None:
     """The banner of a case whose history has a gap (events name predecessors this node does not hold).
 
     Both languages at once, whatever the page's language, like an error: staff must not miss it.
+    A node with a parent asks it again for the missing steps (:class:`sync.link.GapFiller`).
     """
     if not missing:
         return None
+    asked_zh = "，已向上级节点重新请求" if asks_parent else ""
+    asked_en = " and has asked its parent for them again" if asks_parent else ""
     return {
-        "zh": f"案卷不完整：本节点缺少该案件的 {missing} 条前序记录，已向上级节点重新请求；补齐之前请勿据此作出决定。",
-        "en": f"Incomplete case history: this node lacks {missing} earlier record(s) of this case and has asked "
-        "its parent for them again; do not decide on the case until they arrive.",
+        "zh": f"案卷不完整：本节点缺少该案件的 {missing} 条前序记录{asked_zh}；补齐之前请勿据此作出决定。",
+        "en": f"Incomplete case history: this node lacks {missing} earlier record(s) of this case{asked_en}; "
+        "do not decide on the case until they arrive.",
     }
 
 
