@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from node.adapters.mqtt import ops_topic
 from node.bootstrap import NodeContext
@@ -58,6 +60,20 @@ class Withholding:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+_hashes = st.lists(st.one_of(st.text(max_size=70), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)))
+_bodies = st.one_of(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20), lambda inner: st.lists(inner, max_size=3)
+    ),
+    st.builds(lambda cases: {"cases": cases}, st.dictionaries(st.text(max_size=90), _hashes, max_size=5)),
+    st.builds(
+        lambda serials, hashes: {"cases": {f"{VILLAGE_B1}-20261201-{n}": hashes for n in serials}},
+        st.lists(st.integers(0, 10**6), max_size=120),
+        _hashes,
+    ),
+)
 
 
 def report_at_city(federation: dict[str, NodeContext], link: Link, at: float) -> None:
@@ -209,3 +225,18 @@ def test_the_re_request_route_is_signed_bounded_and_serves_only_the_childs_cases
     assert answer.status_code == 200 and answer.json() == {"docs": []}
     # The same request through the peer: the answer is signed by the township and empty.
     assert NodeApiPeer(url, village.identity).missing_events({own: hashes}) == []
+
+    # Random bodies: never a 5xx, never a document outside the village's cases.
+    before = {row["id"]: row["value"]["rev"] for row in town.store.all_docs("", "\ufff0", include_docs=False)}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(_bodies)
+    def one(body: Any) -> None:
+        answer = ask(body)
+        assert answer.status_code < 500, answer.text[:300]
+        if answer.status_code == 200:
+            assert all(doc["case_no"] != own for doc in answer.json()["docs"])
+
+    one()
+    after = {row["id"]: row["value"]["rev"] for row in town.store.all_docs("", "\ufff0", include_docs=False)}
+    assert after == before
