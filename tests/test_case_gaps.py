@@ -174,9 +174,10 @@ def test_a_withheld_step_is_shown_counted_and_re_requested_until_the_case_is_com
     assert "supplement_requested" in [entry["type"] for entry in case.timeline]
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
     assert "案卷不完整" not in page
-    assert api.get(f"/api/v1/cases/{case_no}", headers=token_for(api, village, "acceptor")).get_json()[
-        "incomplete"
-    ] is False
+    assert (
+        api.get(f"/api/v1/cases/{case_no}", headers=token_for(api, village, "acceptor")).get_json()["incomplete"]
+        is False
+    )
     assert "tongban_cases_incomplete 0" in client.get("/metrics").get_data(as_text=True)
     # The next report clears the count at the city and the alert closes.
     report_at_city(nodes, link, t0 + limit + 20)
