@@ -98,7 +98,7 @@ class NodeContext:
     ops: OpsModel | None = None
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
-    # Appointments, ratings and the assistant: built for the web and the agent (which opens rectifications).
+    # Appointments, ratings and the assistant: not for one-off tools.
     around: AroundTheCase | None = None
     version: str = __version__
 
@@ -218,7 +218,7 @@ def bootstrap(
             if kind is ProcessKind.WEB and config.redis_url
             else None
         ),
-        around=_around_the_case(config, tree, cases) if kind in (ProcessKind.WEB, ProcessKind.AGENT) else None,
+        around=_around_the_case(config, tree, cases) if kind is not ProcessKind.TOOL else None,
     )
     _register(context)
     return context

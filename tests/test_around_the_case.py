@@ -240,3 +240,24 @@ def test_public_pages_and_the_staff_queue_page(village: NodeContext) -> None:
     assert "取号" in kiosk.get_data(as_text=True)
     assert client.get("/assistant").status_code == 200
     assert client.get("/queue").status_code == 302  # staff only
+
+
+def test_a_booking_nobody_came_for_becomes_a_no_show(village: NodeContext) -> None:
+    from node.entrypoints import tasks
+
+    client = client_for(village)
+    booked = client.post(
+        "/api/v1/appointments", json={"matter_code": "430900-JF-0001", "start": NEXT_DAY_10, "id_number": ALICE}
+    ).get_json()
+    at(village, datetime(2026, 12, 3, 10, 10))  # within the 15 minutes of grace: still expected
+    tasks._context = village
+    try:
+        assert tasks.appointments() == {"no_shows": 0, "decided": 0}
+        at(village, datetime(2026, 12, 3, 10, 20))
+        assert tasks.appointments() == {"no_shows": 1, "decided": 0}
+    finally:
+        tasks._context = None
+    assert village.around is not None
+    assert village.around.appointments.store.get(booked["appointment_id"]).status == "no_show"
+    late = client.post("/api/v1/queue/tickets", json={"appointment_id": booked["appointment_id"], "id_number": ALICE})
+    assert late.status_code == 409  # take an ordinary number instead
