@@ -23,6 +23,7 @@ from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.opsmodel import OpsModel
+from node.adapters.package_index import PACKAGES_DB, PackageIndex
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
@@ -36,6 +37,7 @@ from node.service_layer.cases import CaseService
 from node.service_layer.catalogue import CatalogueService
 from node.service_layer.commands import (
     AcceptCase,
+    AcceptPackage,
     ActOnCase,
     FlagDeadline,
     PublishCatalogue,
@@ -44,6 +46,7 @@ from node.service_layer.commands import (
     SweepDeadlines,
 )
 from node.service_layer.messagebus import MessageBus
+from node.service_layer.packages import PackageService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -77,6 +80,8 @@ class NodeContext:
     ops: OpsModel | None = None
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
+    # 一件事 packages: sub-cases found by package, merged supplement and delivery (not for one-off tools).
+    packages: PackageService | None = None
     version: str = __version__
 
     @property
@@ -196,6 +201,8 @@ def bootstrap(
             else None
         ),
     )
+    if kind is not ProcessKind.TOOL:
+        context.packages = PackageService(cases, bus.handle, PackageIndex(config.data_dir / PACKAGES_DB))
     _register(context)
     return context
 
@@ -211,6 +218,10 @@ def _register(context: NodeContext) -> None:
     bus.register(PublishCatalogue, catalogue.publish)
     bus.register(PublishMatter, catalogue.publish_matter)
     bus.register(PublishDelegation, catalogue.publish_delegation)
+    if context.packages is not None:
+        packages = context.packages
+        bus.register(AcceptPackage, packages.accept)
+        bus.subscribe(CaseChanged, lambda message: handlers.take_in_package(message, packages))
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code

@@ -180,7 +180,10 @@ class CaseService:
 
         case_no = self._new_case_no()
         today = self.today()
-        deadline = self.calendar.add_working_days(today, matter.promised_days)
+        promised_days = matter.promised_days
+        if command.package is not None and isinstance(command.package.get("share_days"), int):
+            promised_days = min(promised_days, command.package["share_days"])  # the department's share
+        deadline = self.calendar.add_working_days(today, promised_days)
         accepted = self._event(
             case_no,
             EventType.ACCEPTED,
@@ -194,8 +197,9 @@ class CaseService:
                 "accepting_node": self.node,
                 "handling_node": handling,
                 "deadline": deadline.isoformat(),
-                "promised_days": matter.promised_days,
+                "promised_days": promised_days,
                 "handling_type": matter.handling_type,
+                **({"package": dict(command.package)} if command.package is not None else {}),
             },
         )
         written = [accepted]
@@ -402,6 +406,8 @@ class CaseService:
             return {"level": level, **({"comment": reason} if reason else {})}
         if kind in (EventType.WITHDRAWAL_REQUESTED, EventType.WITHDRAWN):
             return {"reason": reason} if reason else {}
+        if kind is EventType.APPROVED and reason:
+            return {"conditions": reason}  # 附条件同意: an approval with conditions (a joint review's opinion)
         return {}
 
     def system_receive(self, case: Case, events: list[Event]) -> None:
