@@ -674,10 +674,6 @@ class Catalogue:
         if not isinstance(packages, list) or not all(isinstance(p, Mapping) for p in packages):
             raise _invalid("invalid_catalogue", "目录文档的 packages 应为对象列表", "catalogue packages must be a list")
         base = cls(departments, matters, version=version, note=data.get("note", ""), packages=packages)
-        if packages:
-            from node.domain.packages import packages_from  # the package rules import this module
-
-            packages_from({"packages": packages}, base)
         implementation = data.get("implementation") or {}
         if not implementation:
             return base
