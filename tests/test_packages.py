@@ -175,6 +175,26 @@ def test_a_joint_inspection_ends_in_one_consolidated_decision(county_node: NodeC
     subs = {s["department"]: s for s in created.get_json()["sub_cases"]}
 
     lead = approvers["housing"]
+    session = f"/api/v1/package-cases/{package_no}/session"
+    by_other = client.post(
+        session,
+        json={"date": "2099-01-05", "mode": "onsite", "place": "赫山区政务中心3楼"},
+        headers=approvers["civil_defense"],
+    )
+    assert by_other.status_code == 403
+    outsider = client.post(
+        session,
+        json={"date": "2099-01-05", "mode": "onsite", "place": "赫山区政务中心3楼", "departments": ["ecology"]},
+        headers=lead,
+    )
+    assert outsider.status_code == 400 and outsider.get_json()["error"] == "department_not_in_package"
+    past = client.post(session, json={"date": "2000-01-05", "mode": "onsite", "place": "三楼"}, headers=lead)
+    assert past.status_code == 400 and past.get_json()["error"] == "session_in_past"
+    scheduled = client.post(
+        session, json={"date": "2099-01-05", "mode": "onsite", "place": "赫山区政务中心3楼"}, headers=lead
+    )
+    assert scheduled.status_code == 200, scheduled.get_json()
+    assert scheduled.get_json()["joint_session"]["departments"] == ["civil_defense", "housing", "natural_resources"]
     consolidate = f"/api/v1/package-cases/{package_no}/consolidate"
     premature = client.post(consolidate, json={"decision": "联合验收合格"}, headers=lead)
     assert premature.status_code == 409 and premature.get_json()["error"] == "opinions_pending"

@@ -80,6 +80,8 @@ class ActOnCase:
     method: str | None = None
     new_handling_node: str | None = None
     level: int | None = None
+    # The joint session of a 联合审查/验收 (date, mode, place, departments), checked by the handler.
+    session: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

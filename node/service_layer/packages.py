@@ -177,6 +177,7 @@ class PackageService:
             fee_yuan=format(package.fee(catalogue).normalize(), "f"),
             applicant=view.sub_cases[0].applicant.get("masked") if view.sub_cases else None,
             timeline=_merged_timeline(view.sub_cases),
+            joint_session=next((c.joint_session for c in view.sub_cases if c.joint_session), None),
         )
         return data
 
@@ -204,15 +205,47 @@ class PackageService:
             self.handle(ActOnCase(actor, case.case_no, "deliver", method=str(method)))
         return self.describe(package_no)
 
-    def consolidate(self, package_no: object, actor: Actor, decision: object) -> dict[str, Any]:
-        """联合审查/验收意见: the lead department's one decision over every department's signed opinion."""
-        package, view = self.view(package_no)
+    def _lead_case(self, package: Package, view: PackageView, package_no: object) -> Case:
         catalogue = self.cases.catalogue
         lead = next(
             (c for c in view.sub_cases if catalogue.get(c.matter_code).department == package.lead_department), None
         )
         if lead is None:
             raise _not_found(package_no)
+        return lead
+
+    def schedule_session(self, package_no: object, actor: Actor, session: object) -> dict[str, Any]:
+        """多图联审 / 联合验收: the lead department sets one session for every department of the package."""
+        package, view = self.view(package_no)
+        if package.joint is None:
+            raise DomainError("not_joint", "该一件事不是联审联验事项", "this package has no joint review")
+        if actor.department != package.lead_department:
+            raise DomainError(
+                "not_lead_department",
+                "只有牵头部门可以安排联合审查（验收）",
+                "only the lead department schedules the joint session",
+                ErrorKind.FORBIDDEN,
+            )
+        if not isinstance(session, Mapping):
+            raise DomainError("invalid_session", "请填写联合审查安排", "give the joint session")
+        invited = package.departments(self.cases.catalogue)
+        wanted = session.get("departments") or invited
+        if not isinstance(wanted, list) or not set(wanted) <= set(invited):
+            raise DomainError(
+                "department_not_in_package",
+                "只能邀请本一件事涉及的部门参加",
+                "only the package's departments take part in its joint session",
+            )
+        lead = self._lead_case(package, view, package_no)
+        details = {**session, "departments": wanted}
+        self.handle(ActOnCase(actor, lead.case_no, "schedule_joint_session", session=details))
+        return self.describe(package_no)
+
+    def consolidate(self, package_no: object, actor: Actor, decision: object) -> dict[str, Any]:
+        """联合审查/验收意见: the lead department's one decision over every department's signed opinion."""
+        package, view = self.view(package_no)
+        catalogue = self.cases.catalogue
+        lead = self._lead_case(package, view, package_no)
         check_consolidation(package, view, actor.department, lead)
         if not isinstance(decision, str) or not decision.strip() or len(decision) > 300:
             raise DomainError("decision_required", "请填写联合意见（300 字以内）", "give the consolidated decision")
@@ -234,9 +267,7 @@ class PackageService:
         if first is None or not isinstance(reference, Mapping) or not _valid_reference(reference):
             return
         case = message.case
-        self.index.add(
-            reference["no"], case.case_no, reference["code"], reference["position"], _day_of(first)
-        )
+        self.index.add(reference["no"], case.case_no, reference["code"], reference["position"], _day_of(first))
         if (
             reference.get("on_refusal") == "stop"
             and case.decision == "rejected"

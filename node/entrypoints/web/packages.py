@@ -72,6 +72,12 @@ def deliver(package_no: str) -> ResponseReturnValue:
     return jsonify(service().deliver(package_no, g.actor, json_body().get("method", "window")))
 
 
+@api.post("/package-cases/<package_no>/session")
+@require_role(APPROVER)
+def schedule_session(package_no: str) -> ResponseReturnValue:
+    return jsonify(service().schedule_session(package_no, g.actor, json_body()))
+
+
 @api.post("/package-cases/<package_no>/consolidate")
 @require_role(APPROVER)
 def consolidate(package_no: str) -> ResponseReturnValue:
