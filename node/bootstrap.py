@@ -27,6 +27,7 @@ from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.nonces import NONCES_DB, NonceLog
 from node.adapters.opsmodel import OpsModel
+from node.adapters.package_index import PACKAGES_DB, PackageIndex
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
@@ -44,6 +45,7 @@ from node.service_layer.cases import CaseService
 from node.service_layer.catalogue import CatalogueService
 from node.service_layer.commands import (
     AcceptCase,
+    AcceptPackage,
     ActOnCase,
     FlagDeadline,
     PublishCatalogue,
@@ -52,6 +54,7 @@ from node.service_layer.commands import (
     SweepDeadlines,
 )
 from node.service_layer.messagebus import MessageBus
+from node.service_layer.packages import PackageService
 from node.service_layer.ratings import RatingService
 from tiers import Division, DivisionTree, yiyang
 
@@ -103,6 +106,8 @@ class NodeContext:
     nonces: NonceLog | None = None
     # Appointments, ratings and the assistant: not for one-off tools.
     around: AroundTheCase | None = None
+    # 一件事 packages: sub-cases found by package, merged supplement and delivery (not for one-off tools).
+    packages: PackageService | None = None
     version: str = __version__
 
     @property
@@ -224,6 +229,8 @@ def bootstrap(
         nonces=NonceLog(config.data_dir / NONCES_DB) if kind is ProcessKind.WEB else None,
         around=_around_the_case(config, tree, cases) if kind is not ProcessKind.TOOL else None,
     )
+    if kind is not ProcessKind.TOOL:
+        context.packages = PackageService(cases, bus.handle, PackageIndex(config.data_dir / PACKAGES_DB))
     _register(context)
     return context
 
@@ -259,6 +266,10 @@ def _register(context: NodeContext) -> None:
     bus.register(PublishCatalogue, catalogue.publish)
     bus.register(PublishMatter, catalogue.publish_matter)
     bus.register(PublishDelegation, catalogue.publish_delegation)
+    if context.packages is not None:
+        packages = context.packages
+        bus.register(AcceptPackage, packages.accept)
+        bus.subscribe(CaseChanged, lambda message: handlers.take_in_package(message, packages))
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code
