@@ -279,12 +279,12 @@ def _register(context: NodeContext) -> None:
         # Cases the web projects while serving a child's pull are not news for its pages: a notice
         # per projected case there slowed the city's replication down (bench_federation).
         bus.subscribe(CaseChanged, lambda message: handlers.post_notice_of_own_write(message, context.mqtt, code))
-    if context.around is not None:
-        ratings = context.around.ratings
-        bus.subscribe(CaseChanged, lambda message: handlers.take_evaluations(message, ratings))
     elif context.kind is ProcessKind.AGENT:
         bus.subscribe(CaseChanged, lambda message: handlers.take_in(message, cases))
         bus.subscribe(CaseChanged, lambda message: handlers.post_notice(message, context.mqtt, code))
+    if context.around is not None:
+        ratings = context.around.ratings
+        bus.subscribe(CaseChanged, lambda message: handlers.take_evaluations(message, ratings))
 
 
 def bootstrap_collector(config: NodeConfig) -> CollectorContext:
