@@ -248,7 +248,11 @@ def _around_the_case(config: NodeConfig, tree: DivisionTree, cases: CaseService)
     return AroundTheCase(
         appointments=appointments,
         ratings=RatingService(
-            config.code, RatingStore(data / RATINGS_DB, cases.pii.seal, cases.pii.open), cases.calendar, china_now
+            config.code,
+            RatingStore(data / RATINGS_DB, cases.pii.seal, cases.pii.open),
+            cases.calendar,
+            china_now,
+            collects_all=bool(config.monitors_operations),
         ),
         questions=QuestionStore(data / QUESTIONS_DB, cases.pii.seal, cases.pii.open),
         catalogue=lambda: cases.catalogue,

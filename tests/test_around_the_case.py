@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from node.domain.identifiers import make_id_number
 from node.service_layer.appointments import visit_code
 from tests.conftest import Services, client_for, make_node, token_for
 from tests.test_api_cases import accept_body
-from tiers.demo import HESHAN_VILLAGE
+from tiers.demo import CITY, HESHAN, HESHAN_VILLAGE
 
 # A Wednesday; the next day is a working day too (both checked against the official calendar).
 MORNING = datetime(2026, 12, 2, 8, 0)
@@ -261,3 +262,33 @@ def test_a_booking_nobody_came_for_becomes_a_no_show(village: NodeContext) -> No
     assert village.around.appointments.store.get(booked["appointment_id"]).status == "no_show"
     late = client.post("/api/v1/queue/tickets", json={"appointment_id": booked["appointment_id"], "id_number": ALICE})
     assert late.status_code == 409  # take an ordinary number instead
+
+
+def test_the_city_dashboard_shows_rating_figures_of_every_node(
+    services: Services, city_ca: Path, tmp_path: Path
+) -> None:
+
+    city = make_node(services, city_ca, tmp_path / "city", CITY)
+    assert city.around is not None and city.around.ratings.collects_all
+    county = make_node(services, city_ca, tmp_path / "county", HESHAN)
+    client = client_for(county)
+    acceptor = token_for(client, county, "acceptor")
+    approver = token_for(client, county, "approver.civil_affairs")
+    case_no = client.post("/api/v1/cases", json=accept_body(), headers=acceptor).get_json()["case_no"]
+    actions = f"/api/v1/cases/{case_no}/actions"
+    assert client.post(actions, json={"action": "approve"}, headers=approver).status_code == 200
+    assert client.post(actions, json={"action": "evaluate", "level": 4}, headers=acceptor).status_code == 200
+    # The city holds every case: its projection of the county's case keeps the rating, opens no ticket.
+    city.projector.project_events(county.cases._events(case_no))
+    figures = city.around.ratings.figures("node")
+    assert figures[HESHAN]["count"] == 1 and figures[HESHAN]["poor"] == 1
+    assert city.around.ratings.tickets() == []
+    city_client = client_for(city)
+    city.state.add_account("ops", "test-password-1", "ops")
+    page = city_client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    city_client.post("/login", data={"username": "ops", "password": "test-password-1", "csrf_token": csrf})
+    dashboard = city_client.get("/ops")
+    assert dashboard.status_code == 200
+    html = dashboard.get_data(as_text=True)
+    assert 'id="rating-figures"' in html and "赫山区" in html.split('id="rating-figures"')[1]

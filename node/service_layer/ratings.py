@@ -52,7 +52,11 @@ class RatingService:
         calendar: WorkingDayCalendar,
         clock: Callable[[], datetime],
         policy: RectificationPolicy | None = None,
+        collects_all: bool = False,
     ) -> None:
+        # The node that monitors operations (the city, which holds every case) keeps every case's
+        # evaluation for the figures; tickets are still opened only where the case was handled.
+        self.collects_all = collects_all
         self.here = here
         self.store = store
         self.calendar = calendar
@@ -85,7 +89,8 @@ class RatingService:
 
         Idempotent: the evaluation event's hash is the rating's id, so seeing the case again adds nothing.
         """
-        if case.handling_node != self.here:
+        handled_here = case.handling_node == self.here
+        if not handled_here and not self.collects_all:
             return []
         opened = []
         evaluations = sorted((e for e in events if e.type is EventType.EVALUATED), key=lambda e: e.hlc)
@@ -100,14 +105,14 @@ class RatingService:
                 applicant_key=f"case:{case.case_no}",
                 level=level_of_event(level),
                 comment="",
-                node=self.here,
+                node=case.handling_node,
                 matter_code=case.matter_code,
                 window=None,
                 staff=None,
                 rated_at=self.clock(),
                 sequence=sequence,
             )
-            if self.store.add_rating(rating):
+            if self.store.add_rating(rating) and handled_here:
                 ticket = self._open_ticket_for(rating)
                 if ticket is not None:
                     opened.append(ticket)

@@ -307,6 +307,18 @@ def node_titles(nodes: list[NodeView]) -> dict[str, str]:
     return titles
 
 
+def _rating_figures() -> list[dict[str, Any]]:
+    """好差评 per handling node, from every case's evaluation the city holds (names nobody who rated)."""
+    around, tree = context().around, context().tree
+    if around is None:
+        return []
+    rows = []
+    for code, row in around.ratings.figures("node").items():
+        name = tree.get(code).name if code in tree else code
+        rows.append({"code": code, "name": name, **row})
+    return rows
+
+
 @pages.get("")
 @staff_page(*OPS_ROLES)
 def dashboard() -> ResponseReturnValue:
@@ -332,6 +344,7 @@ def dashboard() -> ResponseReturnValue:
         open_alert_total=sum(ops.open_alert_counts().values()),
         closed_alerts=_alert_rows("closed", 20),
         figures=figures,
+        ratings=_rating_figures(),
         gaps=incomplete_totals(nodes),
         poll_ms=POLL_MS,
         links_shown=LINKS_SHOWN,
