@@ -73,6 +73,7 @@ ALERT_KIND_LABELS: dict[str, LazyString] = {
     "checkpoint_stuck": lazy_gettext("同步检查点停滞"),
     "quarantine": lazy_gettext("发现被隔离（篡改）的文档"),
     "store_unreachable": lazy_gettext("数据库不可达"),
+    "mqtt_rejected": lazy_gettext("拒收伪造或重放的状态消息"),
 }
 LINK_STATE_LABELS: dict[str, LazyString] = {
     "ok": lazy_pgettext("link", "正常"),
