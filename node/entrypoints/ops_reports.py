@@ -31,8 +31,8 @@ FRESH_S = 300.0
 REPORT_KINDS = ("status", "ops", "alerts")
 # Refusals that are expected in normal operation and prove nothing against anyone: a retained or
 # re-delivered copy of a report already taken, an old agent session's last will arriving after the
-# new session's heartbeat. Counted, never alerted.
-HARMLESS = frozenset({"duplicate", "outdated", "superseded_will"})
+# new session's heartbeat, an empty message clearing a retained one. Counted, never alerted.
+HARMLESS = frozenset({"cleared", "duplicate", "outdated", "superseded_will"})
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,12 @@ class ReportGate:
         claimed, kind = topic_node(topic), topic.rsplit("/", 1)[-1]
         if claimed is None or claimed not in self.tree or kind not in REPORT_KINDS:
             raise ReportRefused("bad_topic", "the topic names no node of the tree or no kind of report")
+        if not raw:  # an empty retained message deletes the retained one: it says nothing
+            raise ReportRefused("cleared", "an empty message (a retained report cleared)")
         if len(raw) > MAX_REPORT_BYTES:
             raise ReportRefused("oversize", f"{len(raw)} bytes, more than {MAX_REPORT_BYTES}")
         try:
-            payload = json.loads(raw or b"{}")
+            payload = json.loads(raw)
         except (ValueError, RecursionError):
             raise ReportRefused("malformed", "not JSON") from None
         if not isinstance(payload, dict):
