@@ -360,3 +360,47 @@ def test_the_collector_attributes_a_sealed_heartbeat_and_refuses_forged_unsigned
 
 
 FLUSHED_S = 1.2  # the collector writes its queue every half second
+
+
+# --------------------------------------------------------------------------------------------- a running federation
+
+
+@pytest.mark.slow
+def test_a_running_federation_attributes_sealed_heartbeats_across_three_bridges_and_alerts_on_a_forgery(
+    tmp_path: Path,
+) -> None:
+    from tests.test_federation import CODES, TOWNSHIP, federation_in
+
+    with federation_in(tmp_path) as federation:
+        ops = OpsModel.for_node(federation.var / "nodes" / CITY)
+
+        def everyone_online() -> bool:
+            statuses = ops.statuses()
+            return all(statuses.get(code, {}).get("status") == "online" for code in CODES)
+
+        assert wait_for(everyone_online, 90, interval=1.0), ops.statuses()
+        assert ops.unacknowledged_rejections() == {}, "honest agents' reports are all believed"
+
+        heard = Inbox()
+        at_city = federation.mqtt_link(CITY)
+        at_city.subscribe("tongban/up/#", heard)
+        village = federation.mqtt_link(VILLAGE)  # the village's own credentials, as a compromised village has them
+        assert at_city.start(wait_s=10) and village.start(wait_s=10)
+        try:
+            probe = uuid.uuid4().hex
+            village.publish(status_topic(TOWNSHIP), {"node": TOWNSHIP, "status": "offline", "probe": probe})
+            assert village.publish(status_topic(VILLAGE), {"node": VILLAGE, "status": "offline", "probe": probe})
+            assert heard.wait_for(1, 30) and wait_for(lambda: VILLAGE in ops.unacknowledged_rejections(), 30)
+            [row] = ops.unacknowledged_rejections()[VILLAGE]
+            assert row["reason"] == "unsigned"
+            assert not any(t == status_topic(TOWNSHIP) and p.get("probe") == probe for t, p in heard.messages)
+            statuses = ops.statuses()
+            assert statuses[VILLAGE]["status"] == statuses[TOWNSHIP]["status"] == "online", "nothing forged believed"
+
+            def alerted() -> bool:
+                return any(a["kind"] == "mqtt_rejected" and a["node"] == VILLAGE for a in ops.alerts("open"))
+
+            assert wait_for(alerted, 45, interval=1.0), "the city's worker opens the alert on its next beat"
+        finally:
+            at_city.stop()
+            village.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from tiers.tree import is_well_formed
 TOPIC_ROOT = "tongban"
 # Signals on one topic closer together than this are folded into one (see MqttLink.signal).
 SIGNAL_WINDOW_S = 0.05
+log = logging.getLogger("tongban.mqtt")
 
 
 def node_path(node: str) -> str:
@@ -224,7 +226,10 @@ class MqttLink:
     def _sealed(self, topic: str, payload: dict[str, Any], will: bool = False) -> dict[str, Any]:
         """The payload, sealed when it goes out under the signer's own up topics (sealed when sent, so fresh)."""
         if self.signer is not None and topic_node(topic) == self.signer.node:
-            return self.signer.seal(topic, payload, will=will)
+            try:
+                return self.signer.seal(topic, payload, will=will)
+            except ValueError as exc:  # NaN or infinity: no canonical form. Sent as it is, the city refuses it.
+                log.warning("report on %s cannot be sealed: %s", topic, exc)
         return payload
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
