@@ -238,6 +238,11 @@ def test_the_gate_admits_a_sealed_report_once_and_dates_late_ones_by_their_own_t
     assert isinstance(first, Admitted) and first.body["status"] == "online" and not first.own_time
     assert reason(gate.admit(topic, raw(sealed), False, now + 1)) == "replayed"
     assert reason(gate.admit(topic, raw(sealed), True, now + 1)) == "duplicate", "a retained copy is harmless"
+    # A captured report from a minute before the newest one, replayed while still fresh.
+    earlier = keys[VILLAGE].seal(topic, online(VILLAGE), at=now - 80)
+    assert reason(gate.admit(topic, raw(earlier), False, now + 1)) == "replayed"
+    retained_earlier = keys[VILLAGE].seal(topic, online(VILLAGE), at=now - 80)
+    assert reason(gate.admit(topic, raw(retained_earlier), True, now + 1)) == "outdated", "older, retained: harmless"
     # Late (queued during an outage) but newer than anything taken: believed, dated by its own time.
     late = gate.admit(topic, raw(keys[VILLAGE].seal(topic, online(VILLAGE), at=now + 10)), False, now + 900)
     assert isinstance(late, Admitted) and late.own_time
@@ -246,7 +251,7 @@ def test_the_gate_admits_a_sealed_report_once_and_dates_late_ones_by_their_own_t
     assert reason(gate.admit(topic, raw(old), False, now + 901)) == "replayed"
     future = keys[VILLAGE].seal(topic, online(VILLAGE), at=now + 3600)
     assert reason(gate.admit(topic, raw(future), False, now + 2)) == "future"
-    assert gate.refused["replayed"] == 2 and gate.refused["future"] == 1
+    assert gate.refused["replayed"] == 3 and gate.refused["future"] == 1
 
 
 def test_a_last_will_counts_once_and_only_for_the_agents_current_session(

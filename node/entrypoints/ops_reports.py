@@ -32,6 +32,9 @@ REPORT_KINDS = ("status", "ops", "alerts")
 # Refusals that are expected in normal operation and prove nothing against anyone: a retained or
 # re-delivered copy of a report already taken, an old agent session's last will arriving after the
 # new session's heartbeat, an empty message clearing a retained one. Counted, never alerted.
+# One node's reports of one kind come from one process over one connection, in order; this much
+# earlier than the newest taken is still believed (a clock stepped back a little), no more.
+REORDER_S = 30.0
 HARMLESS = frozenset({"cleared", "duplicate", "outdated", "superseded_will"})
 
 
@@ -46,10 +49,10 @@ class Admitted:
 class ReportGate:
     """Admits sealed, fresh, first-seen reports from the node their topic names; refuses the rest with a reason.
 
-    Replays: a nonce is accepted once (``2 × FRESH_S``); a live report older than ``FRESH_S`` is taken
-    only if it is newer than anything taken from that node and kind (reports queued during an outage
-    arrive late and in order), and then dated by its own time; one from more than ``FRESH_S`` in the
-    future is refused. Retained reports (delivered on subscribe) are dated by their own time. A last
+    Replays: a nonce is accepted once (``2 × FRESH_S``), and a report more than ``REORDER_S`` older
+    than the newest taken from its node and kind is refused. A report older than ``FRESH_S`` (queued
+    during an outage: they arrive late and in order) or retained (delivered on subscribe) is dated by
+    its own time, not its arrival; one from more than ``FRESH_S`` in the future is refused. A last
     will is signed when its agent connects and fires later: it is taken once, and only while its
     session is the node's newest.
     """
@@ -108,9 +111,9 @@ class ReportGate:
         if age < -self.fresh_s:
             raise ReportRefused("future", f"dated {-age:.0f} s ahead of the city's clock", signer=claimed)
         newest = self.newest.get((claimed, kind))
-        if newest is not None and report.at < newest and (retained or age > self.fresh_s):
+        if newest is not None and report.at < newest - REORDER_S:
             reason = "outdated" if retained else "replayed"
-            raise ReportRefused(reason, f"dated {age:.0f} s ago, older than a report already taken", claimed)
+            raise ReportRefused(reason, f"dated {newest - report.at:.0f} s before a report already taken", claimed)
         self.newest[(claimed, kind)] = max(report.at, newest or report.at)
         if kind == "status":
             self.sessions[claimed] = report.session
