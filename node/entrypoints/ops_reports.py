@@ -29,12 +29,12 @@ from tiers import DivisionTree
 # A live report's time may differ from the collector's clock by this much (the sync API allows the same).
 FRESH_S = 300.0
 REPORT_KINDS = ("status", "ops", "alerts")
-# Refusals that are expected in normal operation and prove nothing against anyone: a retained or
-# re-delivered copy of a report already taken, an old agent session's last will arriving after the
-# new session's heartbeat, an empty message clearing a retained one. Counted, never alerted.
 # One node's reports of one kind come from one process over one connection, in order; this much
 # earlier than the newest taken is still believed (a clock stepped back a little), no more.
 REORDER_S = 30.0
+# Refusals that are expected in normal operation and prove nothing against anyone: a retained or
+# re-delivered copy of a report already taken, an old agent session's last will arriving after the
+# new session's heartbeat, an empty message clearing a retained one. Counted, never alerted.
 HARMLESS = frozenset({"cleared", "duplicate", "outdated", "superseded_will"})
 
 
