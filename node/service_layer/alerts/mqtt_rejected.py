@@ -22,7 +22,8 @@ def says(situation: Situation, node: str) -> dict[str, Any]:
     rows = situation.rejections[node]
     return {
         "count": sum(row["count"] for row in rows),
-        "reasons": {row["reason"]: row["count"] for row in rows},
+        # "reason × count" strings: the dashboard shows lists and scalars, not objects.
+        "reasons": sorted(f"{row['reason']} × {row['count']}" for row in rows),
         "signers": sorted({row["signer"] for row in rows if row["signer"]}),
         "topics": sorted({row["topic"] for row in rows})[:10],
         "last_at": iso(max(row["last_at"] for row in rows)),
