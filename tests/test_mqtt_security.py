@@ -24,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from node.adapters.mqtt import MqttLink, status_topic, wake_topic
@@ -272,6 +274,37 @@ def test_a_last_will_counts_once_and_only_for_the_agents_current_session(
     assert reason(gate.admit(topic, stale_will, False, now + 4)) == "superseded_will"
     lying_will = raw(new_agent.seal(topic, online(VILLAGE), will=True, at=now))
     assert reason(gate.admit(topic, lying_will, False, now + 5)) == "malformed", "a will can only say offline"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    field=st.sampled_from(["v", "at", "nonce", "session", "will", "cert", "sig", "status", "auth", "node"]),
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=60),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+    ),
+)
+def test_the_gate_never_fails_whatever_a_node_sends(
+    city_ca: Path, keys: dict[str, ReportSigner], data: st.DataObject, field: str, value: Any
+) -> None:
+    gate = ReportGate((city_ca / "ca.pem").read_bytes(), yiyang())
+    topic = status_topic(VILLAGE)
+    sealed = keys[VILLAGE].seal(topic, online(VILLAGE))
+    target = sealed if field in ("status", "auth", "node") else sealed["auth"]
+    unchanged = type(target[field]) is type(value) and target[field] == value
+    target[field] = value
+    result = gate.admit(topic, raw(sealed), data.draw(st.booleans()), time.time())
+    if not unchanged:
+        assert isinstance(result, RejectionReport) and result.reason in {"malformed", "unsigned", "bad_signature"}
+    garbage = data.draw(st.binary(max_size=300))
+    refused = gate.admit(data.draw(st.sampled_from([topic, "tongban/up/x/status"])), garbage, False, 0.0)
+    assert isinstance(refused, RejectionReport) and refused.reason != "unreadable"
 
 
 # --------------------------------------------------------------------------------------------- the collector

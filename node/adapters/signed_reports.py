@@ -159,7 +159,8 @@ class ReportOpener:
         at, nonce, session, will = auth.get("at"), auth.get("nonce"), auth.get("session"), auth.get("will")
         cert, signature = auth.get("cert"), auth.get("sig")
         if (
-            auth.get("v") != ENVELOPE_VERSION
+            type(auth.get("v")) is not int
+            or auth.get("v") != ENVELOPE_VERSION
             or not isinstance(at, int | float)
             or isinstance(at, bool)
             or not 0 < at < _LATEST_AT

@@ -16,6 +16,7 @@ quarantine report's payload ``node`` is the document's signer).
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ REORDER_S = 30.0
 # re-delivered copy of a report already taken, an old agent session's last will arriving after the
 # new session's heartbeat, an empty message clearing a retained one. Counted, never alerted.
 HARMLESS = frozenset({"cleared", "duplicate", "outdated", "superseded_will"})
+log = logging.getLogger("tongban.collector")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class ReportGate:
     def admit(self, topic: str, raw: bytes, retained: bool, received_at: float) -> Admitted | RejectionReport:
         try:
             return self._admit(topic, raw, retained, received_at)
-        except ReportRefused as refusal:
+        except Exception as exc:  # whatever another node sends, the collector goes on
+            refusal = exc if isinstance(exc, ReportRefused) else ReportRefused("unreadable", type(exc).__name__)
+            if not isinstance(exc, ReportRefused):
+                log.exception("report on %s could not be checked", topic[:120])
             self.refused[refusal.reason] += 1
             return RejectionReport(
                 code=topic_node(topic) or "",
