@@ -10,7 +10,7 @@ Each report therefore carries its own proof. The body stays as it was (readers t
 
 The signature covers the topic (so the node and the kind of report), the body, the time, the nonce,
 the session (one per connection's signer: heartbeats and the last will of one agent share it) and
-whether this is the last will. :func:`open_report` checks a report against the city CA; what is
+whether this is the last will. :class:`ReportOpener` checks a report against the city CA; what is
 fresh enough and what counts as a replay is the collector's policy (:mod:`node.entrypoints.ops_reports`).
 """
 
