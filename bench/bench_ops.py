@@ -3,12 +3,13 @@
 Starts for real on free loopback ports: pouchdb-server (the city's store), Mosquitto (the city's
 broker) and the ops collector process, against a provisioned city node. Then, through MQTT on the
 topics the agents use, publishes a retained status heartbeat and a link-statistics report for every
-node of ``tiers.yiyang()`` — over eight connections, as the eight county bridges deliver them to the
-city — and writes each node's ``heartbeat:<node>`` document into the city's store, as replication
-brings it. A few nodes are dark, a few links failing, so the pages show alerts and troubled links.
-It waits until the collector has recorded every report, then times ``GET /api/v1/ops/nodes``,
-``/api/v1/ops/links``, ``/ops`` (and the dashboard's poll, ``/ops/status.json``) 20 times each
-through the Flask app in-process and, unless ``--no-gunicorn``, over HTTP through gunicorn.
+node of ``tiers.yiyang()``, each sealed with that node's key — over eight connections signed in as
+the eight county bridges, as they deliver them to the city — and writes each node's
+``heartbeat:<node>`` document into the city's store, as replication brings it. A few nodes are
+dark, a few links failing, so the pages show alerts and troubled links. It waits until the
+collector has recorded every report, then times ``GET /api/v1/ops/nodes``, ``/api/v1/ops/links``,
+``/ops`` (and the dashboard's poll, ``/ops/status.json``) 20 times each through the Flask app
+in-process and, unless ``--no-gunicorn``, over HTTP through gunicorn.
 
     .venv/bin/python bench/bench_ops.py [--requests 20] [--no-gunicorn] [--json]
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import shutil
 import statistics
 import sys
@@ -33,16 +35,29 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from node.adapters.mqtt import MqttLink, heartbeat, ops_topic, status_topic
 from node.adapters.opsmodel import OpsModel
+from node.adapters.pki import CertificateAuthority, NodeIdentity
+from node.adapters.pki.common import generate_key, public_pem
+from node.adapters.signed_reports import ReportSigner
 from node.bootstrap import bootstrap
 from node.config import NodeConfig, Thresholds
 from node.entrypoints.web import create_app
+from node.runtime.broker_auth import broker_acl, ensure_mqtt_password
 from node.runtime.provisioning import ensure_city_authority, provision_node
-from node.runtime.services import collector_spec, docstore_spec, free_port, gunicorn_spec, mosquitto_spec
+from node.runtime.services import (
+    BrokerAuth,
+    collector_spec,
+    docstore_spec,
+    free_port,
+    gunicorn_spec,
+    mosquitto_spec,
+)
 from node.runtime.supervisor import Supervisor
 from node.service_layer.alerts import evaluate_alerts
-from tiers import Tier, yiyang
+from tiers import DivisionTree, Tier, yiyang
 
 PASSWORD = "bench-password-1"
 BUDGET_S = 1.0
@@ -92,26 +107,58 @@ def link_stats(code: str, parent: str | None, now: float, failing: bool) -> dict
     }
 
 
-def publish_everything(port: int, now: float, dark: set[str], failing: set[str]) -> float:
-    """Every node's status and link report, over one connection per county; returns the seconds it took."""
-    tree = yiyang()
-    by_county: dict[str, list[str]] = {}
+def report_signers(ca: CertificateAuthority, tree: DivisionTree) -> dict[str, ReportSigner]:
+    """A node key and certificate of the city CA for every node (in memory), as each agent seals its reports."""
+    signers = {}
+    for division in tree:
+        key = generate_key()
+        tier = division.tier.name.lower()
+        cert = ca.issue_node_certificate(division.code, division.name, tier, public_pem(key.public_key()))
+        identity = NodeIdentity(ca.directory, key, x509.load_pem_x509_certificate(cert), ca.certificate)
+        signers[division.code] = ReportSigner(identity)
+    return signers
+
+
+def by_county(tree: DivisionTree) -> dict[str, list[str]]:
+    """Every node under the county whose bridge brings its reports to the city (the city's own: the city)."""
+    found: dict[str, list[str]] = {}
     for division in tree:
         county = next((c for c in tree.path_to_root(division.code) if tree.tier(c) is Tier.COUNTY), tree.root)
-        by_county.setdefault(county, []).append(division.code)
+        found.setdefault(county, []).append(division.code)
+    return found
+
+
+def publish_everything(
+    port: int,
+    passwords: dict[str, str],
+    signers: dict[str, ReportSigner],
+    now: float,
+    dark: set[str],
+    failing: set[str],
+) -> float:
+    """Every node's sealed status and link report, over one connection per county signed in as the county's
+    bridge (the city's own as the city); returns the seconds it took."""
+    tree = yiyang()
     errors: list[BaseException] = []
 
-    def send(codes: list[str]) -> None:
-        link = MqttLink("127.0.0.1", port, client_id=f"bench-bridge-{uuid.uuid4().hex[:8]}")
+    def send(county: str, codes: list[str]) -> None:
+        link = MqttLink(
+            "127.0.0.1", port, client_id=f"bench-bridge-{uuid.uuid4().hex[:8]}", credentials=(county, passwords[county])
+        )
         try:
             if not link.start(wait_s=10):
                 raise RuntimeError("publisher could not connect")
             pending = []
             for code in codes:
+                signer = signers[code]
                 # A dark node's status is its agent's last will.
-                status = {"node": code, "status": "offline"} if code in dark else heartbeat(code, "0.1.0")
-                pending.append(link.client.publish(status_topic(code), json.dumps(status), qos=1, retain=True))
-                stats = link_stats(code, tree.parent(code), now, code in failing)
+                topic = status_topic(code)
+                if code in dark:
+                    status = signer.seal(topic, {"node": code, "status": "offline"}, will=True)
+                else:
+                    status = signer.seal(topic, heartbeat(code, "0.1.0"))
+                pending.append(link.client.publish(topic, json.dumps(status), qos=1, retain=True))
+                stats = signer.seal(ops_topic(code), link_stats(code, tree.parent(code), now, code in failing))
                 pending.append(link.client.publish(ops_topic(code), json.dumps(stats), qos=1))
             for info in pending:
                 info.wait_for_publish(30)
@@ -121,7 +168,7 @@ def publish_everything(port: int, now: float, dark: set[str], failing: set[str])
             link.stop()
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=send, args=(codes,)) for codes in by_county.values()]
+    threads = [threading.Thread(target=send, args=(county, codes)) for county, codes in by_county(tree).items()]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -131,8 +178,9 @@ def publish_everything(port: int, now: float, dark: set[str], failing: set[str])
     return time.perf_counter() - started
 
 
-def clear_retained(port: int, codes: list[str]) -> None:
-    link = MqttLink("127.0.0.1", port, client_id=f"bench-clear-{uuid.uuid4().hex[:8]}")
+def clear_retained(port: int, city: tuple[str, str], codes: list[str]) -> None:
+    """The city's own client clears them (an empty retained message; the collector ignores it)."""
+    link = MqttLink("127.0.0.1", port, client_id=f"bench-clear-{uuid.uuid4().hex[:8]}", credentials=city)
     if link.start(wait_s=5):
         infos = [link.client.publish(status_topic(code), b"", qos=1, retain=True) for code in codes]
         for info in infos:
@@ -169,13 +217,20 @@ def main() -> int:
             ca_dir=root / "ca",
         )
         config.save()
+        # The city's broker as the federation configures it: the city itself and every county's bridge.
+        counties = [code for code in by_county(tree) if code != city]
+        passwords = {code: secrets.token_urlsafe(32) for code in counties}
+        passwords[city] = ensure_mqtt_password(config)
+        auth = BrokerAuth(passwords, broker_acl([city], counties, tree))
         supervisor.start(
             [
                 docstore_spec("docstore", root / "docstore", docstore_port),
-                mosquitto_spec("mosquitto", root / "mosquitto", mqtt_port),
+                mosquitto_spec("mosquitto", root / "mosquitto", mqtt_port, auth=auth),
             ]
         )
-        provision_node(config, ensure_city_authority(root / "ca"))
+        ca = ensure_city_authority(root / "ca")
+        provision_node(config, ca)
+        signers = report_signers(ca, tree)
         context = bootstrap(config, connect_mqtt=False)
         context.state.add_account("ops", PASSWORD, "ops", generated=True)
         supervisor.start([collector_spec("collector", config.config_path, config.data_dir, root / "logs")])
@@ -192,7 +247,7 @@ def main() -> int:
             if code != city
         ]
         context.store.bulk_docs(docs)
-        result["publish_s"] = round(publish_everything(mqtt_port, now, dark, failing), 2)
+        result["publish_s"] = round(publish_everything(mqtt_port, passwords, signers, now, dark, failing), 2)
 
         ops = OpsModel.for_node(config.data_dir)
         started = time.perf_counter()
@@ -215,7 +270,7 @@ def main() -> int:
 
         def keep_reporting() -> None:
             while not stop_reporting.wait(10.0):
-                publish_everything(mqtt_port, time.time(), dark, failing)
+                publish_everything(mqtt_port, passwords, signers, time.time(), dark, failing)
 
         reporter = threading.Thread(target=keep_reporting, daemon=True)
         reporter.start()
@@ -269,7 +324,7 @@ def main() -> int:
         stop_reporting.set()
         reporter.join(30)
         result["still_online"] = client.get("/api/v1/ops/nodes", headers=headers).get_json()["counts"]["online"]
-        clear_retained(mqtt_port, codes)
+        clear_retained(mqtt_port, (city, passwords[city]), codes)
     finally:
         supervisor.stop_all()
         shutil.rmtree(root, ignore_errors=True)

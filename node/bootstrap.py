@@ -33,6 +33,7 @@ from node.adapters.pki import NodeIdentity
 from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
 from node.adapters.ratings_store import RATINGS_DB, RatingStore
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.signed_reports import ReportSigner
 from node.config import ConfigError, NodeConfig
 from node.domain.assistant import answer as answer_question
 from node.domain.case import scope
@@ -140,19 +141,41 @@ def config_from_env() -> NodeConfig:
     return NodeConfig.load(Path(path))
 
 
-def _mqtt_link(config: NodeConfig, kind: ProcessKind, client_id: str | None) -> MqttLink | None:
+def _mqtt_link(
+    config: NodeConfig, kind: ProcessKind, client_id: str | None, identity: NodeIdentity
+) -> MqttLink | None:
     """The process's one MQTT client: the web's (notices, wake-ups), the agent's (presence with a last
-    will, wake-ups; the agent starts it once subscribed), the worker's at a monitoring node (alerts)."""
+    will, wake-ups; the agent starts it once subscribed), the worker's at a monitoring node (alerts).
+    Each signs in as the node and seals what it publishes under the node's own up topics (one signer
+    per link: the agent's heartbeats and its last will share a session)."""
+    credentials = config.mqtt_credentials()
     if kind is ProcessKind.WEB:
-        link = MqttLink(config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-{os.getpid()}")
+        link = MqttLink(
+            config.mqtt_host,
+            config.mqtt_port,
+            client_id=client_id or f"{config.code}-{os.getpid()}",
+            credentials=credentials,
+            signer=ReportSigner(identity),
+        )
         link.start()
         return link
     if kind is ProcessKind.AGENT:
         return MqttLink(
-            config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-agent", will_node=config.code
+            config.mqtt_host,
+            config.mqtt_port,
+            client_id=client_id or f"{config.code}-agent",
+            will_node=config.code,
+            credentials=credentials,
+            signer=ReportSigner(identity),
         )
     if kind is ProcessKind.WORKER and config.monitors_operations:
-        link = MqttLink(config.mqtt_host, config.mqtt_port, client_id=client_id or f"{config.code}-ops-alerts")
+        link = MqttLink(
+            config.mqtt_host,
+            config.mqtt_port,
+            client_id=client_id or f"{config.code}-ops-alerts",
+            credentials=credentials,
+            signer=ReportSigner(identity),
+        )
         link.start(wait_s=5)
         return link
     return None
@@ -212,7 +235,7 @@ def bootstrap(
         tree=tree,
         division=division,
         store=store,
-        mqtt=_mqtt_link(config, kind, mqtt_client_id) if connect_mqtt else None,
+        mqtt=_mqtt_link(config, kind, mqtt_client_id, identity) if connect_mqtt else None,
         identity=identity,
         state=state,
         readmodel=readmodel,

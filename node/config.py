@@ -17,6 +17,7 @@ from tiers import Capability, capabilities, yiyang
 DOCSTORE_DB = "tongban"
 IDENTITY_DIR = "identity"  # the node's key, certificate and copy of the data key
 DATA_KEY = "data.key"  # the federation's key for personal data (in the CA's and every node's identity directory)
+MQTT_PASSWORD = "mqtt.password"  # the node's password at its own broker and its parent's (identity directory, 0600)
 
 
 def task_queue(node_code: str) -> str:
@@ -74,6 +75,21 @@ class NodeConfig:
     @property
     def data_key_path(self) -> Path:
         return self.identity_dir / DATA_KEY
+
+    @property
+    def mqtt_password_path(self) -> Path:
+        return self.identity_dir / MQTT_PASSWORD
+
+    def mqtt_credentials(self) -> tuple[str, str] | None:
+        """(user, password) the node's processes and its bridge sign in with: its code and its MQTT password.
+
+        None when the node has no password file (a broker that refuses anonymous clients then refuses it).
+        """
+        try:
+            password = self.mqtt_password_path.read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (self.code, password) if password else None
 
     @property
     def config_path(self) -> Path:

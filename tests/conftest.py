@@ -1,25 +1,37 @@
 """Test harness: real pouchdb-server, Mosquitto and Redis on free loopback ports, one set per session.
 
-Nothing here talks to the machine's pre-started services on standard ports.
+Nothing here talks to the machine's pre-started services on standard ports. The broker refuses
+anonymous clients like every broker the project starts: nodes made here sign in as themselves, and
+tests' own clients as the harness (:meth:`Services.mqtt_link`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from node.adapters.docstore import DocStore
+from node.adapters.mqtt import MqttLink
+from node.adapters.signed_reports import ReportSigner
 from node.bootstrap import NodeContext
 from node.config import NodeConfig
-from node.runtime.services import docstore_spec, free_port, mosquitto_spec, redis_spec
+from node.runtime.broker_auth import broker_acl, write_mqtt_password
+from node.runtime.services import BrokerAuth, docstore_spec, free_port, mosquitto_spec, redis_spec
 from node.runtime.supervisor import Supervisor
+from tiers import yiyang
 from tiers.demo import HESHAN, HESHAN_VILLAGE
+
+HARNESS_MQTT_USER = "harness"  # the tests' own MQTT user on the session's broker: may read and write anything
 
 
 @dataclass
@@ -28,6 +40,25 @@ class Services:
     docstore_url: str
     mqtt_port: int
     redis_url: str
+    mqtt_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    def mqtt_password(self, user: str) -> str:
+        """The password of ``user`` (a node code, or the harness) on the session's broker."""
+        return hmac.new(self.mqtt_secret.encode(), user.encode(), hashlib.sha256).hexdigest()
+
+    def mqtt_link(self, client_id: str, **kwargs: Any) -> MqttLink:
+        """A client on the session's broker signed in as the harness (tests' listeners and publishers)."""
+        credentials = (HARNESS_MQTT_USER, self.mqtt_password(HARNESS_MQTT_USER))
+        return MqttLink("127.0.0.1", self.mqtt_port, client_id=client_id, credentials=credentials, **kwargs)
+
+
+def harness_broker_auth(services: Services) -> BrokerAuth:
+    """Like a node's broker, for every node of the tree at once (nodes made by :func:`make_node` share it)."""
+    tree = yiyang()
+    users = [HARNESS_MQTT_USER, *(division.code for division in tree)]
+    acl = broker_acl([division.code for division in tree], [], tree)
+    acl += f"\nuser {HARNESS_MQTT_USER}\ntopic readwrite #\n"
+    return BrokerAuth({user: services.mqtt_password(user) for user in users}, acl)
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +66,16 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("services")
     supervisor = Supervisor(root / "run", progress=lambda _line: None)
     docstore_port, mqtt_port, redis_port = free_port(), free_port(), free_port()
+    running = Services(supervisor, f"http://127.0.0.1:{docstore_port}", mqtt_port, f"redis://127.0.0.1:{redis_port}/0")
     try:
         supervisor.start(
             [
                 docstore_spec("docstore", root / "docstore", docstore_port),
-                mosquitto_spec("mosquitto", root / "mosquitto", mqtt_port),
+                mosquitto_spec("mosquitto", root / "mosquitto", mqtt_port, auth=harness_broker_auth(running)),
                 redis_spec("redis", root / "redis", redis_port),
             ]
         )
-        yield Services(supervisor, f"http://127.0.0.1:{docstore_port}", mqtt_port, f"redis://127.0.0.1:{redis_port}/0")
+        yield running
     finally:
         supervisor.stop_all()
 
@@ -81,10 +113,20 @@ def make_node(services: Services, ca_dir: Path, data_dir: Path, code: str, demo_
         docstore_db=f"node-{code}-{uuid.uuid4().hex[:8]}",
     )
     config.save()
+    write_mqtt_password(config.mqtt_password_path, services.mqtt_password(code))
     provision_node(config, CertificateAuthority.load(ca_dir))
     context = bootstrap(config, connect_mqtt=False)
     publish_own_documents(context)
     return context
+
+
+def report_signer(ca_dir: Path, directory: Path, code: str) -> ReportSigner:
+    """A node key and certificate of the city CA (no node around it), to seal MQTT reports as ``code``."""
+    from node.adapters.pki import CertificateAuthority, NodeIdentity
+
+    division = yiyang().get(code)
+    ca = CertificateAuthority.load(ca_dir)
+    return ReportSigner(NodeIdentity.ensure(directory, code, division.name, division.tier.name.lower(), ca))
 
 
 @pytest.fixture

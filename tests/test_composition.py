@@ -144,13 +144,13 @@ def test_action_fields_are_checked_for_shape_whichever_door_they_come_through() 
 def test_the_web_process_tells_its_pages_of_its_own_writes_not_of_cases_it_projects_for_a_child(
     services: Services, county_node: NodeContext, village_node: NodeContext
 ) -> None:
-    from node.adapters.mqtt import MqttLink, notice_topic
+    from node.adapters.mqtt import notice_topic
     from tests.conftest import wait_for
 
     heard: list[dict] = []
-    listener = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-composition-listener")
+    listener = services.mqtt_link("t-composition-listener")
     listener.subscribe(notice_topic(COUNTY), lambda _topic, payload: heard.append(payload))
-    county_node.mqtt = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-composition-web")
+    county_node.mqtt = services.mqtt_link("t-composition-web")
     try:
         assert listener.start(wait_s=10) and county_node.mqtt.start(wait_s=10)
         own = county_node.bus.handle(accept_case_from_json(ACCEPTOR, accept_body())).case_no

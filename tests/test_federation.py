@@ -98,6 +98,13 @@ class RunningFederation:
     def mqtt_port(self, code: str) -> int:
         return self.http_port(code) + 2
 
+    def mqtt_link(self, code: str) -> MqttLink:
+        """A client on ``code``'s broker signed in as the node (no broker takes anonymous clients)."""
+        credentials = NodeConfig.load(self.var / "nodes" / code / "node.json").mqtt_credentials()
+        return MqttLink(
+            "127.0.0.1", self.mqtt_port(code), client_id=f"test-{uuid.uuid4().hex[:10]}", credentials=credentials
+        )
+
     @property
     def output(self) -> str:
         return self.outputs[-1].read_text(errors="replace")
@@ -176,10 +183,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFede
 class Inbox:
     """An MQTT subscriber on one broker that collects every message matching ``topic``."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, federation: RunningFederation, code: str, topic: str) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
-        self.link = MqttLink("127.0.0.1", port, client_id=f"test-{uuid.uuid4().hex[:10]}")
+        self.link = federation.mqtt_link(code)
         self.link.subscribe(topic, self._receive)
 
     def _receive(self, topic: str, payload: dict[str, Any]) -> None:
@@ -199,8 +206,8 @@ class Inbox:
 
 
 class Publisher:
-    def __init__(self, port: int) -> None:
-        self.link = MqttLink("127.0.0.1", port, client_id=f"test-{uuid.uuid4().hex[:10]}")
+    def __init__(self, federation: RunningFederation, code: str) -> None:
+        self.link = federation.mqtt_link(code)
 
     def __enter__(self) -> MqttLink:
         assert self.link.start(wait_s=10), f"cannot connect to broker port {self.link.port}"
@@ -249,7 +256,7 @@ def test_village_parent_is_its_township(federation: RunningFederation) -> None:
 
 @pytest.mark.parametrize("code", CODES)
 def test_each_node_announces_itself_online_on_its_broker(federation: RunningFederation, code: str) -> None:
-    with Inbox(federation.mqtt_port(code), status_topic(code)) as inbox:
+    with Inbox(federation, code, status_topic(code)) as inbox:
         assert wait_for(lambda: inbox.has(lambda _t, p: p.get("node") == code and p.get("status") == "online"), 10), (
             inbox.messages
         )
@@ -258,7 +265,7 @@ def test_each_node_announces_itself_online_on_its_broker(federation: RunningFede
 def test_city_wake_reaches_the_village_through_the_bridges(federation: RunningFederation) -> None:
     nonce = uuid.uuid4().hex
     topic = wake_topic(VILLAGE)
-    with Inbox(federation.mqtt_port(VILLAGE), topic) as village, Publisher(federation.mqtt_port(CITY)) as city:
+    with Inbox(federation, VILLAGE, topic) as village, Publisher(federation, CITY) as city:
         # Bridges (re)connect with a back-off; keep sending until the chain city → county → township → village holds.
         def arrived() -> bool:
             assert city.publish(topic, {"wake": True, "nonce": nonce})
@@ -269,7 +276,7 @@ def test_city_wake_reaches_the_village_through_the_bridges(federation: RunningFe
 
 def test_village_status_reaches_the_city_through_the_bridges(federation: RunningFederation) -> None:
     topic = status_topic(VILLAGE)
-    with Inbox(federation.mqtt_port(CITY), topic) as city, Publisher(federation.mqtt_port(VILLAGE)) as village:
+    with Inbox(federation, CITY, topic) as city, Publisher(federation, VILLAGE) as village:
         # The agent's retained heartbeat travelled up by itself …
         assert wait_for(lambda: city.has(lambda _t, p: p.get("node") == VILLAGE and p.get("status") == "online"), 30)
         # … and so does a fresh message published at the village now.
@@ -286,8 +293,8 @@ def test_village_hears_nothing_meant_for_another_village(federation: RunningFede
     """The bridge subscribes to the village's own subtree only."""
     sibling = next(c for c in yiyang().children(TOWNSHIP) if c != VILLAGE)
     with (
-        Inbox(federation.mqtt_port(VILLAGE), "tongban/down/#") as village,
-        Publisher(federation.mqtt_port(CITY)) as city,
+        Inbox(federation, VILLAGE, "tongban/down/#") as village,
+        Publisher(federation, CITY) as city,
     ):
         nonce = uuid.uuid4().hex
 

@@ -1,7 +1,8 @@
-"""Three real bridged Mosquitto brokers (city ← county ← village) as the federation generates them.
+"""Real bridged Mosquitto brokers (city ← county ← township ← village) as the federation generates them.
 
-A message crosses them both ways, a QoS 1 message published while the middle broker is down is
-delivered once it is back (persistent bridge sessions, persistence on disk), and nothing loops.
+Every client and bridge signs in (no anonymous clients). A message crosses them both ways, a QoS 1
+message published while the middle broker is down is delivered once it is back (persistent bridge
+sessions, persistence on disk), and nothing loops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from node.adapters.mqtt import MqttLink, status_topic, wake_topic
 from node.config import NodeConfig
-from node.runtime.federation import bridges_for
+from node.runtime.federation import bridges_for, broker_auth_for, children_in
 from node.runtime.services import free_port, mosquitto_spec
 from node.runtime.supervisor import Supervisor
 from tests.conftest import wait_for
@@ -43,17 +44,14 @@ class Brokers:
     supervisor: Supervisor
     ports: dict[str, int]
     specs: dict[str, object]
+    configs: dict[str, NodeConfig]
 
 
-@pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[Brokers]:
-    """City ← county ← township ← village, each broker bridged to its parent's."""
-    chain = [CITY, COUNTY, TOWN, VILLAGE]
+def chain_of_brokers(tmp_path: Path, chain: list[str]) -> Brokers:
+    """Each broker bridged to its parent's (the one before it), configured as the federation does it."""
     ports = {code: free_port() for code in chain}
-    supervisor = Supervisor(tmp_path / "run", progress=lambda _line: None)
-    specs = {}
-    for parent, code in zip([None, *chain], chain, strict=False):
-        config = NodeConfig(
+    configs = {
+        code: NodeConfig(
             code=code,
             data_dir=tmp_path / code,
             http_port=0,
@@ -62,19 +60,41 @@ def brokers(tmp_path: Path) -> Iterator[Brokers]:
             redis_url="",
             parent_mqtt_port=ports[parent] if parent else None,
         )
+        for parent, code in zip([None, *chain], chain, strict=False)
+    }
+    specs: dict[str, object] = {}
+    for code, config in configs.items():
+        children = children_in(list(configs.values()), config)
         specs[code] = mosquitto_spec(
-            f"{code}-mosquitto", tmp_path / code / "mosquitto", ports[code], bridges_for(config)
+            f"{code}-mosquitto",
+            tmp_path / code / "mosquitto",
+            ports[code],
+            bridges_for(config),
+            broker_auth_for(config, children),
         )
+    return Brokers(Supervisor(tmp_path / "run", progress=lambda _line: None), ports, specs, configs)
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[Brokers]:
+    """City ← county ← township ← village, each broker bridged to its parent's."""
+    running = chain_of_brokers(tmp_path, [CITY, COUNTY, TOWN, VILLAGE])
     try:
-        supervisor.start(list(specs.values()))
+        running.supervisor.start(list(running.specs.values()))  # type: ignore[arg-type]
         time.sleep(1.5)  # let the bridges connect
-        yield Brokers(supervisor, ports, specs)
+        yield running
     finally:
-        supervisor.stop_all()
+        running.supervisor.stop_all()
 
 
-def link(port: int, client_id: str, topic: str | None = None, inbox: Inbox | None = None) -> MqttLink:
-    mqtt = MqttLink("127.0.0.1", port, client_id=client_id, clean_start=False)
+def link(
+    brokers: Brokers, code: str, client_id: str, topic: str | None = None, inbox: Inbox | None = None
+) -> MqttLink:
+    """A client on ``code``'s broker signed in as that node."""
+    config = brokers.configs[code]
+    mqtt = MqttLink(
+        "127.0.0.1", brokers.ports[code], client_id=client_id, clean_start=False, credentials=config.mqtt_credentials()
+    )
     if topic and inbox:
         mqtt.subscribe(topic, inbox)
     assert mqtt.start(wait_s=10)
@@ -83,11 +103,11 @@ def link(port: int, client_id: str, topic: str | None = None, inbox: Inbox | Non
 
 def test_messages_cross_three_bridges_both_ways_and_never_loop(brokers: Brokers) -> None:
     down, up, village_up = Inbox(), Inbox(), Inbox()
-    at_village = link(brokers.ports[VILLAGE], "t-village", wake_topic(VILLAGE), down)
-    at_city = link(brokers.ports[CITY], "t-city", "tongban/up/#", up)
-    echo = link(brokers.ports[VILLAGE], "t-village-up", "tongban/up/#", village_up)
-    publisher_city = link(brokers.ports[CITY], "t-pub-city")
-    publisher_village = link(brokers.ports[VILLAGE], "t-pub-village")
+    at_village = link(brokers, VILLAGE, "t-village", wake_topic(VILLAGE), down)
+    at_city = link(brokers, CITY, "t-city", "tongban/up/#", up)
+    echo = link(brokers, VILLAGE, "t-village-up", "tongban/up/#", village_up)
+    publisher_city = link(brokers, CITY, "t-pub-city")
+    publisher_village = link(brokers, VILLAGE, "t-pub-village")
     try:
         assert publisher_city.publish(wake_topic(VILLAGE), {"n": 1})
         assert down.wait_for(1), "a wake published at the city must reach the village"
@@ -105,8 +125,8 @@ def test_messages_cross_three_bridges_both_ways_and_never_loop(brokers: Brokers)
 
 def test_a_qos1_message_survives_a_restart_of_the_middle_broker(brokers: Brokers) -> None:
     down = Inbox()
-    at_village = link(brokers.ports[VILLAGE], "t-village-persistent", wake_topic(VILLAGE), down)
-    publisher = link(brokers.ports[CITY], "t-pub-city-2")
+    at_village = link(brokers, VILLAGE, "t-village-persistent", wake_topic(VILLAGE), down)
+    publisher = link(brokers, CITY, "t-pub-city-2")
     try:
         brokers.supervisor.stop(f"{COUNTY}-mosquitto")
         # The city keeps it for the county's bridge, whose session is persistent (cleansession false).

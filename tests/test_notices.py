@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from node.adapters.mqtt import MqttLink, notice_topic
+from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
 from node.entrypoints.web import create_app
 from node.entrypoints.web.notices import NoticeBoard
@@ -23,11 +23,11 @@ def test_a_posted_notice_is_streamed_as_an_event() -> None:
 
 
 def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, services: Services) -> None:
-    county_node.mqtt = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-county-web")
+    county_node.mqtt = services.mqtt_link("t-county-web")
     app = create_app(county_node)
     assert county_node.mqtt.start(wait_s=10)
     board: NoticeBoard = app.extensions["tongban.notices"]
-    publisher = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-agent")
+    publisher = services.mqtt_link("t-agent")
     try:
         assert publisher.start(wait_s=10)
         before = board.version
@@ -42,9 +42,9 @@ def test_an_mqtt_notice_reaches_the_web_process(county_node: NodeContext, servic
 def test_a_burst_of_signals_is_folded_but_its_last_always_arrives(services: Services) -> None:
     topic = notice_topic(HESHAN)
     heard: list[dict] = []
-    listener = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-listener")
+    listener = services.mqtt_link("t-listener")
     listener.subscribe(topic, lambda _topic, payload: heard.append(payload))
-    sender = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-sender")
+    sender = services.mqtt_link("t-sender")
     try:
         assert listener.start(wait_s=10) and sender.start(wait_s=10)
         for n in range(200):

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from node.adapters.mqtt import MqttLink, alerts_topic, ops_topic, status_topic
+from node.adapters.mqtt import alerts_topic, ops_topic, status_topic
 from node.adapters.opsmodel import LinkReport, OpsModel, QuarantineReport, StatusReport, write_agent_stats
+from node.adapters.signed_reports import ReportSigner
 from node.bootstrap import CollectorContext, NodeContext, ProcessKind, bootstrap
 from node.config import NodeConfig, Thresholds
 from node.entrypoints.collector import Collector
@@ -31,7 +32,7 @@ from node.service_layer.alerts import RULES, evaluate_alerts
 from node.service_layer.cases import Actor
 from node.service_layer.commands import FlagDeadline
 from sync.replicator import StorePeer, replicate
-from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
+from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, report_signer, token_for, wait_for
 from tests.test_api_cases import DIBAO, accept_body
 from tests.test_pages import CSRF, sign_in
 from tiers import yiyang
@@ -81,19 +82,32 @@ def ops(city: NodeContext) -> OpsModel:
     return OpsModel.for_node(city.config.data_dir)
 
 
-class Publisher:
-    """A client on the session's broker that clears the retained messages it left, so tests stay apart."""
+@pytest.fixture(scope="module")
+def signers(city_ca: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ReportSigner]:
+    """The village's and the township's node keys, as their agents seal their reports."""
+    root = tmp_path_factory.mktemp("signers")
+    return {code: report_signer(city_ca, root / code, code) for code in (VILLAGE, TOWNSHIP)}
 
-    def __init__(self, port: int) -> None:
-        self.link = MqttLink("127.0.0.1", port, client_id=f"test-{uuid.uuid4().hex[:10]}")
+
+class Publisher:
+    """A client on the session's broker that clears the retained messages it left, so tests stay apart.
+
+    Reports under a node's topics are sealed with that node's key, as its agent does.
+    """
+
+    def __init__(self, services: Services, signers: dict[str, ReportSigner]) -> None:
+        self.link = services.mqtt_link(f"test-{uuid.uuid4().hex[:10]}")
+        self.signers = signers
         self.retained: set[str] = set()
 
     def __enter__(self) -> Publisher:
         assert self.link.start(wait_s=10)
         return self
 
-    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
-        assert self.link.publish(topic, payload, retain=retain)
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False, will: bool = False) -> None:
+        signer = self.signers.get(topic.split("/")[2])
+        sealed = signer.seal(topic, payload, will=will) if signer else payload
+        assert self.link.publish(topic, sealed, retain=retain)
         if retain:
             self.retained.add(topic)
 
@@ -174,9 +188,9 @@ def alert_row(ops: OpsModel, alert_id: int) -> dict[str, Any]:
 
 
 def test_collector_records_status_and_ops_messages_from_a_real_broker(
-    services: Services, collector: Collector, ops: OpsModel
+    services: Services, collector: Collector, ops: OpsModel, signers: dict[str, ReportSigner]
 ) -> None:
-    with Publisher(services.mqtt_port) as broker:
+    with Publisher(services, signers) as broker:
         broker.publish(status_topic(VILLAGE), heartbeat(VILLAGE, version="9.9.9"), retain=True)
         broker.publish(status_topic(TOWNSHIP), heartbeat(TOWNSHIP), retain=True)
         broker.publish(ops_topic(VILLAGE), link_report(VILLAGE, TOWNSHIP, pending=7, errors=2))
@@ -227,25 +241,25 @@ def test_a_retained_status_is_as_old_as_its_own_timestamp_a_live_one_as_its_arri
 
 
 def test_a_node_going_offline_raises_an_alert_kept_with_its_history_and_closed_when_it_returns(
-    services: Services, city: NodeContext, collector: Collector, ops: OpsModel
+    services: Services, city: NodeContext, collector: Collector, ops: OpsModel, signers: dict[str, ReportSigner]
 ) -> None:
     (city.config.data_dir / "ops.json").write_text(json.dumps({"offline_alert_s": 0}))
     client = client_for(city)
     headers = bearer(client, city, "ops")
     alerts_seen: list[dict[str, Any]] = []
-    listener = MqttLink("127.0.0.1", services.mqtt_port, client_id=f"test-{uuid.uuid4().hex[:8]}")
+    listener = services.mqtt_link(f"test-{uuid.uuid4().hex[:8]}")
     listener.subscribe(alerts_topic(CITY), lambda _topic, payload: alerts_seen.append(payload))
     assert listener.start(wait_s=10)
     # The city's worker process: its ops model and the MQTT link the alerts are announced on.
     worker = bootstrap(city.config, ProcessKind.WORKER)
     try:
-        with Publisher(services.mqtt_port) as broker:
+        with Publisher(services, signers) as broker:
             broker.publish(status_topic(VILLAGE), heartbeat(VILLAGE), retain=True)
             assert wait_for(lambda: ops.statuses().get(VILLAGE, {}).get("status") == "online")
             assert evaluate_alerts_job(worker)["opened"] == 0
 
             # The village's broker publishes the agent's last will: {"node", "status": "offline"}, retained.
-            broker.publish(status_topic(VILLAGE), {"node": VILLAGE, "status": "offline"}, retain=True)
+            broker.publish(status_topic(VILLAGE), {"node": VILLAGE, "status": "offline"}, retain=True, will=True)
             assert wait_for(lambda: ops.statuses()[VILLAGE]["status"] == "offline")
             assert evaluate_alerts_job(worker)["opened"] == 1
             again = evaluate_alerts_job(worker)
@@ -606,6 +620,7 @@ def test_every_alert_rule_is_a_module_of_its_own_in_the_one_list() -> None:
         "quarantine",
         "store_unreachable",
         "incomplete_cases",
+        "mqtt_rejected",
     ]
     for rule in RULES:
         assert rule.__name__ == f"node.service_layer.alerts.{rule.KIND}"

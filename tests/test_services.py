@@ -6,7 +6,6 @@ import socket
 import threading
 
 from node.adapters.docstore import DocStore
-from node.adapters.mqtt import MqttLink
 from tests.conftest import Services
 
 
@@ -23,9 +22,9 @@ def test_docstore_keeps_documents_and_reports_changes(store: DocStore) -> None:
 def test_mqtt_broker_relays_a_qos1_message(services: Services) -> None:
     received: list[dict] = []
     arrived = threading.Event()
-    subscriber = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-sub")
+    subscriber = services.mqtt_link("t-sub")
     subscriber.subscribe("tongban/test/#", lambda topic, payload: (received.append(payload), arrived.set()))
-    publisher = MqttLink("127.0.0.1", services.mqtt_port, client_id="t-pub")
+    publisher = services.mqtt_link("t-pub")
     try:
         assert subscriber.start(wait_s=5) and publisher.start(wait_s=5)
         assert publisher.publish("tongban/test/x", {"n": 1})

@@ -1,12 +1,17 @@
 """MQTT signals (paho-mqtt 2.x, Mosquitto): every topic name, a connected client, the node heartbeat.
 
 MQTT carries signals only; data travels through the document stores. A message counts as sent
-once the broker acknowledged it (paho keeps its session in memory only).
+once the broker acknowledged it (paho keeps its session in memory only). Brokers refuse anonymous
+clients: a node's processes sign in as the node (its code and the password in its data directory,
+:meth:`node.config.NodeConfig.mqtt_credentials`), and what they publish under the node's own
+``up`` topics is sealed with its node key (:mod:`node.adapters.signed_reports`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +20,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from node.adapters.signed_reports import ReportSigner
 from tiers.tree import is_well_formed
 
 TOPIC_ROOT = "tongban"
 # Signals on one topic closer together than this are folded into one (see MqttLink.signal).
 SIGNAL_WINDOW_S = 0.05
+log = logging.getLogger("tongban.mqtt")
 
 
 def node_path(node: str) -> str:
@@ -84,8 +91,24 @@ def down_subtree_pattern(node: str) -> str:
 MessageHandler = Callable[[str, dict[str, Any]], None]
 
 
+def private_client_id(client_id: str, password: str | None) -> str:
+    """``client_id`` with a suffix only the password's holder can compute.
+
+    Mosquitto hands a session to whoever connects with its client id; a child signed in at its
+    parent's broker could otherwise take over the parent's own agent session (firing its last will)
+    or a sibling's bridge session just by naming them.
+    """
+    if not password:
+        return client_id
+    return f"{client_id}-{hashlib.sha256(f'{password}:{client_id}'.encode()).hexdigest()[:12]}"
+
+
 class MqttLink:
-    """One client connection with automatic reconnect; optionally a last will on the status topic."""
+    """One client connection with automatic reconnect; optionally a last will on the status topic.
+
+    ``credentials`` (user, password) sign in at the broker; with a ``signer``, every message published
+    under the signer's own ``tongban/up/<node>/…`` topics (and the last will) is sealed with its key.
+    """
 
     def __init__(
         self,
@@ -94,12 +117,21 @@ class MqttLink:
         client_id: str,
         will_node: str | None = None,
         clean_start: bool = True,
+        credentials: tuple[str, str] | None = None,
+        signer: ReportSigner | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.signer = signer
+        password = credentials[1] if credentials else None
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_start, protocol=mqtt.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=private_client_id(client_id, password),
+            clean_session=clean_start,
+            protocol=mqtt.MQTTv311,
         )
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._connected = threading.Event()
         self._ready = threading.Event()  # connected and every subscription acknowledged
@@ -110,9 +142,9 @@ class MqttLink:
         self._held: dict[str, dict[str, Any]] = {}  # folded signals waiting for their window to end
         self._signal_sender: threading.Thread | None = None
         if will_node is not None:
-            self.client.will_set(
-                status_topic(will_node), json.dumps({"node": will_node, "status": "offline"}), qos=1, retain=True
-            )
+            topic = status_topic(will_node)
+            will = self._sealed(topic, {"node": will_node, "status": "offline"}, will=True)
+            self.client.will_set(topic, json.dumps(will, ensure_ascii=False), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -144,6 +176,7 @@ class MqttLink:
 
     def publish(self, topic: str, payload: dict[str, Any], retain: bool = False, timeout: float = 5.0) -> bool:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        payload = self._sealed(topic, payload)
         info = self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout)
@@ -188,7 +221,16 @@ class MqttLink:
 
     def _send_signal(self, topic: str, payload: dict[str, Any]) -> None:
         if self.connected:
-            self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1)
+            self.client.publish(topic, json.dumps(self._sealed(topic, payload), ensure_ascii=False), qos=1)
+
+    def _sealed(self, topic: str, payload: dict[str, Any], will: bool = False) -> dict[str, Any]:
+        """The payload, sealed when it goes out under the signer's own up topics (sealed when sent, so fresh)."""
+        if self.signer is not None and topic_node(topic) == self.signer.node:
+            try:
+                return self.signer.seal(topic, payload, will=will)
+            except ValueError as exc:  # NaN or infinity: no canonical form. Sent as it is, the city refuses it.
+                log.warning("report on %s cannot be sealed: %s", topic, exc)
+        return payload
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:

@@ -145,6 +145,22 @@ quarantine_reports = Table(
     Column("acknowledged_at", Float, nullable=True),
 )
 
+# MQTT reports the collector refused (unsigned, forged, replayed …), one row per claimed node and reason.
+# Bounded: the collector records only nodes of the tree, and the reasons are a short fixed list.
+mqtt_rejections = Table(
+    "mqtt_rejections",
+    metadata,
+    Column("code", String, primary_key=True),  # the node the report's topic claims it comes from
+    Column("reason", String, primary_key=True),
+    Column("signer", String, nullable=True),  # the node that really signed it, when known
+    Column("topic", String, nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("count", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("acknowledged_at", Float, nullable=True),
+)
+
 # The decision of every decided case, folded from its events once: the read model keeps only the
 # current state, and a delivered case does not say whether it was approved or rejected.
 case_outcomes = Table(
@@ -193,6 +209,18 @@ class QuarantineReport:
     case_no: str | None
     signer: str | None
     reason: str | None
+    received_at: float
+
+
+@dataclass(frozen=True)
+class RejectionReport:
+    """An MQTT report the collector refused: who the topic claims, why, and the real signer if known."""
+
+    code: str
+    reason: str
+    signer: str | None
+    topic: str
+    detail: str
     received_at: float
 
 
@@ -294,6 +322,45 @@ class OpsModel:
             ):
                 if rows:
                     conn.execute(statement, rows)
+
+    def record_rejections(self, rejections: Iterable[RejectionReport]) -> None:
+        """Count refused reports per (claimed node, reason); a new one re-opens what was acknowledged."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rejections:
+            row = rows.setdefault(
+                (r.code, r.reason), {"code": r.code, "reason": r.reason, "count": 0, "first_at": r.received_at}
+            )
+            row.update(signer=r.signer or row.get("signer"), topic=r.topic, detail=r.detail, last_at=r.received_at)
+            row["count"] += 1
+        if not rows:
+            return
+        new, old = sqlite_insert(mqtt_rejections), mqtt_rejections.c
+        statement = new.on_conflict_do_update(
+            index_elements=["code", "reason"],
+            set_={
+                "signer": func.coalesce(new.excluded.signer, old.signer),
+                "topic": new.excluded.topic,
+                "detail": new.excluded.detail,
+                "count": old.count + new.excluded.count,
+                "last_at": new.excluded.last_at,
+                "acknowledged_at": None,
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, [{"signer": None, **row} for row in rows.values()])
+
+    def unacknowledged_rejections(self) -> dict[str, list[dict[str, Any]]]:
+        """Refused MQTT reports nobody acknowledged yet, by the node they claimed to come from."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(mqtt_rejections)
+                .where(mqtt_rejections.c.acknowledged_at.is_(None))
+                .order_by(mqtt_rejections.c.last_at.desc())
+            ).all()
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            found.setdefault(row.code, []).append(dict(row._mapping))
+        return found
 
     def record_heartbeat_docs(self, docs: Iterable[dict[str, Any]], checked_at: float) -> int:
         """The ``heartbeat:<node>`` documents the city's store holds (their ``at`` is what matters)."""
@@ -457,6 +524,16 @@ class OpsModel:
                         quarantine_reports.c.reporter == row.node,
                         quarantine_reports.c.acknowledged_at.is_(None),
                         quarantine_reports.c.reported_at <= now,
+                    )
+                    .values(acknowledged_at=now)
+                )
+            if row.kind == "mqtt_rejected":
+                conn.execute(
+                    update(mqtt_rejections)
+                    .where(
+                        mqtt_rejections.c.code == row.node,
+                        mqtt_rejections.c.acknowledged_at.is_(None),
+                        mqtt_rejections.c.last_at <= now,
                     )
                     .values(acknowledged_at=now)
                 )

@@ -2,9 +2,11 @@
 
 One small process at nodes with the ops-monitoring capability (the city). It subscribes on the
 city's own broker — which receives every node's ``tongban/up/#`` through the bridges — to
-``tongban/up/+/status`` and ``tongban/up/+/ops`` and writes the reports into ``ops.sqlite3``; and it
-reads the ``heartbeat:<node>`` documents that replication brought into the city's store, whose age
-is each link's lag. It only subscribes and never publishes, so nothing it does can loop back.
+``tongban/up/+/status`` and ``tongban/up/+/ops``, admits only reports sealed by the node their topic
+names (:class:`~node.entrypoints.ops_reports.ReportGate`: refusals are counted and raise an alert)
+and writes them into ``ops.sqlite3``; and it reads the ``heartbeat:<node>`` documents that
+replication brought into the city's store, whose age is each link's lag. It only subscribes and
+never publishes, so nothing it does can loop back.
 
 Reports are queued by the MQTT network thread and written by the main loop in one transaction
 every half second: ~1,560 nodes × (status + ops) every 10 s is ~300 messages a second, which one
@@ -13,7 +15,6 @@ SQLite transaction per message would not keep up with.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -26,9 +27,18 @@ import paho.mqtt.client as mqtt
 
 from node.adapters.docstore import StoreUnavailable
 from node.adapters.mqtt import MqttLink, ops_pattern, status_pattern
-from node.adapters.opsmodel import LinkReport, QuarantineReport, StatusReport, iter_heartbeat_docs
+from node.adapters.opsmodel import (
+    LinkReport,
+    QuarantineReport,
+    RejectionReport,
+    StatusReport,
+    iter_heartbeat_docs,
+)
+from node.adapters.pki import NodeIdentity
+from node.adapters.signed_reports import MAX_REPORT_BYTES
 from node.bootstrap import CollectorContext
-from node.entrypoints.ops_reports import parse_ops, parse_status
+from node.entrypoints.ops_reports import HARMLESS, ReportGate, parse_ops, parse_status
+from tiers import yiyang
 
 STATUS_PATTERN = status_pattern()
 OPS_PATTERN = ops_pattern()
@@ -38,10 +48,11 @@ log = logging.getLogger("tongban.collector")
 
 
 class _RetainAwareLink(MqttLink):
-    """An :class:`MqttLink` whose handlers learn whether a message was retained.
+    """An :class:`MqttLink` that hands over each message's raw bytes and whether it was retained.
 
-    A retained status may be hours old; only for those does the collector fall back on the
-    timestamp inside the message (see :func:`node.entrypoints.ops_reports.parse_status`).
+    The bytes go to :class:`ReportGate` unparsed: it bounds their size before JSON sees them. A
+    retained status may be hours old; only for those (and late ones) does the collector fall back on
+    the timestamp inside the message (see :func:`node.entrypoints.ops_reports.parse_status`).
     """
 
     def __init__(self, *args: Any, on_message: Any, **kwargs: Any) -> None:
@@ -49,12 +60,7 @@ class _RetainAwareLink(MqttLink):
         self._deliver = on_message
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            payload = json.loads(message.payload or b"{}")
-        except ValueError:
-            return
-        if isinstance(payload, dict):
-            self._deliver(message.topic, payload, bool(message.retain))
+        self._deliver(message.topic, bytes(message.payload or b""), bool(message.retain))
 
 
 class Collector:
@@ -62,7 +68,8 @@ class Collector:
         config = self.config = context.config
         self.ops = context.ops
         self.store = context.store
-        self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any], bool, float]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[str, bytes, bool, float]] = queue.SimpleQueue()
+        self.gate = ReportGate(NodeIdentity.load(config.identity_dir).ca_pem, yiyang())
         self.mqtt = _RetainAwareLink(
             config.mqtt_host,
             config.mqtt_port,
@@ -70,6 +77,7 @@ class Collector:
             # A persistent session: QoS 1 reports (quarantine) published while the collector restarts
             # are kept for it by the broker.
             clean_start=False,
+            credentials=config.mqtt_credentials(),
             on_message=self.receive,
         )
         # Handlers are dispatched by _RetainAwareLink itself; these register the subscriptions.
@@ -78,8 +86,10 @@ class Collector:
         self.received = 0
         self.store_ok: bool | None = None
 
-    def receive(self, topic: str, payload: dict[str, Any], retained: bool) -> None:
+    def receive(self, topic: str, payload: bytes, retained: bool) -> None:
         """Called on the MQTT network thread: queue only, never block it on the database."""
+        if len(payload) > MAX_REPORT_BYTES:
+            payload = payload[: MAX_REPORT_BYTES + 1]  # enough for the gate to refuse it, no more kept in memory
         self.inbox.put((topic, payload, retained, time.time()))
 
     def flush(self) -> int:
@@ -87,15 +97,30 @@ class Collector:
         statuses: list[StatusReport] = []
         links: list[LinkReport] = []
         quarantined: list[QuarantineReport] = []
+        rejected: list[RejectionReport] = []
         taken = 0
         while True:
             try:
-                topic, payload, retained, received_at = self.inbox.get_nowait()
+                topic, raw, retained, received_at = self.inbox.get_nowait()
             except queue.Empty:
                 break
             taken += 1
+            admitted = self.gate.admit(topic, raw, retained, received_at)
+            if isinstance(admitted, RejectionReport):
+                if admitted.reason not in HARMLESS:
+                    log.warning(
+                        "refused a report on %s (%s%s): %s",
+                        topic[:120],
+                        admitted.reason,
+                        f", signed by {admitted.signer}" if admitted.signer else "",
+                        admitted.detail,
+                    )
+                    if admitted.code:  # a node of the tree (the gate checked): bounded rows
+                        rejected.append(admitted)
+                continue
+            payload = admitted.body
             if topic.endswith("/status"):
-                status = parse_status(topic, payload, received_at, retained)
+                status = parse_status(topic, payload, received_at, retained or admitted.own_time)
                 if status is not None:
                     statuses.append(status)
             elif topic.endswith("/ops"):
@@ -106,6 +131,8 @@ class Collector:
                     quarantined.append(report)
         if statuses or links or quarantined:
             self.ops.record(statuses, links, quarantined)
+        if rejected:
+            self.ops.record_rejections(rejected)
         self.received += taken
         return taken
 

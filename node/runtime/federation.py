@@ -12,15 +12,17 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.adapters.mqtt import down_subtree_pattern, up_pattern
+from node.adapters.mqtt import down_subtree_pattern, private_client_id, up_pattern
 from node.config import ConfigError, NodeConfig
+from node.runtime.broker_auth import broker_acl, ensure_mqtt_password
 from node.runtime.provisioning import provision_federation
 from node.runtime.services import (
+    BrokerAuth,
     ServiceSpec,
     agent_spec,
     celery_spec,
@@ -142,26 +144,49 @@ def bridges_for(config: NodeConfig) -> list[dict[str, str | int]]:
     """The child → parent bridge of a node's broker: up/# goes out, the node's own subtree comes in.
 
     Up and down trees are separate and each bridge carries one direction of each, so nothing loops.
+    The bridge signs in at the parent's broker as this node (its code and password); the parent's
+    ACL lets it carry only the reports of this node's subtree (:func:`broker_auth_for`).
     """
     if not config.parent_mqtt_port:
         return []
+    name = f"bridge-{config.code}"
+    password = ensure_mqtt_password(config)
     return [
         {
-            "name": f"bridge-{config.code}",
+            "name": name,
             "port": config.parent_mqtt_port,
             "up_topic": up_pattern(),
             "down_topic": down_subtree_pattern(config.code),
+            "username": config.code,
+            "password": password,
+            "clientid": private_client_id(name, password),
         }
     ]
 
 
-def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
-    """(infrastructure, application) processes of one node; the second group needs the first."""
+def broker_auth_for(config: NodeConfig, children: Sequence[NodeConfig] = ()) -> BrokerAuth:
+    """A node's broker admits the node itself and the bridges of its ``children``, each with its own password."""
+    passwords = {config.code: ensure_mqtt_password(config)}
+    passwords.update({child.code: ensure_mqtt_password(child) for child in children})
+    return BrokerAuth(passwords, broker_acl([config.code], [child.code for child in children], yiyang()))
+
+
+def node_service_specs(
+    config: NodeConfig, log_dir: Path, children: Sequence[NodeConfig] = ()
+) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
+    """(infrastructure, application) processes of one node; the second group needs the first.
+
+    ``children``: the nodes whose brokers bridge into this one (their passwords go into its password file).
+    """
     code = config.code
-    infrastructure = [
-        docstore_spec(f"{code}-docstore", config.data_dir / "docstore", config.docstore_port),
-        mosquitto_spec(f"{code}-mosquitto", config.data_dir / "mosquitto", config.mqtt_port, bridges_for(config)),
-    ]
+    broker = mosquitto_spec(
+        f"{code}-mosquitto",
+        config.data_dir / "mosquitto",
+        config.mqtt_port,
+        bridges_for(config),
+        broker_auth_for(config, children),
+    )
+    infrastructure = [docstore_spec(f"{code}-docstore", config.data_dir / "docstore", config.docstore_port), broker]
     application = [
         gunicorn_spec(f"{code}-web", config.config_path, config.http_port, log_dir, workers=config.web_workers),
         celery_spec(f"{code}-worker", config.config_path, config.data_dir, log_dir),
@@ -170,6 +195,11 @@ def node_service_specs(config: NodeConfig, log_dir: Path) -> tuple[list[ServiceS
     if config.monitors_operations:
         application.append(collector_spec(f"{code}-collector", config.config_path, config.data_dir, log_dir))
     return infrastructure, application
+
+
+def children_in(configs: Sequence[NodeConfig], config: NodeConfig) -> list[NodeConfig]:
+    """The nodes of ``configs`` whose broker bridges into ``config``'s."""
+    return [other for other in configs if other.parent_mqtt_port and other.parent_mqtt_port == config.mqtt_port]
 
 
 def check_not_running(lock_file: Path) -> None:
@@ -206,7 +236,7 @@ def run(
             progress("starting redis …")
             supervisor.start([redis_spec("redis", federation.var_dir / "redis", federation.redis_port)])
             configs = [federation.node_config(code) for code in federation.codes]
-            groups = [node_service_specs(config, log_dir) for config in configs]
+            groups = [node_service_specs(config, log_dir, children_in(configs, config)) for config in configs]
             progress(f"starting {len(configs)} document stores and brokers …")
             supervisor.start([spec for infra, _ in groups for spec in infra])
             provision_federation(configs, progress)

@@ -113,7 +113,11 @@ def build_inventory(
             "tongban_parent": parent,
             "tongban_parent_address": plan[parent] if parent else None,
             "tongban_topic_path": node_path(code),
-            "tongban_children": [{"code": c, "topic_path": node_path(c)} for c in division.children],
+            # Each child's whole subtree: its bridge may carry the reports of these nodes only.
+            "tongban_children": [
+                {"code": c, "topic_path": node_path(c), "subtree": [c, *sorted(tree.descendants(c))]}
+                for c in division.children
+            ],
         }
         county = next((c for c in tree.path_to_root(code) if tree.tier(c) is Tier.COUNTY), None)
         if county is not None:

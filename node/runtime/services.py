@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
 import socket
 import sys
@@ -17,6 +18,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from node.runtime.broker_auth import password_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
@@ -114,16 +117,46 @@ def docstore_spec(name: str, data_dir: Path, port: int) -> ServiceSpec:
     )
 
 
+@dataclass(frozen=True)
+class BrokerAuth:
+    """Who may sign in at a broker (user → password) and what each may do (the ACL file's text).
+
+    Built by :mod:`node.runtime.broker_auth`; without one, a broker admits nobody.
+    """
+
+    passwords: dict[str, str]
+    acl: str
+
+
+# Reports are ~1.5 KiB (see node.adapters.signed_reports); a client sending a packet past this is
+# disconnected by the broker before anything reads it.
+MQTT_MAX_PACKET_BYTES = 65_536
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Files with passwords (the password file, a config naming the bridge's password) are 0600."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
 def mosquitto_config(data_dir: Path, port: int, bridges: list[dict[str, str | int]] | None = None) -> str:
-    """Persistence on with a short autosave and a raised queue limit (ARCHITECTURE §5).
+    """Persistence on with a short autosave and a raised queue limit (ARCHITECTURE §5); no anonymous clients.
 
     ``user`` is the current user: started as root, Mosquitto would otherwise drop to the
-    ``mosquitto`` user and silently stop persisting into a directory it cannot write.
+    ``mosquitto`` user and silently stop persisting into a directory it cannot write. Users, their
+    passwords and ACLs are files beside the config (:func:`mosquitto_spec` writes them); each bridge signs in at the
+    parent as its node, with its own password and a client id only it knows.
     """
     lines = [
         f"user {getpass.getuser()}",
         f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
+        "allow_anonymous false",
+        f"password_file {data_dir / 'passwords'}",
+        f"acl_file {data_dir / 'acl'}",
+        f"max_packet_size {MQTT_MAX_PACKET_BYTES}",
         "persistence true",
         f"persistence_location {data_dir}/",
         "autosave_interval 5",
@@ -144,7 +177,10 @@ def mosquitto_config(data_dir: Path, port: int, bridges: list[dict[str, str | in
             f"topic {bridge['up_topic']} out 1",
             f"topic {bridge['down_topic']} in 1",
             "cleansession false",
-            f"remote_clientid {bridge['name']}",
+            f"remote_clientid {bridge['clientid']}",
+            f"remote_username {bridge['username']}",
+            f"remote_password {bridge['password']}",
+            "notifications false",
             "restart_timeout 1 10",
             "bridge_protocol_version mqttv311",
             "try_private true",
@@ -153,14 +189,20 @@ def mosquitto_config(data_dir: Path, port: int, bridges: list[dict[str, str | in
 
 
 def mosquitto_spec(
-    name: str, data_dir: Path, port: int, bridges: list[dict[str, str | int]] | None = None
+    name: str,
+    data_dir: Path,
+    port: int,
+    bridges: list[dict[str, str | int]] | None = None,
+    auth: BrokerAuth | None = None,
 ) -> ServiceSpec:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise SetupError("找不到 mosquitto / mosquitto not found: run `make setup` (apt-get install mosquitto)")
     data_dir.mkdir(parents=True, exist_ok=True)
+    _write_private(data_dir / "passwords", password_file(auth.passwords if auth else {}))
+    _write_private(data_dir / "acl", auth.acl if auth else "")
     config = data_dir / "mosquitto.conf"
-    config.write_text(mosquitto_config(data_dir, port, bridges))
+    _write_private(config, mosquitto_config(data_dir, port, bridges))
     return ServiceSpec(
         name=name,
         argv=[binary, "-c", str(config)],

@@ -74,6 +74,7 @@ ALERT_KIND_LABELS: dict[str, LazyString] = {
     "quarantine": lazy_gettext("发现被隔离（篡改）的文档"),
     "store_unreachable": lazy_gettext("数据库不可达"),
     "incomplete_cases": lazy_gettext("案卷长期不完整"),
+    "mqtt_rejected": lazy_gettext("拒收伪造或重放的状态消息"),
 }
 LINK_STATE_LABELS: dict[str, LazyString] = {
     "ok": lazy_pgettext("link", "正常"),

@@ -6,11 +6,20 @@ from node.service_layer.alerts import (
     checkpoint_stuck,
     incomplete_cases,
     link_lag,
+    mqtt_rejected,
     node_offline,
     quarantine,
     store_unreachable,
 )
 from node.service_layer.alerts.situation import Rule
 
-RULES: tuple[Rule, ...] = (node_offline, link_lag, checkpoint_stuck, quarantine, store_unreachable, incomplete_cases)
+RULES: tuple[Rule, ...] = (
+    node_offline,
+    link_lag,
+    checkpoint_stuck,
+    quarantine,
+    store_unreachable,
+    incomplete_cases,
+    mqtt_rejected,
+)
 ALERT_KINDS = tuple(rule.KIND for rule in RULES)

@@ -22,6 +22,8 @@ class Situation:
     quarantine: dict[str, list[dict[str, Any]]]  # unacknowledged reports by the node that quarantined
     own_code: str | None = None  # the evaluating node (the city) and whether its own store answered
     own_store_ok: bool | None = None
+    # Refused MQTT reports not yet acknowledged, by the node they claimed to come from.
+    rejections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     by_code: dict[str, NodeHealth] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -40,7 +42,9 @@ class Situation:
         snapshot = ops.snapshot()
         nodes = node_health(snapshot, tree, now, thresholds)
         links = {link.child: link for link in link_health(snapshot, nodes, now, thresholds)}
-        return cls(now, thresholds, snapshot, nodes, links, ops.unacknowledged_quarantine(), own_code, own_store_ok)
+        quarantine = ops.unacknowledged_quarantine()
+        rejections = ops.unacknowledged_rejections()
+        return cls(now, thresholds, snapshot, nodes, links, quarantine, own_code, own_store_ok, rejections)
 
 
 class Rule(Protocol):
