@@ -78,6 +78,8 @@ class ActOnCase:
     method: str | None = None
     new_handling_node: str | None = None
     level: int | None = None
+    # A staff withdrawal: the reference of the applicant's signed written request (node.domain.permissions).
+    signed_request: str | None = None
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ def _act(actor: Actor, case_no: str, values: Mapping[str, Any], materials: objec
         method=_method(values.get("method")),
         new_handling_node=_text(values.get("new_handling_node"), "new_handling_node", limit=12, required=False),
         level=_level(level),
+        # Bounded here for shape; the permission table (in the service layer) sets the reference's own limit.
+        signed_request=_text(values.get("signed_request"), "signed_request", limit=200, required=False),
     )
 
 
