@@ -147,8 +147,10 @@ class CaseService:
         self.events.append(written)
         try:
             self.publish(CaseWritten(tuple(written), (*(known or ()), *written)))
-        except Exception:
-            log.exception("case %s written; a reaction to it failed (the agent catches up)", written[0].case_no)
+        except Exception as exc:
+            # The type only: a database error's text can quote the row it failed to write (personal data).
+            case_no, kind = written[0].case_no, type(exc).__name__
+            log.error("case %s written; a reaction failed (%s), the agent catches up", case_no, kind)
             return False
         return True
 

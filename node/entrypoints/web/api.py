@@ -1,16 +1,26 @@
 """REST API under ``/api/v1``: sign-in, catalogue, cases, inbox, citizen progress, quarantine.
 
-Thin: parse the request, call the service, turn the result (or the DomainError) into JSON.
+Thin: parse the request, call the service, turn the result (or the DomainError) into JSON. Who
+may do what to a case is the service layer's to decide (node.domain.permissions, with the actor in
+the command); here only what the answer shows is shaped by role.
+
+Creating requests take an ``Idempotency-Key`` (:mod:`node.entrypoints.web.idempotency`). Once the
+store has a request's events, the answer is a success: if the read model has not shown them yet
+(its projection failed, the agent catches up), the answer says ``view_catching_up: true``.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from node.domain.case import CaseState
+from node.domain.case import Case, CaseState
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.events import event_doc_id
 from node.entrypoints.web.auth import SignInRefused, replace_password, sign_in
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.http import (
@@ -20,7 +30,6 @@ from node.entrypoints.web.http import (
     bearer_secret,
     case_rows,
     case_view,
-    checked_action,
     citizen_progress,
     context,
     error_response,
@@ -30,6 +39,7 @@ from node.entrypoints.web.http import (
     require_role,
     sessions,
 )
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import (
     QUERY_PER_ADDRESS,
     QUERY_PER_CASE,
@@ -44,6 +54,7 @@ from node.service_layer.commands import PublishCatalogue
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 CASE_STATES = frozenset(state.value for state in CaseState)
+log = logging.getLogger(__name__)
 
 
 @blueprint.errorhandler(DomainError)
@@ -171,21 +182,46 @@ def matters() -> ResponseReturnValue:
 
 
 @blueprint.put("/catalog")
-@require_role("admin")
+@require_role()
+@idempotent
 def publish() -> ResponseReturnValue:
     catalogue = context().bus.handle(PublishCatalogue(g.actor, json_body()))
     return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 
+def _view_catching_up(case: Case) -> bool:
+    """Whether the read model (inbox, search) does not show the case's newest event yet."""
+    try:
+        known = context().readmodel.known_event_ids([case.case_no]).get(case.case_no, set())
+    except Exception:
+        return True
+    return event_doc_id(case.case_no, case.last_hlc) not in known
+
+
+def _written(case: Case) -> dict[str, Any]:
+    """The answer to a request whose events are in the store: never an error from here on.
+
+    An error now would make the client retry a command that has happened; if even the view cannot be
+    built, the answer names the case and its state, and says the view is catching up.
+    """
+    catching_up = _view_catching_up(case)
+    try:
+        view = case_view(g.actor, context().cases.staff_view(g.actor, case))
+    except Exception as exc:
+        log.error("case %s written; its view could not be built (%s)", case.case_no, type(exc).__name__)
+        view, catching_up = {"case_no": case.case_no, "state": case.state.value}, True
+    return {**view, "view_catching_up": catching_up}
+
+
 @blueprint.post("/cases")
-@require_role("acceptor", "admin")
+@require_role()
+@idempotent
 def accept() -> ResponseReturnValue:
     outcome = context().bus.handle(accept_case_from_json(g.actor, json_body()))
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
-    view = case_view(g.actor, context().cases.staff_view(g.actor, outcome.case))
-    return jsonify({"outcome": outcome.outcome, **view}), 201
+    return jsonify({"outcome": outcome.outcome, **_written(outcome.case)}), 201
 
 
 @blueprint.get("/cases/<case_no>")
@@ -197,12 +233,10 @@ def get_case(case_no: str) -> ResponseReturnValue:
 
 @blueprint.post("/cases/<case_no>/actions")
 @require_role()
+@idempotent
 def act(case_no: str) -> ResponseReturnValue:
-    cases = context().cases
-    body = json_body()
-    command = checked_action(act_on_case_from_json(g.actor, case_no, body), body.get("signed_request"))
-    case = context().bus.handle(command)
-    return jsonify(case_view(g.actor, cases.staff_view(g.actor, case)))
+    case = context().bus.handle(act_on_case_from_json(g.actor, case_no, json_body()))
+    return jsonify(_written(case))
 
 
 @blueprint.get("/inbox")

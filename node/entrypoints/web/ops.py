@@ -30,6 +30,7 @@ from node.entrypoints.web.http import (
     thresholds,
 )
 from node.entrypoints.web.i18n import both, lang
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.labels import china_time
 from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
@@ -197,6 +198,7 @@ def api_alerts() -> ResponseReturnValue:
 
 @api.post("/alerts/<int:alert_id>/ack")
 @ops_api
+@idempotent
 def api_acknowledge(alert_id: int) -> ResponseReturnValue:
     alert = ops_model().acknowledge(alert_id, g.actor.username, time.time())
     if alert is None:
