@@ -474,7 +474,9 @@ class CaseService:
             if target not in self.tree:
                 raise _invalid("unknown_division", f"未知的办理节点 {target}", f"unknown handling node {target}")
             if target == case.handling_node:
-                raise _invalid("same_handler", "转办目标与当前办理节点相同", "the case is already handled there")
+                raise DomainError(
+                    "same_handler", "转办目标与当前办理节点相同", "already handled there", ErrorKind.CONFLICT
+                )
             if not reason:
                 raise _invalid("reason_required", "转办必须填写理由", "a transfer needs a reason")
             return {"new_handling_node": target, "reason": reason}

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from jsonschema import Draft202012Validator
 from werkzeug.exceptions import HTTPException
 
 from node.domain.case import Case, CaseState
@@ -48,12 +49,13 @@ from node.entrypoints.web.limits import (
     configured,
     limiter,
 )
-from node.entrypoints.web.openapi import SPEC
+from node.entrypoints.web.openapi import CATALOGUE_SCHEMA, spec_for
 from node.service_layer.commands import PublishCatalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 CASE_STATES = frozenset(state.value for state in CaseState)
+CATALOGUE_VALIDATOR = Draft202012Validator(CATALOGUE_SCHEMA)
 log = logging.getLogger(__name__)
 
 
@@ -72,9 +74,11 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     }
     code, zh, en = messages.get(exc.code or 500, ("http_error", "请求无效", exc.description or "bad request"))
     response, status = error_response(code, zh, en, exc.code or 400)
-    retry_after = exc.get_response().headers.get("Retry-After") if exc.code == 429 else None
-    if retry_after:
-        response.headers["Retry-After"] = retry_after
+    # Retry-After of a 429 and Allow of a 405 tell the client what to do next: keep them.
+    for header in ("Retry-After", "Allow"):
+        value = exc.get_response().headers.get(header)
+        if value:
+            response.headers[header] = value
     return response, status
 
 
@@ -88,7 +92,8 @@ def _unknown_path(exc: HTTPException) -> ResponseReturnValue:
 
 @blueprint.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
-    return jsonify(SPEC)
+    node = context()
+    return jsonify(spec_for(node.catalogue, node.tree, node.config.code))
 
 
 @blueprint.post("/auth/token")
@@ -125,8 +130,10 @@ def token() -> ResponseReturnValue:
 @require_role()
 def logout() -> ResponseReturnValue:
     """End this token; with ``{"everywhere": true}``, every page session and token of the account."""
-    body = request.get_json(silent=True)
-    everywhere = isinstance(body, dict) and body.get("everywhere") is True
+    body = request.get_json(silent=True) if request.get_data(cache=True).strip() else {}
+    if not isinstance(body, dict) or not isinstance(body.get("everywhere", False), bool | None):
+        raise DomainError("invalid_json", "请求体须为 {everywhere: true|false}", "the body must be {everywhere: bool}")
+    everywhere = body.get("everywhere") is True
     if everywhere:
         ended = sessions().end_all(g.actor.username)
         audit("api.signed_out_everywhere", g.actor.username, str(ended))
@@ -155,8 +162,12 @@ def change_password() -> ResponseReturnValue:
 @require_role("admin")
 def set_account_state(username: str, change: str) -> ResponseReturnValue:
     """An administrator disables (or re-enables) a staff account; disabling ends all its sessions and tokens."""
-    if len(username) > 100 or username == g.actor.username:
-        raise DomainError("invalid_account", "不能修改此账号", "this account cannot be changed here")
+    if len(username) > 100:
+        raise DomainError("invalid_account", "账号名过长", "the user name is too long")
+    if username == g.actor.username:
+        raise DomainError(
+            "own_account", "不能停用或启用自己的账号", "one's own account cannot be changed here", ErrorKind.FORBIDDEN
+        )
     if not context().state.set_disabled(username, change == "disable"):
         raise DomainError("no_such_account", "没有这个账号", "no such account", ErrorKind.NOT_FOUND)
     ended = sessions().end_all(username) if change == "disable" else 0
@@ -185,7 +196,23 @@ def matters() -> ResponseReturnValue:
 @require_role()
 @idempotent
 def publish() -> ResponseReturnValue:
-    catalogue = context().bus.handle(PublishCatalogue(g.actor, json_body()))
+    """A body that breaks the published schema: 400; a catalogue whose content contradicts itself: 422."""
+    body = json_body()
+    problem = next(iter(sorted(CATALOGUE_VALIDATOR.iter_errors(body), key=lambda e: list(e.absolute_path))), None)
+    if problem is not None:
+        where = "/".join(str(part) for part in problem.absolute_path) or "(root)"
+        return error_response(
+            "invalid_catalogue",
+            f"目录文档不符合接口说明：{where}",
+            f"the catalogue document breaks the API description at {where}: {problem.message[:200]}",
+            400,
+        )
+    try:
+        catalogue = context().bus.handle(PublishCatalogue(g.actor, body))
+    except DomainError as refused:
+        if refused.kind is not ErrorKind.INVALID:
+            raise
+        return error_response(refused.code, refused.message_zh, refused.message_en, 422)
     return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 
