@@ -111,6 +111,8 @@ def _locations(values: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
 def _level(value: object) -> int | None:
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 5.0 is the integer 5
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
         raise _invalid("invalid_level", "评价等级必须是 1 到 5", "evaluation level must be 1..5")
     return value

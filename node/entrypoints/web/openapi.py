@@ -274,7 +274,8 @@ CATALOGUE_SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "matters": {"type": "array", "maxItems": 5000, "items": _MATTER},
+        # 2,000 matters fit in the 1 MB a request may carry; the bound says so before the size limit does.
+        "matters": {"type": "array", "maxItems": 2000, "items": _MATTER},
         "implementation": {
             "type": "object",
             "maxProperties": 2000,
@@ -393,7 +394,7 @@ SPEC: dict[str, Any] = {
                 "summary": "Disable a staff account (admin; not one's own): its sessions and tokens end at once",
                 "security": _BEARER,
                 "parameters": [_USERNAME],
-                "responses": {"200": _json({"type": "object"}), **_errors(401, 403, 404, 405)},
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 405)},
             }
         },
         "/api/v1/accounts/{username}/enable": {
@@ -401,7 +402,7 @@ SPEC: dict[str, Any] = {
                 "summary": "Enable a disabled staff account again (admin; not one's own)",
                 "security": _BEARER,
                 "parameters": [_USERNAME],
-                "responses": {"200": _json({"type": "object"}), **_errors(401, 403, 404, 405)},
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 405)},
             }
         },
         "/api/v1/catalog": {
@@ -631,7 +632,8 @@ def spec_for(catalogue: Catalogue, tree: DivisionTree, here: str) -> dict[str, A
     spec = copy.deepcopy(SPEC)
     variants, locations = _acceptance_variants(catalogue, tree, here)
     body = spec["paths"]["/api/v1/cases"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    body["oneOf"] = variants or [False]
+    if variants:  # a catalogue with no matter this node can accept leaves the body as SPEC has it
+        body["oneOf"] = variants
     spec["components"]["schemas"].update(locations)
     spec["components"]["schemas"]["Division"] = {"enum": [division.code for division in tree]}
     with _cache_lock:
