@@ -3,8 +3,9 @@
 - The two formats of the OpenAPI description that carry a check digit (``gb11643`` resident ID
   numbers, ``gb32100`` credit codes) get strategies that draw valid values, as a client would send.
 - Every request signs in with a bearer token. Sign-out and password change end the caller's
-  tokens, so those two operations get a fresh token of a throwaway account each time; everything
-  else uses the staff token the test signed in with. Fresh tokens are opened in the node's session
+  tokens, so those two operations get a fresh token of a throwaway account each time; actions on
+  cases use the token of an approver (who may act on the cases the test accepted beforehand);
+  everything else uses the administrator's token. Fresh tokens are opened in the node's session
   table directly (what sign-in does after the password check), so the run does not hit the sign-in
   rate limit.
 """
@@ -50,6 +51,8 @@ class NodeToken:
         if case.path in FRESH_TOKEN_PATHS:
             store = SessionStore(Path(os.environ["TONGBAN_ST_STATE"]))
             return store.open(os.environ["TONGBAN_ST_THROWAWAY"], "api", Lifetimes(idle_s=600, absolute_s=600))
+        if case.path == "/api/v1/cases/{case_no}/actions":
+            return os.environ["TONGBAN_ST_ACTOR_TOKEN"]
         return os.environ["TONGBAN_ST_TOKEN"]
 
     def set(self, case: Any, data: str, ctx: Any) -> None:

@@ -425,6 +425,7 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/cases": {
             "post": {
+                "operationId": "acceptCase",
                 "summary": "Accept an application (受理); 200 with outcome=incomplete lists every missing material",
                 "security": _BEARER,
                 "parameters": [IDEMPOTENCY_KEY],
@@ -432,10 +433,19 @@ SPEC: dict[str, Any] = {
                     {"type": "object", "required": ["matter_code", "applicant"], "properties": _ACCEPT_COMMON}
                 ),
                 "responses": {
-                    "201": _json(
-                        {"allOf": [{"$ref": "#/components/schemas/Case"}, _object(outcome={"type": "string"})]},
-                        "accepted or refused (不予受理)",
-                    ),
+                    "201": {
+                        **_json(
+                            {"allOf": [{"$ref": "#/components/schemas/Case"}, _object(outcome={"type": "string"})]},
+                            "accepted or refused (不予受理)",
+                        ),
+                        "links": {
+                            "GetCase": {"operationId": "getCase", "parameters": {"case_no": "$response.body#/case_no"}},
+                            "ActOnCase": {
+                                "operationId": "actOnCase",
+                                "parameters": {"case_no": "$response.body#/case_no"},
+                            },
+                        },
+                    },
                     "200": _json(
                         {
                             "type": "object",
@@ -459,6 +469,7 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/cases/{case_no}": {
             "get": {
+                "operationId": "getCase",
                 "summary": "One case with its timeline",
                 "security": _BEARER,
                 "parameters": [_path_param("case_no", CASE_NO)],
@@ -467,6 +478,7 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/cases/{case_no}/actions": {
             "post": {
+                "operationId": "actOnCase",
                 "summary": "Act on a case: " + ", ".join(sorted(ACTIONS)),
                 "security": _BEARER,
                 "parameters": [_path_param("case_no", CASE_NO), IDEMPOTENCY_KEY],
