@@ -183,19 +183,18 @@ def _signed_request(value: object) -> str | None:
 
 def _act(actor: Actor, case_no: str, values: Mapping[str, Any], materials: object, level: object) -> ActOnCase:
     target = values.get("new_handling_node")
-    return ActOnCase(
-        actor=actor,
-        case_no=case_no,
-        action=_action(values.get("action")),
-        reason=_text(values.get("reason"), "reason", limit=MAX_REASON, required=False),
-        materials=None if materials is None else _materials(materials),
-        summary=_text(values.get("summary"), "summary", limit=MAX_REASON, required=False),
-        certificate_id=_text(values.get("certificate_id"), "certificate_id", limit=100, required=False),
-        method=_method(values.get("method")),
-        new_handling_node=None if target in (None, "") else _location("new_handling_node", target),
-        level=_level(level),
-        signed_request=_signed_request(values.get("signed_request")),
-    )
+    fields: dict[str, Any] = {
+        "reason": _text(values.get("reason"), "reason", limit=MAX_REASON, required=False),
+        "materials": None if materials is None else _materials(materials),
+        "summary": _text(values.get("summary"), "summary", limit=MAX_REASON, required=False),
+        "certificate_id": _text(values.get("certificate_id"), "certificate_id", limit=100, required=False),
+        "method": _method(values.get("method")),
+        "new_handling_node": None if target in (None, "") else _location("new_handling_node", target),
+        "level": _level(level),
+        "signed_request": _signed_request(values.get("signed_request")),
+    }
+    # The action last: a field's own error names the field, whatever the action.
+    return ActOnCase(actor=actor, case_no=case_no, action=_action(values.get("action")), **fields)
 
 
 def act_on_case_from_json(actor: Actor, case_no: str, body: Mapping[str, Any]) -> ActOnCase:
