@@ -138,7 +138,7 @@ def test_every_operation_holds_to_the_description(city: LiveNode, tmp_path: Path
         "false",
     ]
     run = subprocess.run(
-        command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
     report = run.stdout[-20000:] + run.stderr[-3000:]
     (tmp_path / "schemathesis.out").write_text(run.stdout + run.stderr)
