@@ -49,6 +49,9 @@ class NodeConfig:
     # Whether this node monitors the federation's operations (collector, alert rules, /ops): the one
     # place that decides it. Left out, it follows the tier's role (the city's ops-monitoring capability).
     monitors_operations: bool | None = None
+    # Days the security audit trail (sign-ins, lockouts, citizen look-ups) is kept; the worker prunes older lines.
+    # 180: the Cybersecurity Law (网络安全法 §21) asks for network logs of at least six months.
+    audit_retention_days: int = 180
 
     def __post_init__(self) -> None:
         if self.monitors_operations is None:

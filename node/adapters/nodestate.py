@@ -1,6 +1,9 @@
 """What a node keeps that is not derived from documents: staff accounts and case-number counters.
 
-A separate SQLite file from the read model, so rebuilding the read model never touches them.
+A separate SQLite file from the read model, so rebuilding the read model never touches them. The
+counters are a cache of what the document store already shows: after a restore of an older copy of
+this file, :meth:`NodeState.raise_case_serial` moves a day's counter past the highest serial the
+store holds (the case service does so at start and on a collision), so a number is never issued twice.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -77,6 +80,16 @@ class NodeState:
     def next_case_serial(self, day: date) -> int:
         """The next serial for ``day``'s case numbers: atomic across the node's processes, no gaps."""
         return self._serials.write([day.strftime("%Y%m%d")])[0]
+
+    def raise_case_serial(self, day: date, at_least: int) -> int:
+        """Move ``day``'s counter to at least ``at_least`` (never back); returns the counter's value now."""
+        key = day.strftime("%Y%m%d")
+        given = sqlite_insert(counters).values(day=key, last=at_least)
+        statement = given.on_conflict_do_update(
+            index_elements=["day"], set_={"last": func.max(counters.c.last, given.excluded.last)}
+        ).returning(counters.c.last)
+        with self.engine.begin() as conn:
+            return int(conn.execute(statement).scalar_one())
 
     def _reserve_serials(self, days: list[str]) -> list[int]:
         """One statement per day for all the requests waiting at once; serials handed out in order."""

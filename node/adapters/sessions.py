@@ -11,7 +11,7 @@ by id only and cannot end all of one person's sessions at once, which is the poi
 The rows live in the node's ``state.sqlite3`` (shared by the node's processes, never replicated):
 sessions are local to the node that issued them. Sign-in failures per account drive the lockout;
 the audit trail records sign-ins, lockouts and citizen look-ups with keyed hashes only, never a name
-or an ID number.
+or an ID number, and is kept for the node's ``audit_retention_days`` (the worker's beat prunes it).
 """
 
 from __future__ import annotations
@@ -190,6 +190,12 @@ class SessionStore:
         at = time.time() if now is None else now
         with self.engine.begin() as conn:
             conn.execute(insert(audit).values(at=at, event=event, subject=subject, client=client, outcome=outcome))
+
+    def prune_audit(self, older_than_s: float, now: float | None = None) -> int:
+        """Delete audit lines older than ``older_than_s`` seconds (the retention period); how many."""
+        at = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(audit).where(audit.c.at < at - older_than_s)).rowcount)
 
     def audit_trail(self, event: str | None = None, limit: int = 1000) -> list[dict[str, object]]:
         query = select(audit).order_by(audit.c.id.desc()).limit(limit)

@@ -20,8 +20,13 @@ Evaluating (好差评, GB/T 39734 一事一评) is the applicant's: online, or a
 acceptor records the applicant's own choice from the window's evaluator; once per case per channel,
 and a window evaluation never replaces one the applicant gave online.
 
-Pure functions of the role and the case's facts: no Flask, no storage. The web layer applies them
-today (:mod:`node.entrypoints.web`); the service layer will call the same functions.
+Accepting an application (受理) is the window's: acceptors, and administrators who may stand in.
+
+Pure functions of the role and the case's facts: no Flask, no storage. The service layer enforces
+them with the actor each command carries (:class:`node.service_layer.cases.CaseService`), so every
+entry point — API, pages, worker, agent — gets the same rules; the web layer uses
+:func:`sees_personal_data`, :func:`masked_name` and :func:`may_search_by_name` only to shape what
+a page or an answer shows.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ HANDLING_ROLES = frozenset({ACCEPTOR, APPROVER, ADMIN})
 OVERSIGHT_ROLES = frozenset({SUPERVISOR})
 # Roles that only ever see masked personal data.
 MASKED_ROLES = frozenset({OPS})
+# Who may accept (受理) or refuse (不予受理) an application.
+ACCEPTING_ROLES = frozenset({ACCEPTOR, ADMIN})
 # Staff who may record a withdrawal the applicant signed.
 WITHDRAW_RECORDING_ROLES = frozenset({ACCEPTOR, APPROVER})
 
@@ -122,4 +129,15 @@ def check_evaluation(role: str, channel: str, earlier_channels: Iterable[str]) -
             "该办件已评价，不能重复评价或更改申请人的评价",
             "this case has been evaluated; an evaluation is given once and never replaced",
             ErrorKind.CONFLICT,
+        )
+
+
+def check_acceptance(role: str) -> None:
+    """Only the window (an acceptor, or an administrator standing in) accepts or refuses applications."""
+    if role not in ACCEPTING_ROLES:
+        raise DomainError(
+            "role_not_allowed",
+            "只有受理人员可以受理申请",
+            "only an acceptor may accept applications",
+            ErrorKind.FORBIDDEN,
         )

@@ -7,20 +7,24 @@ beat, so each node has exactly one.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from node.adapters.idempotency import IdempotencyStore
+from node.adapters.sessions import SessionStore
 from node.bootstrap import NodeContext, ProcessKind, bootstrap, config_from_env
-from node.config import task_queue
+from node.config import NodeConfig, task_queue
 from node.service_layer.cases import china_today
 from node.service_layer.commands import SweepDeadlines
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
 APPOINTMENTS_S = 300.0
+PRUNE_RETENTION_S = 3600.0
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -37,11 +41,13 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
             "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
             "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
             "appointments": {"task": "tongban.appointments", "schedule": APPOINTMENTS_S},
+            "prune-retention": {"task": "tongban.prune_retention", "schedule": PRUNE_RETENTION_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
     app.task(name="tongban.appointments")(appointments)
+    app.task(name="tongban.prune_retention")(prune_retention)
     return app
 
 
@@ -78,6 +84,18 @@ def appointments() -> dict[str, int]:
     no_shows = around.appointments.record_no_shows()
     decided = around.appointments.decide_requests()
     return {"no_shows": len(no_shows), "decided": len(decided)}
+def prune_retention(now: float | None = None) -> dict[str, int]:
+    """Drop security audit lines past the node's retention and idempotency keys past 24 h. Idempotent."""
+    config = context().config
+    state = config.data_dir / "state.sqlite3"
+    at = time.time() if now is None else now
+    days = config.audit_retention_days
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
+        days = NodeConfig.audit_retention_days  # a broken node.json value never empties the trail
+    return {
+        "audit": SessionStore(state).prune_audit(days * 86400.0, now=at),
+        "idempotency_keys": IdempotencyStore(state, config.secret_key).prune(at),
+    }
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

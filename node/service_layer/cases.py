@@ -1,16 +1,30 @@
 """Use cases of one node: accept a case, act on it, flag deadlines, show it to staff and to the applicant.
 
 Each handler takes a command (:mod:`node.service_layer.commands`), validates everything first and
-then writes its events in one request, so a rejected command writes nothing. Events are stamped
-with the node's clock, chained to the case's last event and signed with the node's key before
-they are written; then the handler publishes :class:`~node.domain.messages.CaseWritten` and the
-handlers the composition root registered (projection, wake-ups, notices) react.
+then writes its events in one request, so a rejected command writes nothing. Who may do what is
+checked here, with the actor the command carries (:mod:`node.domain.permissions` and the state
+machine's table), so every entry point — API, pages, worker, agent — gets the same rules. Events
+are stamped with the node's clock, chained to the case's last event and signed with the node's key
+before they are written; then the handler publishes :class:`~node.domain.messages.CaseWritten` and
+the handlers the composition root registered (projection, wake-ups, notices) react.
+
+Once the store has the events, the command has happened: a failure of what follows (the read
+model, a wake-up) is logged and never reaches the caller as an error, which would invite a retry
+and a second case. The agent's catch-up follows the store and brings the read model up to date.
+
+Case numbers (``<node>-<YYYYMMDD>-<serial>``) come from a counter in the node's state file; the
+store is the truth behind it. At the first number of a day in a process (so at every start) the
+day's counter is moved past the highest serial this node's events in the store carry, and every new
+number is checked against the store before use: after a restore of an old state file, numbers
+continue where the store left off instead of colliding with issued ones.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,9 +34,8 @@ from node.adapters.nodestate import NodeState
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.domain.case import (
-    ACCEPTOR,
-    ADMIN,
     APPROVER,
+    CITIZEN,
     Case,
     allowed_actions,
     check_command,
@@ -31,11 +44,12 @@ from node.domain.case import (
 )
 from node.domain.catalogue import Catalogue, Matter, location_field, missing_materials
 from node.domain.errors import DomainError, ErrorKind, missing_field
-from node.domain.events import Event, EventType
+from node.domain.events import ID_PREFIX, Event, EventType
 from node.domain.hlc import HybridLogicalClock
 from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
 from node.domain.jurisdiction import handling_node
 from node.domain.messages import CaseWritten
+from node.domain.permissions import ONLINE, WINDOW, check_acceptance, check_evaluation, check_withdrawal
 from node.domain.workdays import WorkingDayCalendar, warning_level
 from node.service_layer.commands import (
     SYSTEM_INTAKE,
@@ -49,6 +63,9 @@ from node.service_layer.commands import (
 from tiers import DivisionTree
 
 CHINA = timezone(timedelta(hours=8))
+log = logging.getLogger(__name__)
+# New numbers tried against the store before giving up (each failed try first re-reads the store's highest).
+NUMBER_TRIES = 5
 
 
 def china_today() -> date:
@@ -95,6 +112,9 @@ class CaseService:
         self.clock = HybridLogicalClock(node_code)
         self.publish = publish
         self.today = today
+        # The day whose counter this process has checked against the store (None: not yet, e.g. at start).
+        self._counter_checked: date | None = None
+        self._counter_lock = threading.Lock()
 
     @property
     def catalogue(self) -> Catalogue:
@@ -117,14 +137,58 @@ class CaseService:
         )
         return event.with_signature(self.identity.sign(event.hash))
 
-    def _write(self, written: list[Event], known: list[Event] | None = None) -> None:
-        """Append ``written``; then say so, with the whole case (``known`` + ``written``) for the read model."""
+    def _write(self, written: list[Event], known: list[Event] | None = None) -> bool:
+        """Append ``written``; then say so, with the whole case (``known`` + ``written``) for the read model.
+
+        Returns whether everything after the write went well. A failure there is logged, not raised:
+        the events are in the store, so the command has happened, and an error would make the caller
+        retry it (a second case). The agent's catch-up projects what the handlers could not.
+        """
         self.events.append(written)
-        self.publish(CaseWritten(tuple(written), (*(known or ()), *written)))
+        try:
+            self.publish(CaseWritten(tuple(written), (*(known or ()), *written)))
+        except Exception as exc:
+            # The type only: a database error's text can quote the row it failed to write (personal data).
+            case_no, kind = written[0].case_no, type(exc).__name__
+            log.error("case %s written; a reaction failed (%s), the agent catches up", case_no, kind)
+            return False
+        return True
+
+    # --- case numbers -------------------------------------------------------------------------------
+
+    def highest_issued_serial(self, day: date) -> int:
+        """The highest serial of ``day`` among this node's case numbers in the store (0 if none)."""
+        prefix = f"{ID_PREFIX}{self.node}-{day:%Y%m%d}-"
+        highest = 0
+        for row in self.events.store.all_docs(prefix, prefix + "\ufff0", include_docs=False):
+            serial = str(row.get("id", ""))[len(prefix) :].partition(":")[0]
+            if serial.isdigit() and len(serial) <= 9:
+                highest = max(highest, int(serial))
+        return highest
+
+    def recover_counter(self, day: date) -> int:
+        """Move ``day``'s counter past every number of that day the store holds; returns the counter."""
+        with self._counter_lock:
+            value = self.state.raise_case_serial(day, self.highest_issued_serial(day))
+            self._counter_checked = day
+            return value
 
     def _new_case_no(self) -> str:
         today = self.today()
-        return f"{self.node}-{today:%Y%m%d}-{self.state.next_case_serial(today)}"
+        if self._counter_checked != today:
+            self.recover_counter(today)
+        for _ in range(NUMBER_TRIES):
+            case_no = f"{self.node}-{today:%Y%m%d}-{self.state.next_case_serial(today)}"
+            if not self.events.case_docs(case_no):
+                return case_no
+            log.warning("case number %s is in the store already; moving the counter past the store's", case_no)
+            self.recover_counter(today)
+        raise DomainError(
+            "case_number_unavailable",
+            "暂时无法分配受理编号，请稍后重试",
+            "no free case number could be issued just now; try again shortly",
+            ErrorKind.CONFLICT,
+        )
 
     # --- acceptance ---------------------------------------------------------------------------------
 
@@ -144,13 +208,7 @@ class CaseService:
 
     def accept(self, command: AcceptCase) -> AcceptOutcome:
         actor = command.actor
-        if actor.role not in (ACCEPTOR, ADMIN):
-            raise DomainError(
-                "role_not_allowed",
-                "只有受理人员可以受理申请",
-                "only an acceptor may accept applications",
-                ErrorKind.FORBIDDEN,
-            )
+        check_acceptance(actor.role)
         matter = self.catalogue.get(command.matter_code)
         applicant = self._applicant(command.applicant)
         materials = list(command.materials)
@@ -330,10 +388,35 @@ class CaseService:
             )
         return events
 
+    def _apply_permissions(self, case: Case, command: ActOnCase) -> ActOnCase:
+        """The permission table's rules for withdrawal and evaluation (node.domain.permissions).
+
+        A staff withdrawal must name the applicant's signed request, which goes into the event's
+        reason; an evaluation is the applicant's (online, or recorded at the window), once per case
+        per channel, and a window evaluation never replaces the applicant's own online one.
+        """
+        role = command.actor.role
+        if command.action == "withdraw":
+            reference = command.signed_request
+            check_withdrawal(role, reference)
+            if role == CITIZEN:
+                return command
+            note = f"申请人书面撤回申请 {str(reference).strip()}"
+            return replace(command, reason=f"{command.reason}（{note}）" if command.reason else note)
+        if command.action == "evaluate":
+            earlier = {
+                ONLINE if entry.get("actor_role") == CITIZEN else WINDOW
+                for entry in case.timeline
+                if entry.get("type") == "evaluated"
+            }
+            check_evaluation(role, ONLINE if role == CITIZEN else WINDOW, earlier)
+        return command
+
     def act(self, command: ActOnCase) -> Case:
         actor, case_no, action = command.actor, command.case_no, command.action
         events = self._events(case_no)
         case = fold(events)
+        command = self._apply_permissions(case, command)
         department = self.matter_department(case)
         self.clock.observe(case.last_hlc)
         written: list[Event] = []
@@ -395,7 +478,9 @@ class CaseService:
             if target not in self.tree:
                 raise _invalid("unknown_division", f"未知的办理节点 {target}", f"unknown handling node {target}")
             if target == case.handling_node:
-                raise _invalid("same_handler", "转办目标与当前办理节点相同", "the case is already handled there")
+                raise DomainError(
+                    "same_handler", "转办目标与当前办理节点相同", "already handled there", ErrorKind.CONFLICT
+                )
             if not reason:
                 raise _invalid("reason_required", "转办必须填写理由", "a transfer needs a reason")
             return {"new_handling_node": target, "reason": reason}

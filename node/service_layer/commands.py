@@ -82,6 +82,8 @@ class ActOnCase:
     level: int | None = None
     # The joint session of a 联合审查/验收 (date, mode, place, departments), checked by the handler.
     session: Mapping[str, Any] | None = None
+    # A staff withdrawal: the reference of the applicant's signed written request (node.domain.permissions).
+    signed_request: str | None = None
 
 
 @dataclass(frozen=True)

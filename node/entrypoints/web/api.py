@@ -1,18 +1,27 @@
 """REST API under ``/api/v1``: sign-in, catalogue, cases, inbox, citizen progress, quarantine.
 
-Thin: parse the request, call the service, turn the result (or the DomainError) into JSON.
+Thin: parse the request, call the service, turn the result (or the DomainError) into JSON. Who
+may do what to a case is the service layer's to decide (node.domain.permissions, with the actor in
+the command); here only what the answer shows is shaped by role.
+
+Creating requests take an ``Idempotency-Key`` (:mod:`node.entrypoints.web.idempotency`). Once the
+store has a request's events, the answer is a success: if the read model has not shown them yet
+(its projection failed, the agent catches up), the answer says ``view_catching_up: true``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from jsonschema import Draft202012Validator
 from werkzeug.exceptions import HTTPException
 
 from node.domain.case import Case, CaseState
 from node.domain.errors import DomainError, ErrorKind
+from node.domain.events import event_doc_id
 from node.entrypoints.web.auth import SignInRefused, replace_password, sign_in
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.entrypoints.web.http import (
@@ -22,7 +31,6 @@ from node.entrypoints.web.http import (
     bearer_secret,
     case_rows,
     case_view,
-    checked_action,
     citizen_progress,
     context,
     error_response,
@@ -32,6 +40,7 @@ from node.entrypoints.web.http import (
     require_role,
     sessions,
 )
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import (
     QUERY_PER_ADDRESS,
     QUERY_PER_CASE,
@@ -40,12 +49,14 @@ from node.entrypoints.web.limits import (
     configured,
     limiter,
 )
-from node.entrypoints.web.openapi import SPEC
+from node.entrypoints.web.openapi import CATALOGUE_SCHEMA, spec_for
 from node.service_layer.commands import PublishCatalogue
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 CASE_STATES = frozenset(state.value for state in CaseState)
+CATALOGUE_VALIDATOR = Draft202012Validator(CATALOGUE_SCHEMA)
+log = logging.getLogger(__name__)
 
 
 @blueprint.errorhandler(DomainError)
@@ -63,9 +74,11 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     }
     code, zh, en = messages.get(exc.code or 500, ("http_error", "请求无效", exc.description or "bad request"))
     response, status = error_response(code, zh, en, exc.code or 400)
-    retry_after = exc.get_response().headers.get("Retry-After") if exc.code == 429 else None
-    if retry_after:
-        response.headers["Retry-After"] = retry_after
+    # Retry-After of a 429 and Allow of a 405 tell the client what to do next: keep them.
+    for header in ("Retry-After", "Allow"):
+        value = exc.get_response().headers.get(header)
+        if value:
+            response.headers[header] = value
     return response, status
 
 
@@ -79,7 +92,8 @@ def _unknown_path(exc: HTTPException) -> ResponseReturnValue:
 
 @blueprint.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
-    return jsonify(SPEC)
+    node = context()
+    return jsonify(spec_for(node.catalogue, node.tree, node.config.code))
 
 
 @blueprint.post("/auth/token")
@@ -116,8 +130,10 @@ def token() -> ResponseReturnValue:
 @require_role()
 def logout() -> ResponseReturnValue:
     """End this token; with ``{"everywhere": true}``, every page session and token of the account."""
-    body = request.get_json(silent=True)
-    everywhere = isinstance(body, dict) and body.get("everywhere") is True
+    body = request.get_json(silent=True) if request.get_data(cache=True).strip() else {}
+    if not isinstance(body, dict) or not isinstance(body.get("everywhere", False), bool | None):
+        raise DomainError("invalid_json", "请求体须为 {everywhere: true|false}", "the body must be {everywhere: bool}")
+    everywhere = body.get("everywhere") is True
     if everywhere:
         ended = sessions().end_all(g.actor.username)
         audit("api.signed_out_everywhere", g.actor.username, str(ended))
@@ -146,8 +162,12 @@ def change_password() -> ResponseReturnValue:
 @require_role("admin")
 def set_account_state(username: str, change: str) -> ResponseReturnValue:
     """An administrator disables (or re-enables) a staff account; disabling ends all its sessions and tokens."""
-    if len(username) > 100 or username == g.actor.username:
-        raise DomainError("invalid_account", "不能修改此账号", "this account cannot be changed here")
+    if len(username) > 100:
+        raise DomainError("invalid_account", "账号名过长", "the user name is too long")
+    if username == g.actor.username:
+        raise DomainError(
+            "own_account", "不能停用或启用自己的账号", "one's own account cannot be changed here", ErrorKind.FORBIDDEN
+        )
     if not context().state.set_disabled(username, change == "disable"):
         raise DomainError("no_such_account", "没有这个账号", "no such account", ErrorKind.NOT_FOUND)
     ended = sessions().end_all(username) if change == "disable" else 0
@@ -173,21 +193,62 @@ def matters() -> ResponseReturnValue:
 
 
 @blueprint.put("/catalog")
-@require_role("admin")
+@require_role()
+@idempotent
 def publish() -> ResponseReturnValue:
-    catalogue = context().bus.handle(PublishCatalogue(g.actor, json_body()))
+    """A body that breaks the published schema: 400; a catalogue whose content contradicts itself: 422."""
+    body = json_body()
+    problem = next(iter(sorted(CATALOGUE_VALIDATOR.iter_errors(body), key=lambda e: list(e.absolute_path))), None)
+    if problem is not None:
+        where = "/".join(str(part) for part in problem.absolute_path) or "(root)"
+        return error_response(
+            "invalid_catalogue",
+            f"目录文档不符合接口说明：{where}",
+            f"the catalogue document breaks the API description at {where}: {problem.message[:200]}",
+            400,
+        )
+    try:
+        catalogue = context().bus.handle(PublishCatalogue(g.actor, body))
+    except DomainError as refused:
+        if refused.kind is not ErrorKind.INVALID:
+            raise
+        return error_response(refused.code, refused.message_zh, refused.message_en, 422)
     return jsonify({"version": catalogue.version, "matters": len(catalogue.matters())})
 
 
+def _view_catching_up(case: Case) -> bool:
+    """Whether the read model (inbox, search) does not show the case's newest event yet."""
+    try:
+        known = context().readmodel.known_event_ids([case.case_no]).get(case.case_no, set())
+    except Exception:
+        return True
+    return event_doc_id(case.case_no, case.last_hlc) not in known
+
+
+def _written(case: Case) -> dict[str, Any]:
+    """The answer to a request whose events are in the store: never an error from here on.
+
+    An error now would make the client retry a command that has happened; if even the view cannot be
+    built, the answer names the case and its state, and says the view is catching up.
+    """
+    catching_up = _view_catching_up(case)
+    try:
+        view = case_view(g.actor, context().cases.staff_view(g.actor, case))
+    except Exception as exc:
+        log.error("case %s written; its view could not be built (%s)", case.case_no, type(exc).__name__)
+        view, catching_up = {"case_no": case.case_no, "state": case.state.value}, True
+    return {**view, **history_gap(case), "view_catching_up": catching_up}
+
+
 @blueprint.post("/cases")
-@require_role("acceptor", "admin")
+@require_role()
+@idempotent
 def accept() -> ResponseReturnValue:
     outcome = context().bus.handle(accept_case_from_json(g.actor, json_body()))
     if outcome.outcome == "incomplete":
         return jsonify({"outcome": "incomplete", "missing": outcome.missing, "notice": outcome.notice}), 200
     assert outcome.case is not None
-    view = case_view(g.actor, context().cases.staff_view(g.actor, outcome.case))
-    return jsonify({"outcome": outcome.outcome, **view}), 201
+    return jsonify({"outcome": outcome.outcome, **_written(outcome.case)}), 201
 
 
 @blueprint.get("/cases/<case_no>")
@@ -205,12 +266,10 @@ def history_gap(case: Case) -> dict[str, Any]:
 
 @blueprint.post("/cases/<case_no>/actions")
 @require_role()
+@idempotent
 def act(case_no: str) -> ResponseReturnValue:
-    cases = context().cases
-    body = json_body()
-    command = checked_action(act_on_case_from_json(g.actor, case_no, body), body.get("signed_request"))
-    case = context().bus.handle(command)
-    return jsonify({**case_view(g.actor, cases.staff_view(g.actor, case)), **history_gap(case)})
+    case = context().bus.handle(act_on_case_from_json(g.actor, case_no, json_body()))
+    return jsonify(_written(case))
 
 
 @blueprint.get("/inbox")

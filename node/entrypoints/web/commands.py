@@ -3,22 +3,31 @@
 Everything a request carries is untrusted: each value is checked for its type and bounded in
 length here, with the same bilingual errors whichever door it came through. What needs the
 catalogue, the tree or the case (an ID number's check digit, the handling node, whether an action
-is allowed) is the use case's to check.
+is allowed) is the use case's to check. The JSON API's checks are exactly what its OpenAPI
+description states (:mod:`node.entrypoints.web.openapi`): a length is counted before blanks are
+trimmed, codes (matter, action, division, delivery method) are taken as given, never trimmed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from node.domain.catalogue import LOCATION_FIELDS
+from node.domain.case import ACTIONS
+from node.domain.catalogue import DELIVERY_OPTIONS, LOCATION_FIELDS
 from node.domain.errors import DomainError, ErrorKind, missing_field
+from node.domain.permissions import SIGNED_REQUEST_MAX
 from node.service_layer.commands import MAX_REASON, AcceptCase, AcceptPackage, ActOnCase, Actor, Applicant
 
 LOCATION_KEYS = tuple(key for key in LOCATION_FIELDS.values() if key is not None)
 MAX_MATERIALS = 100
+MAX_MATERIAL_CODE = 32
+MATTER_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DIVISION_CODE = re.compile(r"[0-9]{12}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _invalid(code: str, zh: str, en: str) -> DomainError:
@@ -33,28 +42,52 @@ def _text(value: object, key: str, limit: int = 200, required: bool = True) -> s
         return None
     if not isinstance(value, str):
         raise _invalid("invalid_field", f"字段 {key} 必须是文本", f"field {key!r} must be a string")
-    value = value.strip()
     if len(value) > limit:
         raise _invalid("field_too_long", f"字段 {key} 超过 {limit} 个字符", f"field {key!r} exceeds {limit} characters")
+    return value.strip()
+
+
+def _code(value: object, key: str, pattern: re.Pattern[str]) -> str:
+    """A code exactly as given (matter code …): required, and of its pattern."""
+    if value is None or value == "":
+        raise missing_field(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise _invalid("invalid_field", f"字段 {key} 格式无效", f"field {key!r} has an invalid format")
     return value
+
+
+def _flag(value: object, key: str) -> bool:
+    if value is not None and not isinstance(value, bool):
+        raise _invalid("invalid_field", f"字段 {key} 必须是 true 或 false", f"field {key!r} must be true or false")
+    return bool(value)
 
 
 def _materials(raw: object) -> tuple[str, ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or len(raw) > MAX_MATERIALS:
+    if (
+        not isinstance(raw, list)
+        or len(raw) > MAX_MATERIALS
+        or not all(isinstance(m, str) and 0 < len(m) <= MAX_MATERIAL_CODE for m in raw)
+    ):
         raise _invalid(
             "invalid_materials", "materials 必须是材料编码列表", "materials must be a list of material codes"
         )
     return tuple(dict.fromkeys(raw))
 
 
+def _identifier(value: object, key: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise _invalid("invalid_field", f"字段 {key} 必须是文本", f"field {key!r} must be a string")
+    return value or ""
+
+
 def _applicant(kind: object, name: object, id_number: object, credit_code: object) -> Applicant:
     checked_name = str(_text(name, "name", limit=100))
     if kind == "person":
-        return Applicant("person", checked_name, str(id_number or ""))
+        return Applicant("person", checked_name, _identifier(id_number, "id_number"))
     if kind == "enterprise":
-        return Applicant("enterprise", checked_name, str(credit_code or ""))
+        return Applicant("enterprise", checked_name, _identifier(credit_code, "credit_code"))
     raise _invalid(
         "invalid_applicant_kind",
         "申请人类型必须是 person（个人）或 enterprise（企业）",
@@ -63,8 +96,10 @@ def _applicant(kind: object, name: object, id_number: object, credit_code: objec
 
 
 def _location(key: str, value: object) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise _invalid("invalid_field", f"字段 {key} 必须是区划代码文本", f"field {key!r} must be a division code")
+    if value is not None and (not isinstance(value, str) or not DIVISION_CODE.fullmatch(value)):
+        raise _invalid(
+            "invalid_field", f"字段 {key} 必须是12位区划代码", f"field {key!r} must be a 12-digit division code"
+        )
     return value
 
 
@@ -76,13 +111,15 @@ def _locations(values: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
 def _level(value: object) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 5.0 is the integer 5
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
         raise _invalid("invalid_level", "评价等级必须是 1 到 5", "evaluation level must be 1..5")
     return value
 
 
 def _method(value: object) -> str | None:
-    if value is not None and not isinstance(value, str):
+    if value is not None and (not isinstance(value, str) or value not in DELIVERY_OPTIONS):
         raise _invalid(
             "invalid_method", "送达方式必须是 window、post 或 electronic", "method must be window, post or electronic"
         )
@@ -91,7 +128,7 @@ def _method(value: object) -> str | None:
 
 def accept_case_from_json(actor: Actor, body: Mapping[str, Any]) -> AcceptCase:
     """``POST /api/v1/cases``: ``matter_code``, ``applicant`` {kind, name, id_number | credit_code}, …"""
-    matter_code = str(_text(body.get("matter_code"), "matter_code", limit=64))
+    matter_code = _code(body.get("matter_code"), "matter_code", MATTER_CODE)
     raw = body.get("applicant")
     if not isinstance(raw, dict):
         raise _invalid("missing_field", "缺少申请人信息 applicant", "field 'applicant' (an object) is missing")
@@ -101,7 +138,7 @@ def accept_case_from_json(actor: Actor, body: Mapping[str, Any]) -> AcceptCase:
         applicant=_applicant(raw.get("kind"), raw.get("name"), raw.get("id_number"), raw.get("credit_code")),
         materials=_materials(body.get("materials")),
         locations=_locations(body),
-        settle_on_spot=bool(body.get("settle_on_spot")),
+        settle_on_spot=_flag(body.get("settle_on_spot"), "settle_on_spot"),
         refuse_reason=_text(body.get("refuse_reason"), "refuse_reason", limit=MAX_REASON, required=False),
     )
 
@@ -134,19 +171,44 @@ def accept_case_from_form(actor: Actor, form: MultiDict[str, str]) -> AcceptCase
     )
 
 
+def _action(value: object) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise missing_field("action")
+    if not isinstance(value, str) or value not in ACTIONS:
+        shown = value[:40] if isinstance(value, str) else type(value).__name__
+        raise _invalid(
+            "unknown_action",
+            f"未知的操作 {shown!r}",
+            f"unknown action {shown!r}; expected one of {', '.join(sorted(ACTIONS))}",
+        )
+    return str(value)
+
+
+def _signed_request(value: object) -> str | None:
+    reference = _text(value, "signed_request", limit=SIGNED_REQUEST_MAX, required=False)
+    if reference is not None and CONTROL.search(str(value)):
+        raise _invalid(
+            "signed_request_invalid",
+            f"书面撤回申请编号最多 {SIGNED_REQUEST_MAX} 个字符，且不含控制字符",
+            f"the signed request's reference is at most {SIGNED_REQUEST_MAX} characters, without control characters",
+        )
+    return reference
+
+
 def _act(actor: Actor, case_no: str, values: Mapping[str, Any], materials: object, level: object) -> ActOnCase:
-    return ActOnCase(
-        actor=actor,
-        case_no=case_no,
-        action=str(_text(values.get("action"), "action", limit=40)),
-        reason=_text(values.get("reason"), "reason", limit=MAX_REASON, required=False),
-        materials=None if materials is None else _materials(materials),
-        summary=_text(values.get("summary"), "summary", limit=MAX_REASON, required=False),
-        certificate_id=_text(values.get("certificate_id"), "certificate_id", limit=100, required=False),
-        method=_method(values.get("method")),
-        new_handling_node=_text(values.get("new_handling_node"), "new_handling_node", limit=12, required=False),
-        level=_level(level),
-    )
+    target = values.get("new_handling_node")
+    fields: dict[str, Any] = {
+        "reason": _text(values.get("reason"), "reason", limit=MAX_REASON, required=False),
+        "materials": None if materials is None else _materials(materials),
+        "summary": _text(values.get("summary"), "summary", limit=MAX_REASON, required=False),
+        "certificate_id": _text(values.get("certificate_id"), "certificate_id", limit=100, required=False),
+        "method": _method(values.get("method")),
+        "new_handling_node": None if target in (None, "") else _location("new_handling_node", target),
+        "level": _level(level),
+        "signed_request": _signed_request(values.get("signed_request")),
+    }
+    # The action last: a field's own error names the field, whatever the action.
+    return ActOnCase(actor=actor, case_no=case_no, action=_action(values.get("action")), **fields)
 
 
 def act_on_case_from_json(actor: Actor, case_no: str, body: Mapping[str, Any]) -> ActOnCase:
@@ -156,7 +218,7 @@ def act_on_case_from_json(actor: Actor, case_no: str, body: Mapping[str, Any]) -
 
 def act_on_case_from_form(actor: Actor, case_no: str, form: MultiDict[str, str]) -> ActOnCase:
     """An action button's form on the case page; blank fields count as absent."""
-    values = {key: form.get(key, "").strip() or None for key in ("action", "method")}
+    values = {key: form.get(key, "").strip() or None for key in ("action", "method", "new_handling_node")}
     level = form.get("level", "")
     return _act(
         actor,

@@ -23,14 +23,9 @@ from node.adapters.readmodel import CaseRow
 from node.adapters.sessions import Lifetimes, SessionStore
 from node.bootstrap import NodeContext
 from node.config import Thresholds
-from node.domain.case import CITIZEN
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.permissions import (
-    ONLINE,
-    WINDOW,
     CaseNodes,
-    check_evaluation,
-    check_withdrawal,
     masked_name,
     may_search_by_name,
     sees_personal_data,
@@ -166,25 +161,13 @@ def case_rows(actor: Actor, rows: list[CaseRow], text: str = "") -> list[dict[st
 
 
 def checked_action(command: ActOnCase, signed_request: object) -> ActOnCase:
-    """The action after the permission rules the web layer applies (withdrawal, evaluation).
+    """The action with the reference of the applicant's signed request, if the form gave it apart.
 
-    A staff withdrawal must name the applicant's signed request (``signed_request``), which goes into
-    the event's reason; a staff evaluation is the window channel's, once, and never after the
-    applicant's own online evaluation.
+    The rules themselves (who may withdraw or evaluate) are the service layer's: ``CaseService.act``
+    checks them with the actor in the command, whichever entry point built it.
     """
-    if command.action == "withdraw":
-        reference = signed_request if isinstance(signed_request, str) else None
-        check_withdrawal(command.actor.role, reference)
-        note = f"申请人书面撤回申请 {str(reference).strip()}"
-        return replace(command, reason=f"{command.reason}（{note}）" if command.reason else note)
-    if command.action == "evaluate":
-        case = context().cases.load(command.case_no)
-        earlier = {
-            ONLINE if entry.get("actor_role") == CITIZEN else WINDOW
-            for entry in case.timeline
-            if entry.get("type") == "evaluated"
-        }
-        check_evaluation(command.actor.role, WINDOW, earlier)
+    if command.signed_request is None and isinstance(signed_request, str) and signed_request.strip():
+        return replace(command, signed_request=signed_request)
     return command
 
 

@@ -30,6 +30,7 @@ from node.entrypoints.web.http import (
     thresholds,
 )
 from node.entrypoints.web.i18n import both, lang
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.labels import china_time
 from node.entrypoints.web.ops_views import (
     LINK_SEVERITY,
@@ -54,6 +55,7 @@ POLL_MS = 5000
 LINKS_SHOWN = 100  # the dashboard lists the worst links; the JSON API lists them all
 ALERTS_SHOWN = 200  # and the newest open alerts (a city-wide outage opens one per node)
 FIGURES_REFRESH = 50  # outcomes folded on a figures request; the beat job does the bulk
+MAX_ALERT_ID = 2**53  # larger ids cannot be alerts (SQLite integers; JSON numbers): no such route, 404
 
 # --- labels ------------------------------------------------------------------------------------------------
 
@@ -197,8 +199,9 @@ def api_alerts() -> ResponseReturnValue:
     return jsonify({"alerts": _alert_rows(state, limit)})
 
 
-@api.post("/alerts/<int:alert_id>/ack")
+@api.post(f"/alerts/<int(max={MAX_ALERT_ID}):alert_id>/ack")
 @ops_api
+@idempotent
 def api_acknowledge(alert_id: int) -> ResponseReturnValue:
     alert = ops_model().acknowledge(alert_id, g.actor.username, time.time())
     if alert is None:
