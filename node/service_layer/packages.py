@@ -288,7 +288,9 @@ class PackageService:
             ):
                 reason = f"一件事中 {refused.case_no} 被不予办理，按规则终止 / stopped: {refused.case_no} rejected"
                 try:
-                    self.handle(ActOnCase(PACKAGE_WINDOW, number, "withdraw", reason=reason))
+                    # The applicant's signed package application carries the stop rule: it is the request.
+                    request = f"一件事申请 {package_no}"
+                    self.handle(ActOnCase(PACKAGE_WINDOW, number, "withdraw", reason=reason, signed_request=request))
                 except DomainError as exc:  # the sibling moved on meanwhile: nothing to stop, never a crash
                     log.info("package %s: sibling %s not stopped (%s)", package_no, number, exc.code)
 
