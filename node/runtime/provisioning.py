@@ -54,7 +54,8 @@ def seed_demo_accounts(config: NodeConfig) -> list[dict[str, Any]]:
     """One account per role, approvers one per department; their passwords kept beside the node's data,
     sealed with the node's own keyring (never in plaintext: `tongban demo accounts` opens them)."""
     path = config.data_dir / DEMO_ACCOUNTS
-    ensure_node_keys(config)
+    if not path.exists():
+        ensure_node_keys(config)  # seeding is provisioning; later, a lost key is an error (MissingKey), not a new one
     keys = PersonalData.load(config.local_key_path)
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
