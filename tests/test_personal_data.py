@@ -4,6 +4,7 @@ in plaintext anywhere a node keeps or sends things — against real nodes, a rea
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 import subprocess
@@ -18,9 +19,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import requests
+from cryptography.fernet import Fernet
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
+from node.adapters.pii import IDENTIFIER as ID_INDEX
+from node.adapters.pii import NAME as NAME_INDEX
 from node.adapters.pii import MissingKey, PersonalData, create_keyring, rotate_keyring
 from node.adapters.readmodel import cases
 from node.bootstrap import NodeContext, bootstrap
@@ -100,6 +104,43 @@ def test_racing_provisioners_create_one_key(tmp_path: Path) -> None:
     ring = json.loads(path.read_text())
     assert ring["current"] == "n1" and list(ring["keys"]) == ["n1"]
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_every_value_names_its_key_and_older_keys_still_open_what_they_made(tmp_path: Path) -> None:
+    path = tmp_path / "data.key"
+    assert create_keyring(path, "city")
+    city = PersonalData.load(path)
+    sealed, key = city.seal({"name": NAME}), city.lookup_key(ID_NUMBER)
+    assert sealed.startswith("c1:") and city.key_id == "c1" and len(key) == 64
+    assert rotate_keyring(path) == "c2"
+    assert city.key_id == "c2" and city.seal({"name": NAME}).startswith("c2:")  # the loaded ring follows the file
+    assert city.open(sealed) == {"name": NAME}
+    assert city.matches(ID_NUMBER, key, "c1") and not city.matches(ID_NUMBER, key, "c2")
+    assert not city.matches(ID_NUMBER[:-1] + "0", key, "c1") and not city.matches(ID_NUMBER, key, "c9")
+    assert city.lookup_keys(ID_NUMBER)["c1"] == key and city.lookup_key(ID_NUMBER) != key
+
+    # A keyring of the first format (no key ids) and what it sealed still open, as key "c0".
+    legacy_keys = {"hmac": base64.b64encode(b"k" * 32).decode(), "fernet": Fernet.generate_key().decode()}
+    (tmp_path / "legacy.key").write_text(json.dumps(legacy_keys))
+    legacy = PersonalData.load(tmp_path / "legacy.key")
+    old_token = Fernet(legacy_keys["fernet"].encode()).encrypt(json.dumps({"name": NAME}).encode()).decode()
+    assert legacy.key_id == "c0" and legacy.open(old_token) == {"name": NAME}
+    assert legacy.matches(ID_NUMBER, legacy.lookup_key(ID_NUMBER))
+    assert legacy.open("c1:" + old_token) is None and legacy.open("garbage") is None
+
+    # Blind indexes: normalised, separate for names and ID numbers, under every key for a search.
+    node_path = tmp_path / "local.key"
+    create_keyring(node_path, "node")
+    node = PersonalData.load(node_path)
+    assert node.index(NAME_INDEX, " 欧阳 秀英 ") == node.index(NAME_INDEX, NAME) != node.index(ID_INDEX, NAME)
+    assert node.index(ID_INDEX, ID_NUMBER.lower()) == node.index(ID_INDEX, ID_NUMBER)
+    assert node.index(NAME_INDEX, "阿沛•阿旺晋美") == node.index(NAME_INDEX, "阿沛·阿旺晋美")
+    rotate_keyring(node_path)
+    assert [i[:3] for i in node.indexes(NAME_INDEX, NAME)] == ["n1:", "n2:"]
+
+    (tmp_path / "broken.key").write_text("{")
+    with pytest.raises(MissingKey, match="unreadable"):
+        PersonalData.load(tmp_path / "broken.key")
 
 
 # --- files ------------------------------------------------------------------------------------------------

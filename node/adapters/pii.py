@@ -238,6 +238,10 @@ class PersonalData:
             raise MissingKey(f"未知的密钥 / unknown key id {key_id!r} in {self.keyring.path}")
         return hmac.new(key.hmac, identifier.strip().upper().encode(), hashlib.sha256).hexdigest()
 
+    def lookup_keys(self, identifier: str) -> dict[str, str]:
+        """The look-up key under every key of the ring (key id → hex): to find records made before a rotation."""
+        return {key_id: self.lookup_key(identifier, key_id) for key_id in self.keyring.all()}
+
     def matches(self, identifier: str, key: object, key_id: object = None) -> bool:
         """Whether ``identifier`` has the look-up ``key`` (made with ``key_id``; without one, with any key)."""
         if not isinstance(key, str) or not identifier.strip():

@@ -299,13 +299,14 @@ class ReadModel:
     def _applicant(self, sealed: str | None) -> dict[str, Any] | None:
         return self.personal.open(sealed) if sealed else None
 
-    def _rows(self, statement: Any) -> list[CaseRow]:
+    def _rows(self, statement: Any, named: bool = True) -> list[CaseRow]:
+        """Rows as CaseRow; ``named=False`` leaves the applicant sealed (name "") for callers that never show it."""
         with self.engine.connect() as conn:
             rows = conn.execute(statement).all()
         shown = [k for k in CaseRow.__dataclass_fields__ if k != "applicant_name"]
         result = []
         for row in rows:
-            applicant = self._applicant(row._mapping["applicant_sealed"])
+            applicant = self._applicant(row._mapping["applicant_sealed"]) if named else {"name": ""}
             name = str(applicant.get("name") or "") if applicant else UNREADABLE
             result.append(CaseRow(**{k: row._mapping[k] for k in shown}, applicant_name=name))
         return result
@@ -370,7 +371,7 @@ class ReadModel:
             cases.c.state.in_(["accepted", "in_review"]),
             cases.c.deadline.is_not(None),
         )
-        return self._rows(query)
+        return self._rows(query, named=False)  # the deadline sweep needs numbers, not names
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every projected row, for comparing an incremental model with a rebuilt one."""
