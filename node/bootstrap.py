@@ -10,32 +10,42 @@ run when this node writes a case (:class:`CaseWritten`) or when the read model s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from node import __version__
+from node.adapters.appointments_store import SqliteAppointmentStore
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
+from node.adapters.nonces import NONCES_DB, NonceLog
 from node.adapters.opsmodel import OpsModel
+from node.adapters.package_index import PACKAGES_DB, PackageIndex
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
+from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
+from node.adapters.ratings_store import RATINGS_DB, RatingStore
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
 from node.config import ConfigError, NodeConfig
+from node.domain.assistant import answer as answer_question
 from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
 from node.domain.messages import CaseChanged, CaseWritten
 from node.domain.workdays import WorkingDayCalendar
 from node.service_layer import handlers
+from node.service_layer.appointments import APPOINTMENTS_DB, OWN_PLAN_FILE, AppointmentService, WorkingPlans, china_now
 from node.service_layer.cases import CaseService
 from node.service_layer.catalogue import CatalogueService
 from node.service_layer.commands import (
     AcceptCase,
+    AcceptPackage,
     ActOnCase,
     FlagDeadline,
     PublishCatalogue,
@@ -44,6 +54,8 @@ from node.service_layer.commands import (
     SweepDeadlines,
 )
 from node.service_layer.messagebus import MessageBus
+from node.service_layer.packages import PackageService
+from node.service_layer.ratings import RatingService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -56,6 +68,19 @@ class ProcessKind(StrEnum):
     WORKER = "worker"  # Celery with its beat: deadline sweep, ops alert rules
     AGENT = "agent"  # replication, presence, intake of arriving cases
     TOOL = "tool"  # a one-off command (tongban readmodel rebuild)
+
+
+@dataclass
+class AroundTheCase:
+    """Issue 14's services of a node: appointments and numbers, 好差评, the assistant and its staff desk."""
+
+    appointments: AppointmentService
+    ratings: RatingService
+    questions: QuestionStore
+    catalogue: Callable[[], Catalogue]
+
+    def assistant(self, question: object) -> dict[str, Any]:
+        return answer_question(question, self.catalogue()).to_dict()
 
 
 @dataclass
@@ -77,6 +102,12 @@ class NodeContext:
     ops: OpsModel | None = None
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
+    # Nonces of signed requests from children, shared by the node's web processes (replays refused).
+    nonces: NonceLog | None = None
+    # Appointments, ratings and the assistant: not for one-off tools.
+    around: AroundTheCase | None = None
+    # 一件事 packages: sub-cases found by package, merged supplement and delivery (not for one-off tools).
+    packages: PackageService | None = None
     version: str = __version__
 
     @property
@@ -198,9 +229,37 @@ def bootstrap(
             if kind is ProcessKind.WEB and config.redis_url
             else None
         ),
+        nonces=NonceLog(config.data_dir / NONCES_DB) if kind is ProcessKind.WEB else None,
+        around=_around_the_case(config, tree, cases) if kind is not ProcessKind.TOOL else None,
     )
+    if kind is not ProcessKind.TOOL:
+        context.packages = PackageService(cases, bus.handle, PackageIndex(config.data_dir / PACKAGES_DB))
     _register(context)
     return context
+
+
+def _around_the_case(config: NodeConfig, tree: DivisionTree, cases: CaseService) -> AroundTheCase:
+    data = config.data_dir
+    appointments = AppointmentService(
+        config.code,
+        tree,
+        WorkingPlans(tree, config.code, data / OWN_PLAN_FILE),
+        cases.calendar,
+        SqliteAppointmentStore(data / APPOINTMENTS_DB),
+        cases.pii.lookup_key,
+    )
+    return AroundTheCase(
+        appointments=appointments,
+        ratings=RatingService(
+            config.code,
+            RatingStore(data / RATINGS_DB, cases.pii.seal, cases.pii.open),
+            cases.calendar,
+            china_now,
+            collects_all=bool(config.monitors_operations),
+        ),
+        questions=QuestionStore(data / QUESTIONS_DB, cases.pii.seal, cases.pii.open),
+        catalogue=lambda: cases.catalogue,
+    )
 
 
 def _register(context: NodeContext) -> None:
@@ -214,6 +273,10 @@ def _register(context: NodeContext) -> None:
     bus.register(PublishCatalogue, catalogue.publish)
     bus.register(PublishMatter, catalogue.publish_matter)
     bus.register(PublishDelegation, catalogue.publish_delegation)
+    if context.packages is not None:
+        packages = context.packages
+        bus.register(AcceptPackage, packages.accept)
+        bus.subscribe(CaseChanged, lambda message: handlers.take_in_package(message, packages))
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code
@@ -226,6 +289,9 @@ def _register(context: NodeContext) -> None:
     elif context.kind is ProcessKind.AGENT:
         bus.subscribe(CaseChanged, lambda message: handlers.take_in(message, cases))
         bus.subscribe(CaseChanged, lambda message: handlers.post_notice(message, context.mqtt, code))
+    if context.around is not None:
+        ratings = context.around.ratings
+        bus.subscribe(CaseChanged, lambda message: handlers.take_evaluations(message, ratings))
 
 
 def bootstrap_collector(config: NodeConfig) -> CollectorContext:

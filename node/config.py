@@ -141,6 +141,8 @@ class Thresholds:
     stuck_alert_s: float = 120.0
     # A link report older than this says nothing about the link any more.
     report_fresh_s: float = 60.0
+    # Cases with a gap in their history for this long (re-requested from the parent meanwhile: 30 s, 60 s, …).
+    incomplete_alert_s: float = 600.0
 
     @classmethod
     def load(cls, data_dir: Path) -> Thresholds:

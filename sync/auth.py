@@ -2,11 +2,11 @@
 
 A child signs method, path, time, a fresh nonce, the audience (the parent's node code) and the body
 hash with its node key; the parent checks the certificate against the city CA, the signature, that
-the time is fresh, that it is the audience, and that the nonce was not seen before (a bounded
-:class:`ReplayCache`). The parent signs each answer — the request's nonce, the status and the body
-hash — with its own node key, and the child accepts an answer only from a certificate of the city CA
-naming its parent (docs/threat-model.md). The signatures work behind any proxy; mutual TLS at a front
-proxy may be added but is not relied on.
+the time is fresh, that it is the audience, and that the nonce was not seen before by any of its web
+processes (:class:`SeenNonces`: the node's shared nonce log). The parent signs each answer — the
+request's nonce, the status and the body hash — with its own node key, and the child accepts an
+answer only from a certificate of the city CA naming its parent (docs/threat-model.md). The
+signatures work behind any proxy; mutual TLS at a front proxy may be added but is not relied on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from typing import Protocol
 
 from node.adapters.pki import NodeIdentity, verify_certificate, verify_signature
 from node.domain.errors import DomainError, ErrorKind
@@ -75,11 +76,18 @@ def _refused(zh: str, en: str) -> DomainError:
     return DomainError("node_unauthenticated", zh, en, ErrorKind.UNAUTHENTICATED)
 
 
+class SeenNonces(Protocol):
+    """Where accepted nonces are remembered: the node's :class:`~node.adapters.nonces.NonceLog`
+    (shared by every web process of the node) or, for one process alone, a :class:`ReplayCache`."""
+
+    def first_use(self, nonce: str, now: float | None = None) -> bool: ...
+
+
 class ReplayCache:
     """Nonces seen in the last ``ttl_s`` seconds, at most ``capacity`` of them (the oldest go first).
 
-    Per process: behind several web workers each keeps its own, so the window for a replay is one
-    worker's capacity or ``ttl_s``, whichever comes first (written down in the threat model).
+    Per process only: a node's web processes share a :class:`~node.adapters.nonces.NonceLog` instead
+    (the sync API uses it); this one serves a process that has no node data directory.
     """
 
     def __init__(self, ttl_s: float = 2 * MAX_SKEW_S, capacity: int = 100_000) -> None:
@@ -135,7 +143,7 @@ def verify_request(
     body: bytes,
     ca_pem: bytes,
     audience: str,
-    replays: ReplayCache,
+    replays: SeenNonces,
     now: float | None = None,
 ) -> str:
     """The calling node's code, or DomainError ``node_unauthenticated`` (also for a replayed request)."""

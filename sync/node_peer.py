@@ -84,6 +84,11 @@ class NodeApiPeer:
         result = self._call("POST", "/bulk_docs", body={"docs": docs, "new_edits": False})
         return list(result["failures"])
 
+    def missing_events(self, wanted: dict[str, list[str]]) -> list[Doc]:
+        """Events missing in the middle of case histories (case number → predecessor hashes), see
+        :meth:`sync.serving.LinkServer.missing_events`."""
+        return self._call("POST", "/missing_events", body={"cases": wanted})["docs"] if wanted else []
+
     def get_local(self, name: str) -> Doc | None:
         return self._call("GET", f"/local/{name}")
 

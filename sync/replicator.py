@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import queue
+import random
 import threading
 import time
 import uuid
@@ -178,6 +179,13 @@ class Backoff:
                     raise
             time.sleep(delay)
             delay, attempt = min(delay * self.factor, self.max_s), attempt + 1
+
+    def pause(self, failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+        """How long to wait after ``failures`` failures in a row: ``initial_s · factor^(failures-1)``,
+        capped at ``max_s``, with jitter (half to all of it) so that nodes failing together do not
+        retry together."""
+        exponent = min(max(failures, 1) - 1, 64)
+        return rng(0.5, 1.0) * min(self.max_s, self.initial_s * self.factor**exponent)
 
 
 @dataclass

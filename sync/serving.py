@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from node.adapters.docstore import DocStore
-from node.domain.events import event_id_range
+from node.domain.errors import DomainError
+from node.domain.events import Event, event_id_range
 from sync.authority import LinkPolicy, Refusal
 from sync.routing import case_of, case_scope, goes_everywhere, touches_subtree, widens_scope
 from sync.trust import TrustFilter
@@ -106,6 +107,43 @@ class LinkServer:
             trusted = self.trust.trusted_ids([str(w.get("id")) for w in allowed])
             allowed = [w for w in allowed if w.get("id") in trusted]
         return self.store.bulk_get(allowed, revs=True, attachments=True)
+
+    def missing_events(self, child: str, wanted: dict[str, list[str]]) -> list[Doc]:
+        """The events a child lacks in the middle of a case's history, asked for by their hashes.
+
+        ``wanted`` maps case numbers to predecessor hashes the child's events name but it does not
+        hold (its read model's gap list). Only cases whose scope touches the child's subtree and only
+        trusted events are served, as on the changes feed; each requested event comes with its own
+        trusted predecessors, so a gap of several steps closes in one round. Events are immutable
+        first revisions, so the child writes them as they are (``new_edits=false``) through the
+        same guard as a pull.
+        """
+        found: list[Doc] = []
+        for case_no, hashes in wanted.items():
+            docs = self._case_docs(case_no)
+            if not docs or not touches_subtree(case_scope(docs, self.tree), child, self.tree):
+                continue
+            if self.trust is not None:
+                trusted = self.trust.trusted_ids([doc["_id"] for doc in docs])
+                docs = [doc for doc in docs if doc["_id"] in trusted]
+            by_hash: dict[str, tuple[Event, Doc]] = {}
+            for doc in docs:
+                try:
+                    event = Event.from_doc(doc)
+                except DomainError:
+                    continue
+                by_hash[event.hash] = (event, doc)
+            todo, sent = list(hashes), set()
+            while todo:
+                wanted_hash = todo.pop()
+                if wanted_hash in sent or wanted_hash not in by_hash:
+                    continue
+                sent.add(wanted_hash)
+                event, doc = by_hash[wanted_hash]
+                found.append(doc)
+                if event.prev_hash is not None:
+                    todo.append(event.prev_hash)
+        return found
 
     def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
         """Which revisions the parent lacks. A child asking about a document it may not author and the

@@ -348,6 +348,7 @@ _JUNK_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.WITHDRAWN: {},
     EventType.EVALUATED: {"level": 2},
     EventType.DEADLINE_FLAGGED: {"level": "red"},
+    EventType.JOINT_SESSION_SCHEDULED: {"date": "2025-01-03", "mode": "online", "place": "线上", "departments": []},
 }
 
 

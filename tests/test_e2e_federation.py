@@ -23,6 +23,7 @@ from node.domain.identifiers import make_id_number
 from node.runtime.demo import fetch_json as call
 from node.runtime.demo import login, run_scenario
 from node.runtime.federation import Federation
+from node.runtime.package_demo import run_package_scenario
 from node.runtime.services import port_is_free
 from node.runtime.supervisor import pid_alive
 from tests.conftest import wait_for
@@ -126,6 +127,18 @@ def test_cross_county_case_reaches_county_b_and_comes_back(federation: Federatio
         wait_until(f"{code} to hold the whole case", lambda code=code: event_revs(federation, code, case_no) == revs)
     for code in (VILLAGE_A2, VILLAGE_B1, TOWN_B):
         assert event_revs(federation, code, case_no) == {}, f"{code} must never receive the case"
+
+
+def test_a_package_accepted_at_a_village_is_reviewed_in_parallel_in_another_county(federation: Federation) -> None:
+    """`tongban demo scenario --package`: 不动产转移登记一件事 from a 资阳区 village to 赫山区's three departments."""
+    lines: list[str] = []
+    final = run_package_scenario(federation, print_line=lines.append)
+    assert final["state"] == "delivered"
+    assert {s["department"] for s in final["sub_cases"]} == {"real_estate", "housing", "taxation"}
+    assert all(s["handling_node"] == COUNTY_B and s["state"] == "delivered" for s in final["sub_cases"])
+    assert sum(1 for e in final["timeline"] if e["type"] == "supplement_requested") == 2
+    assert sum(1 for e in final["timeline"] if e["type"] == "supplement_provided") == 2
+    assert any("merged notice" in line for line in lines)
 
 
 def freeze(federation: Federation, code: str, sig: signal.Signals) -> None:

@@ -605,6 +605,7 @@ def test_every_alert_rule_is_a_module_of_its_own_in_the_one_list() -> None:
         "checkpoint_stuck",
         "quarantine",
         "store_unreachable",
+        "incomplete_cases",
     ]
     for rule in RULES:
         assert rule.__name__ == f"node.service_layer.alerts.{rule.KIND}"

@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +92,17 @@ link_stats = Table(
     Column("pull_checkpoint_moved_at", Float, nullable=True),
     Column("pending", Integer, nullable=True),  # local changes not yet pushed up, at the last report
     Column("pending_since", Float, nullable=True),  # when ``pending`` last went from 0 to more
+)
+
+# Cases with a gap in their history (an event names a predecessor the node does not hold), as each node
+# last reported: its own table, so ops files made before it need no migration.
+case_gaps = Table(
+    "case_gaps",
+    metadata,
+    Column("code", String, primary_key=True),
+    Column("incomplete", Integer, nullable=False),
+    Column("incomplete_since", Float, nullable=True),  # when the count last went from 0 to more
+    Column("received_at", Float, nullable=False),
 )
 
 heartbeat_docs = Table(
@@ -172,6 +183,7 @@ class LinkReport:
     store_reachable: bool | None
     store_docs: int | None
     store_size: int | None
+    incomplete: int | None = None  # cases with a gap in their history (None: not reported)
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,7 @@ class OpsSnapshot:
     statuses: dict[str, dict[str, Any]]
     links: dict[str, dict[str, Any]]
     heartbeats: dict[str, float]
+    gaps: dict[str, dict[str, Any]] = field(default_factory=dict)  # by node: incomplete, incomplete_since
 
 
 class CaseFacts(Protocol):
@@ -259,6 +272,7 @@ class OpsModel:
         link_list = list(links)
         link_rows = [_link_row(report) for report in link_list]
         store_rows = [row for row in (_store_row(report) for report in link_list) if row is not None]
+        gap_rows = [_gap_row(report) for report in link_list if report.incomplete is not None]
         quarantine_rows = [
             {
                 "reporter": q.reporter,
@@ -275,6 +289,7 @@ class OpsModel:
                 (_STATUS_UPSERT, status_rows),
                 (_LINK_UPSERT, link_rows),
                 (_STORE_UPSERT, store_rows),
+                (_GAP_UPSERT, gap_rows),
                 (_QUARANTINE_INSERT, quarantine_rows),
             ):
                 if rows:
@@ -324,7 +339,8 @@ class OpsModel:
             statuses = self._by_code(conn, node_status)
             links = self._by_code(conn, link_stats)
             beats = dict(conn.exec_driver_sql("SELECT code, at FROM heartbeat_docs").fetchall())
-        return OpsSnapshot(statuses, links, beats)
+            gaps = self._by_code(conn, case_gaps)
+        return OpsSnapshot(statuses, links, beats, gaps)
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -606,6 +622,30 @@ def _store_row(report: LinkReport) -> dict[str, Any] | None:
     return {"code": report.code, "first_seen_at": report.received_at, "received_at": report.received_at, **store}
 
 
+def _gap_row(report: LinkReport) -> dict[str, Any]:
+    return {
+        "code": report.code,
+        "incomplete": report.incomplete,
+        "incomplete_since": report.received_at if report.incomplete else None,
+        "received_at": report.received_at,
+    }
+
+
+def _gap_upsert() -> Any:
+    new, old = sqlite_insert(case_gaps), case_gaps.c
+    return new.on_conflict_do_update(
+        index_elements=["code"],
+        set_={
+            "incomplete": new.excluded.incomplete,
+            # Keep the moment the gaps appeared while they last; clear it once none is left.
+            "incomplete_since": _case(
+                new.excluded.incomplete > 0, func.coalesce(old.incomplete_since, new.excluded.received_at), None
+            ),
+            "received_at": new.excluded.received_at,
+        },
+    )
+
+
 def _status_upsert() -> Any:
     new, old = sqlite_insert(node_status), node_status.c
     changed = func.coalesce(old.status, "") != new.excluded.status
@@ -717,4 +757,5 @@ def iter_heartbeat_docs(store: DocStore) -> Iterator[dict[str, Any]]:
 _STATUS_UPSERT = _status_upsert()
 _LINK_UPSERT = _link_upsert()
 _STORE_UPSERT = _store_upsert()
+_GAP_UPSERT = _gap_upsert()
 _QUARANTINE_INSERT = sqlite_insert(quarantine_reports).on_conflict_do_nothing()

@@ -71,6 +71,9 @@ cases = Table(
     Column("transferred", Boolean, nullable=False),
     Column("event_ids", Text, nullable=False),  # JSON list: which events the row reflects
     Column("scope", Text, nullable=False),  # JSON list: the nodes that must hold the case
+    # JSON list of predecessor hashes its events name but this node does not hold (a gap in the history,
+    # re-requested from the parent); NULL when complete. Indexed: few rows have one.
+    Column("missing", Text, nullable=True, index=True),
 )
 
 quarantine = Table(
@@ -101,7 +104,7 @@ _UPSERT_CASE = _insert_case.on_conflict_do_update(
 )
 
 # Bump when a projected table changes shape: an older read model is dropped and rebuilt from the store.
-SCHEMA_VERSION = 3  # 3: applicant sealed and blind-indexed (2 held names in plaintext)
+SCHEMA_VERSION = 4  # 3: the incomplete column; 4: applicant sealed and blind-indexed (before, names in plaintext)
 schema = Table("schema", metadata, Column("version", Integer, primary_key=True))
 
 PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
@@ -150,6 +153,7 @@ class HeldCounts:
     by_state: dict[str, int]
     by_flag: dict[str, int]
     quarantined: int
+    incomplete: int = 0  # cases whose history has a gap (see ``incomplete_cases``)
 
 
 class ReadModel:
@@ -230,6 +234,7 @@ class ReadModel:
             "transferred": len(case.handlers_history) > 1,
             "event_ids": json.dumps(sorted(event_ids)),
             "scope": json.dumps(sorted(scope)),
+            "missing": json.dumps(case.missing_predecessors) if case.missing_predecessors else None,
         }
         self._upserts.write([values])
 
@@ -280,6 +285,15 @@ class ReadModel:
         with self.engine.connect() as conn:
             rows = conn.execute(select(quarantine).order_by(quarantine.c.detected_at.desc())).all()
         return [dict(row._mapping) for row in rows]
+
+    def incomplete_cases(self, case_numbers: list[str] | None = None, limit: int = 1_000) -> dict[str, list[str]]:
+        """Cases with a gap in their history → the predecessor hashes missing (all, or of ``case_numbers``)."""
+        query = select(cases.c.case_no, cases.c.missing).where(cases.c.missing.is_not(None))
+        if case_numbers is not None:
+            query = query.where(cases.c.case_no.in_(case_numbers))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(cases.c.case_no).limit(limit)).all()
+        return {row.case_no: list(json.loads(row.missing)) for row in rows}
 
     def checkpoint(self, name: str) -> Any:
         with self.engine.connect() as conn:
@@ -444,8 +458,12 @@ class ReadModel:
                 select(cases.c.flag, func.count()).where(cases.c.flag.is_not(None)).group_by(cases.c.flag)
             ).all()
             quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
+            incomplete = conn.execute(select(func.count()).where(cases.c.missing.is_not(None))).scalar_one()
         return HeldCounts(
-            {state: int(n) for state, n in by_state}, {flag: int(n) for flag, n in by_flag}, int(quarantined)
+            {state: int(n) for state, n in by_state},
+            {flag: int(n) for flag, n in by_flag},
+            int(quarantined),
+            int(incomplete),
         )
 
     def decided_event_counts(self) -> dict[str, int]:

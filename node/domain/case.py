@@ -118,6 +118,7 @@ _RULES: dict[EventType, _Rule] = {
     EventType.WITHDRAWN: _Rule(_OPEN, _Writer.HOLDER),
     EventType.EVALUATED: _Rule(_ANY_STATE, _Writer.ANY),
     EventType.DEADLINE_FLAGGED: _Rule(_OPEN, _Writer.ANY),
+    EventType.JOINT_SESSION_SCHEDULED: _Rule(_OPEN, _Writer.HOLDER),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ _ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
     "transfer": ("转办", frozenset({APPROVER, SUPERVISOR})),
     "withdraw": ("撤回申请", frozenset({ACCEPTOR, APPROVER, CITIZEN})),
     "evaluate": ("评价", frozenset({ACCEPTOR, CITIZEN})),
+    "schedule_joint_session": ("安排联合审查（验收）", frozenset({APPROVER})),
 }
 ACTIONS = frozenset(_ACTIONS)
 _ACTION_EVENTS = {
@@ -158,6 +160,7 @@ _ACTION_EVENTS = {
     "deliver": EventType.DELIVERED,
     "transfer": EventType.TRANSFERRED,
     "evaluate": EventType.EVALUATED,
+    "schedule_joint_session": EventType.JOINT_SESSION_SCHEDULED,
 }
 
 _METHOD_LABELS = {"window": "窗口领取", "post": "邮寄送达", "electronic": "电子送达"}
@@ -195,6 +198,8 @@ class Case:
     evaluation: dict[str, Any] | None = None
     withdrawal_requested: bool = False
     flags: dict[str, Any] | None = None
+    joint_session: dict[str, Any] | None = None  # the latest 联合审查/验收 session the lead scheduled
+    package: dict[str, Any] | None = None  # the 一件事 package this case is a sub-case of (first event)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     last_event_hash: str = ""
     last_hlc: str = ""
@@ -260,6 +265,9 @@ def _summary(event: Event) -> tuple[str, str]:
         return "已撤回", "withdrawn"
     if kind is EventType.EVALUATED:
         return f"评价：{EVALUATION_LEVELS[p['level']]}", f"evaluated: level {p['level']}"
+    if kind is EventType.JOINT_SESSION_SCHEDULED:
+        where = "线上" if p["mode"] == "online" else p["place"]
+        return f"安排联合审查：{p['date']}，{where}", f"joint session on {p['date']}, {p['place']} ({p['mode']})"
     return f"办理时限{_FLAG_LABELS[p['level']]}", f"deadline {p['level']} flag"
 
 
@@ -308,6 +316,7 @@ def _start(event: Event, at: str) -> Case:
         location_code=p.get("location_code"),
         promised_days=p.get("promised_days"),
         handling_type=p.get("handling_type"),
+        package=p["package"] if isinstance(p.get("package"), dict) else None,
     )
 
 
@@ -390,6 +399,8 @@ def _apply(case: Case, event: Event, at: str) -> None:
         }
     elif kind is EventType.DEADLINE_FLAGGED:
         case.flags = {**p, "at": at, "node": event.node}
+    elif kind is EventType.JOINT_SESSION_SCHEDULED:
+        case.joint_session = {**p, "at": at, "node": event.node}
     # ROUTED changes nothing but the timeline.
 
 
@@ -501,6 +512,13 @@ def check_command(
             f"the matter belongs to department {matter_department!r}; an approver of {actor_department!r} "
             f"may not {action.replace('_', ' ')} it",
             ErrorKind.FORBIDDEN,
+        )
+    if action == "schedule_joint_session" and not (case.package or {}).get("joint"):
+        raise DomainError(
+            "not_joint",
+            "只有联审联验一件事的办件可以安排联合审查",
+            "only a sub-case of a joint-review package has a joint session",
+            ErrorKind.CONFLICT,
         )
     kind = event_type_for(case, action, at_node)
     rule = _RULES[kind]

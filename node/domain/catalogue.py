@@ -523,9 +523,12 @@ class Catalogue:
         version: int = 1,
         implementation: ImplementationList | None = None,
         note: str = "",
+        packages: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.version = version
         self.note = note
+        # 一件事 packages as the document holds them; node.domain.packages reads and validates them.
+        self.package_data: tuple[dict[str, Any], ...] = tuple(dict(p) for p in packages)
         self.implementation = implementation or ImplementationList()
         self._departments: dict[str, Department] = {}
         for department in departments:
@@ -631,6 +634,7 @@ class Catalogue:
             version=self.version + 1 if version is None else version,
             implementation=implementation,
             note=self.note,
+            packages=self.package_data,
         )
 
     def effective_matter(self, code_or_matter: str | Matter, tree: DivisionTree, location: str) -> Matter:
@@ -649,6 +653,8 @@ class Catalogue:
         }
         if self.note:
             data["note"] = self.note
+        if self.package_data:
+            data["packages"] = [dict(p) for p in self.package_data]
         return data
 
     @classmethod
@@ -664,7 +670,10 @@ class Catalogue:
                 f"目录文档格式错误：{problem}",
                 f"malformed catalogue document: {problem!r}",
             ) from None
-        base = cls(departments, matters, version=version, note=data.get("note", ""))
+        packages = data.get("packages") or []
+        if not isinstance(packages, list) or not all(isinstance(p, Mapping) for p in packages):
+            raise _invalid("invalid_catalogue", "目录文档的 packages 应为对象列表", "catalogue packages must be a list")
+        base = cls(departments, matters, version=version, note=data.get("note", ""), packages=packages)
         implementation = data.get("implementation") or {}
         if not implementation:
             return base

@@ -81,6 +81,7 @@ class EventType(StrEnum):
     WITHDRAWN = "withdrawn"
     EVALUATED = "evaluated"  # 好差评
     DEADLINE_FLAGGED = "deadline_flagged"  # 预警 / 黄牌 / 红牌
+    JOINT_SESSION_SCHEDULED = "joint_session_scheduled"  # 多图联审 / 联合验收: the lead sets the session
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -383,6 +384,13 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         _one_of(payload, "level", EVALUATION_LEVELS, problems)
     elif kind is EventType.DEADLINE_FLAGGED:
         _one_of(payload, "level", FLAG_LEVELS, problems)
+    elif kind is EventType.JOINT_SESSION_SCHEDULED:
+        _iso_date(payload, "date", problems)
+        _one_of(payload, "mode", ("onsite", "online"), problems)
+        _text(payload, "place", problems)
+        departments = payload.get("departments")
+        if not isinstance(departments, list) or not all(isinstance(d, str) for d in departments):
+            problems.append("payload.departments must be a list of department codes")
     return problems
 
 

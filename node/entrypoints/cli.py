@@ -155,9 +155,11 @@ def _demo_accounts(args: argparse.Namespace) -> int:
 def _demo_scenario(args: argparse.Namespace) -> int:
     from node.runtime import federation as fed
     from node.runtime.demo import ScenarioError, run_scenario
+    from node.runtime.package_demo import run_package_scenario
 
     try:
-        run_scenario(fed.Federation.load(Path(args.var)))
+        scenario = run_package_scenario if args.package else run_scenario
+        scenario(fed.Federation.load(Path(args.var)))
     except ScenarioError as exc:
         print(f"tongban: {exc}", file=sys.stderr)
         return 1
@@ -276,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.set_defaults(handler=_demo_accounts)
     scenario = demo.add_parser("scenario", help="drive the cross-county flow through the running federation")
     scenario.add_argument("--var", default=str(DEFAULT_VAR))
+    scenario.add_argument("--package", action="store_true", help="不动产转移登记一件事 instead of the single case")
     scenario.set_defaults(handler=_demo_scenario)
 
     people = demo.add_parser("people", help="the demo residents who have reference faces (for face verification)")

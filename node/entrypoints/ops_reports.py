@@ -59,6 +59,7 @@ def parse_ops(topic: str, payload: dict[str, Any], received_at: float) -> LinkRe
             store_reachable=store["reachable"] if isinstance(store.get("reachable"), bool) else None,
             store_docs=int(docs) if isinstance(docs, int) else None,
             store_size=int(size) if isinstance(size, int) else None,
+            incomplete=_count(payload.get("incomplete")),
         )
     if kind == "quarantine" and isinstance(payload.get("doc_id"), str):
         return QuarantineReport(
@@ -69,4 +70,11 @@ def parse_ops(topic: str, payload: dict[str, Any], received_at: float) -> LinkRe
             reason=str(payload.get("reason"))[:300] if payload.get("reason") else None,
             received_at=received_at,
         )
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative count from another node, bounded; anything else is not reported."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9:
+        return value
     return None

@@ -20,6 +20,7 @@ from node.service_layer.commands import SweepDeadlines
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
+APPOINTMENTS_S = 300.0
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -35,10 +36,12 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
         beat_schedule={
             "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
             "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
+            "appointments": {"task": "tongban.appointments", "schedule": APPOINTMENTS_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
+    app.task(name="tongban.appointments")(appointments)
     return app
 
 
@@ -65,6 +68,16 @@ def evaluate_alerts() -> dict[str, int]:
     from node.entrypoints.ops_jobs import evaluate_alerts_job
 
     return evaluate_alerts_job(context())
+
+
+def appointments() -> dict[str, int]:
+    """Bookings whose holder never came become no-shows; requests filed for this node's windows are decided."""
+    around = context().around
+    if around is None:
+        return {"no_shows": 0, "decided": 0}
+    no_shows = around.appointments.record_no_shows()
+    decided = around.appointments.decide_requests()
+    return {"no_shows": len(no_shows), "decided": len(decided)}
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

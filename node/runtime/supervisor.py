@@ -5,6 +5,11 @@ and gets SIGKILL from the kernel if the supervisor itself dies (``PR_SET_PDEATHS
 reaches the direct children only; what they forked themselves (a Celery beat, say) is left in the
 dead child's process group and is killed by the next start. Pid files under ``run_dir`` record what
 is running; a pid file whose process is gone is stale and simply replaced.
+
+A service that dies is restarted, within a budget that recovers over time: at most ``max_restarts``
+restarts in any ``restart_window_s`` (a sliding window). A service that spends its budget stays down
+until its oldest restart in the window has aged out, then is tried again — a crash loop costs a few
+restarts per window, and a fault that passes (a store back, a disk freed) never stops the federation.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.runtime.services import ServiceSpec, port_is_free
@@ -119,7 +125,9 @@ class Running:
     spec: ServiceSpec
     process: subprocess.Popen[bytes]
     started_at: float
-    restarts: int = 0
+    restarts: int = 0  # since the supervisor started
+    recent: deque[float] = field(default_factory=deque)  # when the restarts within the window happened
+    held: bool = False  # its restart budget is spent: it waits for the window to move on
 
 
 class Supervisor:
@@ -134,7 +142,9 @@ class Supervisor:
         self.progress = progress
         self.running: dict[str, Running] = {}
         self.groups: list[list[str]] = []  # in start order; stopped in reverse so apps go before their stores
+        # The restart budget per service: this many restarts in any window of this many seconds.
         self.max_restarts = 5
+        self.restart_window_s = 300.0
 
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
@@ -192,7 +202,9 @@ class Supervisor:
             )
         self._pid_file(spec.name).write_text(str(process.pid))
         previous = self.running.get(spec.name)
-        running = Running(spec, process, time.monotonic(), restarts=previous.restarts if previous else 0)
+        running = Running(spec, process, time.monotonic())
+        if previous is not None:
+            running.restarts, running.recent = previous.restarts, previous.recent
         self.running[spec.name] = running
         return running
 
@@ -232,19 +244,39 @@ class Supervisor:
         self.wait_healthy(spec.name for spec in specs)
 
     def restart_dead(self) -> list[str]:
-        """Restart every service that exited; returns their names. Gives up after ``max_restarts``."""
+        """Restart every service that exited and still has restart budget; returns their names.
+
+        Never gives up for good: a service whose budget is spent (``max_restarts`` in the last
+        ``restart_window_s``) is left down, said once, and restarted once the window has moved on.
+        """
         restarted = []
+        now = time.monotonic()
         for name, entry in list(self.running.items()):
             code = entry.process.poll()
             if code is None:
                 continue
-            if entry.restarts >= self.max_restarts:
-                raise StartError(f"{name} 反复退出 / {name} keeps dying (exit {code}); see {entry.spec.log_path}")
+            while entry.recent and now - entry.recent[0] >= self.restart_window_s:
+                entry.recent.popleft()
+            if len(entry.recent) >= self.max_restarts:
+                if not entry.held:
+                    entry.held = True
+                    wait = self.restart_window_s - (now - entry.recent[0])
+                    self.progress(
+                        f"  {name} 反复退出 / {name} keeps dying (exit {code}, {len(entry.recent)} restarts in "
+                        f"{self.restart_window_s:.0f}s); next try in {wait:.0f}s; see {entry.spec.log_path}"
+                    )
+                continue
             self.progress(f"  {name} exited with {code}; restarting")
+            entry.held = False
             entry.restarts += 1
+            entry.recent.append(now)
             # The leader is gone, but children it forked (workers holding its port) may not be.
             kill_group(entry.process.pid, ports=entry.spec.ports)
-            self.spawn(entry.spec)
+            try:
+                self.spawn(entry.spec)
+            except (StartError, OSError) as exc:  # a busy port, a missing binary: tried again within the budget
+                self.progress(f"  {name} could not be restarted: {exc}")
+                continue
             restarted.append(name)
         return restarted
 

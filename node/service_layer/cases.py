@@ -181,7 +181,10 @@ class CaseService:
 
         case_no = self._new_case_no()
         today = self.today()
-        deadline = self.calendar.add_working_days(today, matter.promised_days)
+        promised_days = matter.promised_days
+        if command.package is not None and isinstance(command.package.get("share_days"), int):
+            promised_days = min(promised_days, command.package["share_days"])  # the department's share
+        deadline = self.calendar.add_working_days(today, promised_days)
         accepted = self._event(
             case_no,
             EventType.ACCEPTED,
@@ -195,8 +198,9 @@ class CaseService:
                 "accepting_node": self.node,
                 "handling_node": handling,
                 "deadline": deadline.isoformat(),
-                "promised_days": matter.promised_days,
+                "promised_days": promised_days,
                 "handling_type": matter.handling_type,
+                **({"package": dict(command.package)} if command.package is not None else {}),
             },
         )
         written = [accepted]
@@ -410,6 +414,10 @@ class CaseService:
             return {"level": level, **({"comment": reason} if reason else {})}
         if kind in (EventType.WITHDRAWAL_REQUESTED, EventType.WITHDRAWN):
             return {"reason": reason} if reason else {}
+        if kind is EventType.JOINT_SESSION_SCHEDULED:
+            return _joint_session(command.session, self.today())
+        if kind is EventType.APPROVED and reason:
+            return {"conditions": reason}  # 附条件同意: an approval with conditions (a joint review's opinion)
         return {}
 
     def system_receive(self, case: Case, events: list[Event]) -> None:
@@ -443,3 +451,30 @@ class CaseService:
         flagged = self._event(case_no, EventType.DEADLINE_FLAGGED, command.actor, case.last_event_hash, payload)
         self._write([flagged], events)
         return level
+
+
+def _joint_session(session: Any, today: date) -> dict[str, Any]:
+    """The lead department's joint session: a day from today on, on site or online, the departments asked."""
+    if not isinstance(session, dict):
+        raise missing_field("session")
+    try:
+        day = date.fromisoformat(str(session.get("date")))
+    except ValueError:
+        raise _invalid(
+            "invalid_session_date", "会议日期格式应为 YYYY-MM-DD", "the session date must be YYYY-MM-DD"
+        ) from None
+    if day < today:
+        raise _invalid("session_in_past", "联合审查日期不能早于今天", "the joint session cannot be in the past")
+    mode, place = session.get("mode"), session.get("place")
+    departments = session.get("departments")
+    if mode not in ("onsite", "online") or not isinstance(place, str) or not 0 < len(place.strip()) <= 100:
+        raise _invalid(
+            "invalid_session", "请填写会议方式（现场/线上）和地点", "give the mode (onsite/online) and the place"
+        )
+    if (
+        not isinstance(departments, list)
+        or not 1 <= len(departments) <= 20
+        or not all(isinstance(d, str) and 0 < len(d) <= 40 for d in departments)
+    ):
+        raise _invalid("invalid_session", "请列出参加的部门", "list the departments taking part")
+    return {"date": day.isoformat(), "mode": mode, "place": place.strip(), "departments": sorted(set(departments))}

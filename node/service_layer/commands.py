@@ -59,6 +59,8 @@ class AcceptCase:
     locations: tuple[tuple[str, str], ...] = ()
     settle_on_spot: bool = False
     refuse_reason: str | None = None
+    # A sub-case of a 一件事 package: the package reference its first event carries (node.domain.packages).
+    package: Mapping[str, Any] | None = None
 
     def location(self, field_name: str | None) -> str | None:
         return dict(self.locations).get(field_name) if field_name else None
@@ -78,6 +80,8 @@ class ActOnCase:
     method: str | None = None
     new_handling_node: str | None = None
     level: int | None = None
+    # The joint session of a 联合审查/验收 (date, mode, place, departments), checked by the handler.
+    session: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,4 +133,24 @@ class PublishDelegation:
     remove: bool = False
 
 
-Command = AcceptCase | ActOnCase | FlagDeadline | SweepDeadlines | PublishCatalogue | PublishMatter | PublishDelegation
+@dataclass(frozen=True)
+class AcceptPackage:
+    """Accept a 一件事 package: one set of materials, one sub-case per matter (node.service_layer.packages)."""
+
+    actor: Actor
+    package_code: str
+    applicant: Applicant
+    materials: tuple[str, ...] = ()
+    locations: tuple[tuple[str, str], ...] = ()
+
+
+Command = (
+    AcceptPackage
+    | AcceptCase
+    | ActOnCase
+    | FlagDeadline
+    | SweepDeadlines
+    | PublishCatalogue
+    | PublishMatter
+    | PublishDelegation
+)

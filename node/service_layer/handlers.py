@@ -10,6 +10,8 @@ from node.adapters.mqtt import MqttLink, notice_topic
 from node.adapters.readmodel import Projector
 from node.domain.messages import CaseChanged, CaseWritten
 from node.service_layer.cases import CaseService
+from node.service_layer.packages import PackageService
+from node.service_layer.ratings import RatingService
 
 
 def project(message: CaseWritten, projector: Projector) -> None:
@@ -36,3 +38,11 @@ def post_notice_of_own_write(message: CaseChanged, link: MqttLink | None, node: 
 def take_in(message: CaseChanged, cases: CaseService) -> None:
     """A case that has just arrived for this node is taken in (签收) at once, so its timeline shows when."""
     cases.system_receive(message.case, list(message.events))
+
+
+def take_evaluations(message: CaseChanged, ratings: RatingService) -> None:
+    """At the handling node, a poor evaluation of the case opens a rectification ticket (谁办理谁负责)."""
+    ratings.take_case_evaluations(message.case, message.events)
+def take_in_package(message: CaseChanged, packages: PackageService) -> None:
+    """A sub-case of a 一件事 package is indexed; at the window a refusal may stop its siblings."""
+    packages.take_in(message)

@@ -86,6 +86,9 @@ class NodeHealth:
     pending: int | None = None
     offline_for_s: float | None = None
     first_seen: float | None = None
+    incomplete: int | None = None  # cases with a gap in their history, as last reported
+    incomplete_for_s: float | None = None  # how long it has had some
+    incomplete_fresh: bool = False  # whether that report is recent (``report_fresh_s``)
 
 
 N = TypeVar("N", bound=NodeHealth)
@@ -122,6 +125,8 @@ def node_health(
         status, reason, offline_for = _node_status(row, now, thresholds)
         beat = heartbeats.get(code)
         link = links.get(code)
+        gap = snapshot.gaps.get(code)
+        gap_since = gap.get("incomplete_since") if gap else None
         nodes.append(
             kind(
                 code=code,
@@ -138,9 +143,18 @@ def node_health(
                 pending=link.get("pending") if link else None,
                 offline_for_s=offline_for,
                 first_seen=row.get("first_seen_at") if row else None,
+                incomplete=gap.get("incomplete") if gap else None,
+                incomplete_for_s=max(0.0, now - gap_since) if gap_since is not None else None,
+                incomplete_fresh=gap is not None and now - gap["received_at"] <= thresholds.report_fresh_s,
             )
         )
     return nodes
+
+
+def incomplete_totals(nodes: Sequence[NodeHealth]) -> dict[str, int]:
+    """Cases with a gap in their history across the tree, and how many nodes hold some (last reports)."""
+    counts = [node.incomplete for node in nodes if node.incomplete]
+    return {"cases": sum(c for c in counts if c), "nodes": len(counts)}
 
 
 @dataclass

@@ -20,7 +20,20 @@ from flask import Flask
 
 from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
-from node.entrypoints.web import api, auth, catalogue_pages, health, i18n, limits, metrics, ops, pages, sync_api
+from node.entrypoints.web import (
+    api,
+    around,
+    auth,
+    catalogue_pages,
+    health,
+    i18n,
+    limits,
+    metrics,
+    ops,
+    packages,
+    pages,
+    sync_api,
+)
 from node.entrypoints.web.http import API_LIFETIMES, API_LIFETIMES_KEY, PAGE_LIFETIMES, PAGE_LIFETIMES_KEY
 from node.entrypoints.web.notices import NoticeBoard
 from node.entrypoints.web.templating import template_context
@@ -51,8 +64,12 @@ def create_app(context: NodeContext) -> Flask:
         catalogue_pages.blueprint,
         sync_api.blueprint,
         ops.blueprint,
+        around.api,
+        around.pages,
+        packages.api,
+        packages.pages,
     ):
         app.register_blueprint(blueprint)
     # The signed-in pages: language choice, CSRF check and security headers (see auth).
-    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages"})
+    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages", "around", "packages"})
     return app

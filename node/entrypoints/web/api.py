@@ -5,11 +5,13 @@ Thin: parse the request, call the service, turn the result (or the DomainError) 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from node.domain.case import CaseState
+from node.domain.case import Case, CaseState
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.auth import SignInRefused, replace_password, sign_in
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
@@ -192,7 +194,13 @@ def accept() -> ResponseReturnValue:
 @require_role()
 def get_case(case_no: str) -> ResponseReturnValue:
     cases = context().cases
-    return jsonify(case_view(g.actor, cases.staff_view(g.actor, cases.load(case_no))))
+    case = cases.load(case_no)
+    return jsonify({**case_view(g.actor, cases.staff_view(g.actor, case)), **history_gap(case)})
+
+
+def history_gap(case: Case) -> dict[str, Any]:
+    """Whether the case's history has a gap, and the predecessor hashes missing (no personal data)."""
+    return {"incomplete": case.incomplete, "missing_predecessors": list(case.missing_predecessors)}
 
 
 @blueprint.post("/cases/<case_no>/actions")
@@ -202,7 +210,7 @@ def act(case_no: str) -> ResponseReturnValue:
     body = json_body()
     command = checked_action(act_on_case_from_json(g.actor, case_no, body), body.get("signed_request"))
     case = context().bus.handle(command)
-    return jsonify(case_view(g.actor, cases.staff_view(g.actor, case)))
+    return jsonify({**case_view(g.actor, cases.staff_view(g.actor, case)), **history_gap(case)})
 
 
 @blueprint.get("/inbox")

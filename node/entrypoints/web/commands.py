@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from node.domain.catalogue import LOCATION_FIELDS
 from node.domain.errors import DomainError, ErrorKind, missing_field
-from node.service_layer.commands import MAX_REASON, AcceptCase, ActOnCase, Actor, Applicant
+from node.service_layer.commands import MAX_REASON, AcceptCase, AcceptPackage, ActOnCase, Actor, Applicant
 
 LOCATION_KEYS = tuple(key for key in LOCATION_FIELDS.values() if key is not None)
 MAX_MATERIALS = 100
@@ -103,6 +103,20 @@ def accept_case_from_json(actor: Actor, body: Mapping[str, Any]) -> AcceptCase:
         locations=_locations(body),
         settle_on_spot=bool(body.get("settle_on_spot")),
         refuse_reason=_text(body.get("refuse_reason"), "refuse_reason", limit=MAX_REASON, required=False),
+    )
+
+
+def accept_package_from_json(actor: Actor, package_code: str, body: Mapping[str, Any]) -> AcceptPackage:
+    """``POST /api/v1/packages/<code>/cases``: one applicant, one set of materials, the locations."""
+    raw = body.get("applicant")
+    if not isinstance(raw, dict):
+        raise _invalid("missing_field", "缺少申请人信息 applicant", "field 'applicant' (an object) is missing")
+    return AcceptPackage(
+        actor=actor,
+        package_code=str(_text(package_code, "package_code", limit=40)),
+        applicant=_applicant(raw.get("kind"), raw.get("name"), raw.get("id_number"), raw.get("credit_code")),
+        materials=_materials(body.get("materials")),
+        locations=_locations(body),
     )
 
 

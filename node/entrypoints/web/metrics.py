@@ -3,7 +3,8 @@
 - Replication: the agent's link statistics, read from the small JSON file the agent rewrites with
   every heartbeat (``agent-stats.json``; the web process has no link of its own).
 - Queue: the length of the node's Celery queue in Redis.
-- Cases: counts by state and deadline flag, quarantined documents — from the read model.
+- Cases: counts by state and deadline flag, quarantined documents, cases with a gap in their history —
+  from the read model.
 - HTTP: requests and latency per endpoint (the URL rule, so case numbers never become labels),
   counted by app-wide before/after request hooks. Counters live in the process: with several
   gunicorn workers each worker reports its own, as with any multi-process Python exporter.
@@ -30,6 +31,7 @@ from node.domain.case import CaseState
 from node.entrypoints.web.http import monitors, ops_model, thresholds
 from node.entrypoints.web.ops_views import link_state_counts, link_views, node_views, status_counts
 from node.service_layer.alerts import ALERT_KINDS
+from node.service_layer.ops import incomplete_totals
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -166,6 +168,21 @@ def _replication(out: Exposition, context: NodeContext) -> None:
             "Local changes since the push checkpoint (capped at 1000)",
             [({"parent": parent}, stats["pending"])],
         )
+    agent = stats.get("agent") if isinstance(stats.get("agent"), dict) else {}
+    errors = agent.get("errors") if isinstance(agent.get("errors"), dict) else {}
+    out.metric(
+        "tongban_agent_errors_total",
+        "counter",
+        "Failed agent steps since it started, by the error's type (it backs off and goes on)",
+        [({"type": str(kind)[:60]}, n) for kind, n in sorted(errors.items()) if isinstance(n, int)],
+    )
+    if isinstance(agent.get("failed_cycles"), int):
+        out.metric(
+            "tongban_agent_failed_cycles",
+            "gauge",
+            "Agent cycles in a row with a failed step (0: the last one succeeded)",
+            [({}, agent["failed_cycles"])],
+        )
     store = stats.get("store") if isinstance(stats.get("store"), dict) else {}
     out.metric(
         "tongban_store_reachable",
@@ -210,6 +227,12 @@ def _cases(out: Exposition, context: NodeContext) -> None:
         [({"level": level}, int(by_flag.get(level, 0))) for level in ("warning", "yellow", "red")],
     )
     out.metric("tongban_quarantined_documents", "gauge", "Documents quarantined here", [({}, int(quarantined))])
+    out.metric(
+        "tongban_cases_incomplete",
+        "gauge",
+        "Cases whose history has a gap here (an event names a predecessor not held; re-requested from the parent)",
+        [({}, int(held.incomplete))],
+    )
 
 
 def _http(out: Exposition) -> None:
@@ -265,6 +288,19 @@ def _operations(out: Exposition) -> None:
         "gauge",
         "Largest link lag (age of a heartbeat document at the city)",
         [({}, round(max(lags), 3))] if lags else [],
+    )
+    gaps = incomplete_totals(nodes)
+    out.metric(
+        "tongban_ops_incomplete_cases",
+        "gauge",
+        "Cases with a gap in their history, summed over the nodes' last reports",
+        [({}, gaps["cases"])],
+    )
+    out.metric(
+        "tongban_ops_nodes_with_incomplete_cases",
+        "gauge",
+        "Nodes that last reported cases with a gap in their history",
+        [({}, gaps["nodes"])],
     )
     open_alerts = ops.open_alert_counts()
     kinds = ALERT_KINDS

@@ -42,7 +42,7 @@ from node.entrypoints.web.ops_views import (
     tree_groups,
 )
 from node.service_layer.alerts import alert_json
-from node.service_layer.ops import case_figures, refresh_outcomes
+from node.service_layer.ops import case_figures, incomplete_totals, refresh_outcomes
 from tiers import Tier
 
 blueprint = Blueprint("ops", __name__)
@@ -73,6 +73,7 @@ ALERT_KIND_LABELS: dict[str, LazyString] = {
     "checkpoint_stuck": lazy_gettext("同步检查点停滞"),
     "quarantine": lazy_gettext("发现被隔离（篡改）的文档"),
     "store_unreachable": lazy_gettext("数据库不可达"),
+    "incomplete_cases": lazy_gettext("案卷长期不完整"),
 }
 LINK_STATE_LABELS: dict[str, LazyString] = {
     "ok": lazy_pgettext("link", "正常"),
@@ -282,6 +283,7 @@ def node_titles(nodes: list[NodeView]) -> dict[str, str]:
         "version": gettext("版本"),
         "lag": gettext("同步延迟"),
         "store_size": gettext("数据库大小"),
+        "incomplete": gettext("案卷不完整"),
     }
     status = {key: str(label) for key, label in NODE_STATUS_LABELS.items()}
     why = {key: str(label) for key, label in OFFLINE_REASON_LABELS.items()}
@@ -299,8 +301,22 @@ def node_titles(nodes: list[NodeView]) -> dict[str, str]:
             parts.append(f"{labels['lag']} {fmt_age(node.lag_s)}")
         if node.store_size:
             parts.append(f"{labels['store_size']} {fmt_size(node.store_size)}")
+        if node.incomplete:
+            parts.append(f"{labels['incomplete']} {node.incomplete}")
         titles[node.code] = " · ".join(parts)
     return titles
+
+
+def _rating_figures() -> list[dict[str, Any]]:
+    """好差评 per handling node, from every case's evaluation the city holds (names nobody who rated)."""
+    around, tree = context().around, context().tree
+    if around is None:
+        return []
+    rows = []
+    for code, row in around.ratings.figures("node").items():
+        name = tree.get(code).name if code in tree else code
+        rows.append({"code": code, "name": name, **row})
+    return rows
 
 
 @pages.get("")
@@ -328,6 +344,8 @@ def dashboard() -> ResponseReturnValue:
         open_alert_total=sum(ops.open_alert_counts().values()),
         closed_alerts=_alert_rows("closed", 20),
         figures=figures,
+        ratings=_rating_figures(),
+        gaps=incomplete_totals(nodes),
         poll_ms=POLL_MS,
         links_shown=LINKS_SHOWN,
         thresholds=limits,

@@ -33,6 +33,7 @@ class NodeView(NodeHealth):
             "lag_s": rounded(self.lag_s),
             "pending": self.pending,
             "offline_for_s": rounded(self.offline_for_s),
+            "incomplete": self.incomplete,
         }
 
 

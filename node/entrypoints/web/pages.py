@@ -160,12 +160,14 @@ def _inbox_rows() -> tuple[list[dict[str, Any]], str, str]:
         rows = readmodel.search(text=text, state=state or None)
     else:
         rows = readmodel.inbox(context().config.code, actor.role, actor.department)
+    gaps = readmodel.incomplete_cases([row.case_no for row in rows]) if rows else {}
     shown = [
         data
         | {
             "state_label": state_label(data["state"]),
             "flag_label": flag_label(data["flag"]),
             "url": url_for("pages.case", case_no=data["case_no"]),
+            "incomplete": data["case_no"] in gaps,
         }
         for data in case_rows(actor, rows, text)
     ]
@@ -246,7 +248,8 @@ def inbox_json() -> ResponseReturnValue:
     g.actor = Actor.of(account)
     rows, _text, _state = _inbox_rows()
     paused = gettext("暂停计时")
-    return jsonify({"node": context().config.code, "role": account.role, "paused_label": paused, "cases": rows})
+    labels = {"paused_label": paused, "incomplete_label": gettext("案卷不完整")}
+    return jsonify({"node": context().config.code, "role": account.role, **labels, "cases": rows})
 
 
 # --- case detail and actions ---
@@ -272,8 +275,26 @@ def _render_case(
         values=values or {},
         evaluation_levels=[(level, str(label)) for level, label in EVALUATION_LABELS.items()],
         transfer_targets=_transfer_targets(case.handling_node) if "transfer" in allowed else [],
+        gap=gap_notice(len(case.missing_predecessors), asks_parent=bool(context().config.parent_url)),
     )
     return page, status
+
+
+def gap_notice(missing: int, asks_parent: bool = True) -> dict[str, str] | None:
+    """The banner of a case whose history has a gap (events name predecessors this node does not hold).
+
+    Both languages at once, whatever the page's language, like an error: staff must not miss it.
+    A node with a parent asks it again for the missing steps (:class:`sync.link.GapFiller`).
+    """
+    if not missing:
+        return None
+    asked_zh = "，已向上级节点重新请求" if asks_parent else ""
+    asked_en = " and has asked its parent for them again" if asks_parent else ""
+    return {
+        "zh": f"案卷不完整：本节点缺少该案件的 {missing} 条前序记录{asked_zh}；补齐之前请勿据此作出决定。",
+        "en": f"Incomplete case history: this node lacks {missing} earlier record(s) of this case{asked_en}; "
+        "do not decide on the case until they arrive.",
+    }
 
 
 def _transfer_targets(current: str) -> list[Division]:

@@ -1,11 +1,12 @@
 """``/sync/v1``: the parent side of replication links, for the node's children only.
 
 Each request must be signed by a child of this node with a certificate of the city CA, for this
-node (audience), with a nonce not seen before; the body is read only after the headers checked out
-and only up to :data:`MAX_BODY`. Anything else gets 401/403/411/413 and nothing else. Every answer is
-signed with this node's key so the child knows it comes from its parent. Input is validated: a bad
-value is a 400, never a 5xx; documents the child may not author are refused, counted and recorded
-for city operations (see :mod:`sync.authority`).
+node (audience), with a nonce not seen before by any web process of this node (the node's nonce
+log); the body is read only after the headers checked out and only up to :data:`MAX_BODY`. Anything
+else gets 401/403/411/413 and nothing else. Every answer is signed with this node's key so the child
+knows it comes from its parent. Input is validated: a bad value is a 400, never a 5xx; documents the
+child may not author are refused, counted and recorded for city operations (see :mod:`sync.authority`).
+A child may also ask again for events missing in the middle of its cases' histories (``missing_events``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from pycouchdb import exceptions as couch_errors
 
 from node.adapters.docstore import StoreUnavailable
+from node.adapters.eventstore import HEX64
 from node.domain.errors import DomainError
 from node.entrypoints.web.http import context, error_response
 from sync.auth import HEADER_NONCE, ReplayCache, check_request_headers, sign_response, verify_request
@@ -33,6 +35,11 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_IDS = 10_000
 _LOCAL_NAME = re.compile(r"^[0-9A-Za-z_.\-]{1,200}$")
 _SEQ = re.compile(r"^[0-9A-Za-z_\-]{1,400}$")  # CouchDB 3's opaque sequence strings
+# A re-request of the steps missing in the middle of case histories: bounded per request.
+MAX_GAP_CASES = 100
+MAX_GAP_HASHES = 500
+_GAP_CASE_NO = re.compile(r"^[0-9A-Za-z_\-]{1,80}$")
+# Only for a context built without the node's shared nonce log (every bootstrapped web process has one).
 _REPLAYS = ReplayCache()
 
 
@@ -83,7 +90,13 @@ def authenticate_child() -> ResponseReturnValue | None:
     target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
     try:
         verify_request(
-            headers, request.method, target, request.get_data(), node.identity.ca_pem, node.config.code, _REPLAYS
+            headers,
+            request.method,
+            target,
+            request.get_data(),
+            node.identity.ca_pem,
+            node.config.code,
+            node.nonces or _REPLAYS,
         )
     except DomainError as exc:
         return jsonify(exc.to_dict()), 401
@@ -196,6 +209,24 @@ def bulk_docs() -> ResponseReturnValue:
     failures, refused = server().accept_push(g.child, docs)
     context().wake()
     return jsonify({"failures": failures, "refused": refused})
+
+
+@blueprint.post("/missing_events")
+def missing_events() -> ResponseReturnValue:
+    """Events the child lacks in the middle of its cases' histories, by the hashes its events name."""
+    wanted = _object(_body()).get("cases")
+    if not isinstance(wanted, dict) or len(wanted) > MAX_GAP_CASES:
+        raise BadRequest(f"cases must be an object of at most {MAX_GAP_CASES} case numbers")
+    total = 0
+    for case_no, hashes in wanted.items():
+        if not _GAP_CASE_NO.match(case_no):
+            raise BadRequest("malformed case number")
+        if not isinstance(hashes, list) or not all(isinstance(h, str) and HEX64.match(h) for h in hashes):
+            raise BadRequest("each case's hashes must be a list of 64 lowercase hex digits")
+        total += len(hashes)
+    if total > MAX_GAP_HASHES:
+        raise BadRequest(f"at most {MAX_GAP_HASHES} hashes per request")
+    return jsonify({"docs": server().missing_events(g.child, wanted)})
 
 
 def _local_name(name: str) -> str:
