@@ -52,6 +52,7 @@ from bench.record import append_result
 from bench.yeargen import Signers, Stats, YearGenerator, write_year
 from node.adapters.readmodel import ReadModel, cases
 from node.runtime.federation import Federation
+from node.runtime.provisioning import seed_demo_accounts
 from node.runtime.services import docstore_spec, port_is_free
 from node.runtime.supervisor import Supervisor
 from tiers import yiyang
@@ -229,7 +230,7 @@ def busiest_department(readmodel: ReadModel) -> str:
 
 
 def measure_requests(url: str, var: Path, readmodel: ReadModel, samples: int, seed: int) -> dict[str, Any]:
-    accounts = json.loads((var / "nodes" / CITY / "demo-accounts.json").read_text(encoding="utf-8"))
+    accounts = seed_demo_accounts(Federation.load(var).node_config(CITY))  # the passwords are sealed at rest
     department = busiest_department(readmodel)
     approver = login(url, accounts, f"approver.{department}")
     acceptor = login(url, accounts, "acceptor")

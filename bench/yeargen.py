@@ -63,7 +63,6 @@ from typing import Any
 
 import requests
 from cryptography import x509
-from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -297,9 +296,7 @@ class Applicants:
         self.seed = seed
         self.villages = villages
         self.cumulative = cumulative
-        pii = PersonalData.ensure(data_key) if data_key is not None else None
-        self.pii = pii
-        self._fernet = Fernet(json.loads(data_key.read_text())["fernet"].encode()) if data_key is not None else None
+        self.pii = PersonalData.load(data_key) if data_key is not None else None
 
     def home(self, index: int) -> str:
         rng = _rng(self.seed, "home", index)
@@ -318,7 +315,9 @@ class Applicants:
             number = make_id_number(home[:6], birth, index % 1000)
             masked, sealed = mask_id_number(number), {"name": name, "id_number": number}
             kind = "person"
-        return {"kind": kind, "key": self.key(number), "masked": masked, "sealed": self._seal(sealed, index, at_ms)}
+        sealed_text = self._seal(sealed, index, at_ms)
+        applicant = {"kind": kind, "key": self.key(number), "masked": masked, "sealed": sealed_text}
+        return {**applicant, "key_id": self.pii.key_id} if self.pii is not None else applicant
 
     def key(self, number: str) -> str:
         if self.pii is None:
@@ -328,10 +327,11 @@ class Applicants:
     def _seal(self, fields: dict[str, Any], index: int, at_ms: int) -> str:
         """Fernet with an IV and time fixed by the seed, so the payload (and the event hash) are reproducible."""
         data = json.dumps(fields, ensure_ascii=False).encode()
-        if self._fernet is None:
+        if self.pii is None:
             return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
         iv = hashlib.sha256(f"{self.seed}:iv:{index}:{at_ms}".encode()).digest()[:16]
-        return self._fernet._encrypt_from_parts(data, at_ms // 1000, iv).decode()
+        key_id, key = self.pii.keyring.current()  # "<key id>:<token>", as PersonalData.seal makes them
+        return f"{key_id}:{key.fernet._encrypt_from_parts(data, at_ms // 1000, iv).decode()}"
 
 
 class YearGenerator:

@@ -203,7 +203,10 @@ def bootstrap(
     events = EventStore(store)
     verifier = EventVerifier(events, identity.ca_pem)
     state = NodeState(config.data_dir / "state.sqlite3")
-    readmodel = ReadModel(config.data_dir / READMODEL_DB)
+    # Personal data: the city's keyring for event payloads, the node's own for the read model. Both were
+    # made by provisioning; a missing one stops the process (pii.MissingKey) rather than being replaced.
+    city_keys, node_keys = PersonalData.load(config.data_key_path), PersonalData.load(config.local_key_path)
+    readmodel = ReadModel(config.data_dir / READMODEL_DB, node_keys)
     catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     bus = MessageBus()
     cases = CaseService(
@@ -214,7 +217,7 @@ def bootstrap(
         verifier,
         identity,
         state,
-        PersonalData.ensure(config.data_key_path),
+        city_keys,
         calendar,
         publish=bus.publish,
     )
@@ -223,7 +226,7 @@ def bootstrap(
         readmodel,
         verifier,
         lambda: catalogue.current,
-        cases.applicant_name,
+        cases.applicant_fields,
         lambda case: scope(case, tree),
         publish=bus.publish,
         own_node=config.code,

@@ -8,7 +8,9 @@ one module needs (the identity directory and the data key in it).
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -18,6 +20,7 @@ DOCSTORE_DB = "tongban"
 IDENTITY_DIR = "identity"  # the node's key, certificate and copy of the data key
 DATA_KEY = "data.key"  # the federation's key for personal data (in the CA's and every node's identity directory)
 MQTT_PASSWORD = "mqtt.password"  # the node's password at its own broker and its parent's (identity directory, 0600)
+LOCAL_KEY = "local.key"  # the node's own keyring for personal data that never leaves it (read model, demo passwords)
 
 
 def task_queue(node_code: str) -> str:
@@ -95,17 +98,24 @@ class NodeConfig:
         return (self.code, password) if password else None
 
     @property
+    def local_key_path(self) -> Path:
+        return self.identity_dir / LOCAL_KEY
+
+    @property
     def config_path(self) -> Path:
         return self.data_dir / "node.json"
 
     def save(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Write ``node.json`` (0600: it holds the web's secret key) in the data directory (0700)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)  # the node's data, keys and personal data: its user's alone
         data = asdict(self)
         data["data_dir"] = str(self.data_dir)
         data["ca_dir"] = str(self.ca_dir) if self.ca_dir else None
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        tmp.replace(self.config_path)
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".node.json.", suffix=".tmp")  # created 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, ensure_ascii=False, indent=2))
+        os.replace(tmp, self.config_path)
         return self.config_path
 
     @classmethod

@@ -113,8 +113,10 @@ def test_other_id_formats_sharing_the_scheme() -> None:
 
 
 def test_mask_id_number() -> None:
-    assert mask_id_number("430902198503151234") == "430902********1234"
-    assert mask_id_number("11010519491231002X") == "110105********002X"
+    # At most the region and the check character (issue 11: 10 of 18 characters made it recoverable).
+    assert mask_id_number("430902198503151234") == "430902***********4"
+    assert mask_id_number("11010519491231002X") == "110105***********X"
+    assert mask_id_number("430902********1234") == "430902***********4"  # an older mask, masked again
     assert mask_id_number("123") == "***"
     assert "19850315" not in mask_id_number(YIYANG_1985)
 

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from node.adapters.sqlite import private_file
 from node.domain.appointments import (
     Appointment,
     AppointmentStatus,
@@ -122,7 +123,7 @@ def _slot_iso(moment: datetime) -> str:
 
 
 def _engine(path: Path) -> Engine:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)  # 0600 before SQLite creates it: appointments name applicants by their look-up key
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

@@ -2,6 +2,11 @@
 
 It follows the document store's ``_changes`` feed from a persisted checkpoint and can always be
 rebuilt from the store. SQLite by default; any SQLAlchemy URL works (PostgreSQL in production).
+
+Personal data is never in it in plaintext (docs/personal-data.md): the applicant's name and ID
+number are sealed with the node's own keyring, and found through blind indexes (keyed hashes of the
+exact, normalised full name and of the ID number); every value names the key it was made with, and
+:meth:`ReadModel.rekey` moves every row to the current key after a rotation.
 """
 
 from __future__ import annotations
@@ -9,20 +14,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, func, or_, select
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, bindparam, delete, func, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.batching import GroupCommit
 from node.adapters.docstore import Doc, DocStore
 from node.adapters.eventstore import EventVerifier, Quarantined
+from node.adapters.pii import IDENTIFIER, NAME, PersonalData
 from node.adapters.sqlite import create_tables, sqlite_engine
+from node.config import IDENTITY_DIR, LOCAL_KEY
 from node.domain.case import Case, fold
 from node.domain.catalogue import Catalogue
 from node.domain.errors import DomainError
@@ -31,6 +38,8 @@ from node.domain.messages import CaseChanged
 
 READMODEL_DB = "readmodel.sqlite3"  # the read model's file in a node's data directory
 DECIDED_STATES = ("approved", "rejected", "delivered")
+UNREADABLE = "（无法解密）"  # the name shown for an applicant this node cannot open
+REKEY_BATCH = 500  # rows re-sealed per transaction by ReadModel.rekey
 
 metadata = MetaData()
 
@@ -44,8 +53,14 @@ cases = Table(
     Column("state", String, nullable=False, index=True),
     Column("accepting_node", String, nullable=False, index=True),
     Column("handling_node", String, nullable=False, index=True),
-    Column("applicant_name", String, nullable=False),
-    Column("applicant_key", String, nullable=False, index=True),
+    # The applicant, sealed with the node's keyring ("<key id>:<token>" of {"name", "id"}); NULL when the
+    # event's sealed applicant could not be opened here.
+    Column("applicant_sealed", Text, nullable=True),
+    # Blind indexes with the node's keyring ("<key id>:<hmac>"): the exact normalised full name, the ID
+    # number or credit code. Never the city's look-up key of the events: a stolen read model is worth nothing
+    # without this node's own key.
+    Column("name_index", String, nullable=True, index=True),
+    Column("applicant_key", String, nullable=True, index=True),
     Column("deadline", String, nullable=True, index=True),
     Column("paused", Boolean, nullable=False),
     Column("flag", String, nullable=True),
@@ -89,7 +104,7 @@ _UPSERT_CASE = _insert_case.on_conflict_do_update(
 )
 
 # Bump when a projected table changes shape: an older read model is dropped and rebuilt from the store.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 3: the incomplete column; 4: applicant sealed and blind-indexed (before, names in plaintext)
 schema = Table("schema", metadata, Column("version", Integer, primary_key=True))
 
 PROJECTED_TABLES = (cases, quarantine, pending_cases, checkpoints)
@@ -142,15 +157,24 @@ class HeldCounts:
 
 
 class ReadModel:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, personal: PersonalData | None = None) -> None:
+        """``personal``: the node's own keyring; by default the one of the node whose data directory holds ``path``
+        (loaded when first needed: counting rows needs no key)."""
         self.engine = sqlite_engine(path)
-        create_tables(metadata, self.engine, path, self._migrate)
+        self._path = path
+        self._personal = personal
+        migrated: list[bool] = []
+        create_tables(metadata, self.engine, path, lambda conn: migrated.append(self._migrate(conn)))
+        if any(migrated):
+            # What the older shape held may still sit in the write-ahead log's frames: empty it.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         # One SQLite transaction for the rows of concurrent requests: threads waiting in SQLite's
         # busy handler back off in sleeps of up to 100 ms, which made the slowest requests slow.
         self._upserts: GroupCommit[dict[str, Any], None] = GroupCommit(self._upsert_many)
 
     @staticmethod
-    def _migrate(conn: Any) -> None:
+    def _migrate(conn: Any) -> bool:
         """A read model of an older shape is thrown away; the checkpoint goes with it, so it is rebuilt."""
         version = conn.execute(select(func.max(schema.c.version))).scalar()
         if version != SCHEMA_VERSION:
@@ -158,10 +182,38 @@ class ReadModel:
                 table.drop(conn, checkfirst=True)
             metadata.create_all(conn)
             conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+            # secure_delete (node.adapters.sqlite) zeroed what the older shape held (plaintext names before 3).
+            return True
+        return False
+
+    @property
+    def personal(self) -> PersonalData:
+        """The node's own keyring (pii.MissingKey if the node has none: provisioning makes it)."""
+        if self._personal is None:
+            self._personal = PersonalData.load(self._path.parent / IDENTITY_DIR / LOCAL_KEY)
+        return self._personal
+
+    def _personal_columns(self, applicant: Mapping[str, Any] | None) -> dict[str, str | None]:
+        """The sealed applicant and its blind indexes under the node's current key (NULLs if not opened)."""
+        if not applicant:
+            return {"applicant_sealed": None, "name_index": None, "applicant_key": None}
+        name = str(applicant.get("name") or "")
+        identifier = str(applicant.get("id_number") or applicant.get("credit_code") or applicant.get("id") or "")
+        return {
+            "applicant_sealed": self.personal.seal({"name": name, "id": identifier}),
+            "name_index": self.personal.index(NAME, name) if name else None,
+            "applicant_key": self.personal.index(IDENTIFIER, identifier) if identifier else None,
+        }
 
     def upsert_case(
-        self, case: Case, event_ids: list[str], catalogue: Catalogue, applicant_name: str, scope: frozenset[str]
+        self,
+        case: Case,
+        event_ids: list[str],
+        catalogue: Catalogue,
+        applicant: Mapping[str, Any] | None,
+        scope: frozenset[str],
     ) -> None:
+        """Project one case; ``applicant`` is its opened sealed applicant, stored sealed with the node's key."""
         matter = catalogue.get(case.matter_code) if case.matter_code in catalogue else None
         values = {
             "case_no": case.case_no,
@@ -171,8 +223,7 @@ class ReadModel:
             "state": case.state.value,
             "accepting_node": case.accepting_node,
             "handling_node": case.handling_node,
-            "applicant_name": applicant_name,
-            "applicant_key": str(case.applicant.get("key", "")),
+            **self._personal_columns(applicant),
             "deadline": case.deadline.isoformat() if case.deadline else None,
             "paused": case.paused,
             "flag": (case.flags or {}).get("level"),
@@ -259,10 +310,20 @@ class ReadModel:
             for table in PROJECTED_TABLES:
                 conn.execute(delete(table))
 
-    def _rows(self, statement: Any) -> list[CaseRow]:
+    def _applicant(self, sealed: str | None) -> dict[str, Any] | None:
+        return self.personal.open(sealed) if sealed else None
+
+    def _rows(self, statement: Any, named: bool = True) -> list[CaseRow]:
+        """Rows as CaseRow; ``named=False`` leaves the applicant sealed (name "") for callers that never show it."""
         with self.engine.connect() as conn:
             rows = conn.execute(statement).all()
-        return [CaseRow(**{k: row._mapping[k] for k in CaseRow.__dataclass_fields__}) for row in rows]
+        shown = [k for k in CaseRow.__dataclass_fields__ if k != "applicant_name"]
+        result = []
+        for row in rows:
+            applicant = self._applicant(row._mapping["applicant_sealed"]) if named else {"name": ""}
+            name = str(applicant.get("name") or "") if applicant else UNREADABLE
+            result.append(CaseRow(**{k: row._mapping[k] for k in shown}, applicant_name=name))
+        return result
 
     def inbox(self, node: str, role: str, department: str | None, limit: int = 200) -> list[CaseRow]:
         """Open cases waiting for this role at this node, most urgent deadline first."""
@@ -286,22 +347,36 @@ class ReadModel:
         return self._rows(query)
 
     def search(
-        self, text: str = "", state: str | None = None, applicant_key: str | None = None, limit: int = 100
+        self,
+        text: str = "",
+        state: str | None = None,
+        applicant_key: str | None = None,
+        limit: int = 100,
+        id_number: str | None = None,
     ) -> list[CaseRow]:
+        """Cases whose number or matter contains ``text``, or whose applicant's full name or ID number is ``text``.
+
+        Names are matched exactly (after normalisation) through the blind index: a substring of a name
+        cannot be searched without the name in plaintext (docs/personal-data.md). ``applicant_key`` is a
+        stored blind index; ``id_number`` an ID number or credit code to look up.
+        """
         query = select(cases)
         if text:
             # autoescape: the text is matched literally, % and _ typed by a person are not wildcards.
-            query = query.where(
-                or_(
-                    cases.c.case_no.contains(text, autoescape=True),
-                    cases.c.matter_name.contains(text, autoescape=True),
-                    cases.c.applicant_name.contains(text, autoescape=True),
-                )
-            )
+            matches = [
+                cases.c.case_no.contains(text, autoescape=True),
+                cases.c.matter_name.contains(text, autoescape=True),
+            ]
+            if text.strip():
+                matches.append(cases.c.name_index.in_(self.personal.indexes(NAME, text)))
+                matches.append(cases.c.applicant_key.in_(self.personal.indexes(IDENTIFIER, text)))
+            query = query.where(or_(*matches))
         if state:
             query = query.where(cases.c.state == state)
         if applicant_key:
             query = query.where(cases.c.applicant_key == applicant_key)
+        if id_number is not None:
+            query = query.where(cases.c.applicant_key.in_(self.personal.indexes(IDENTIFIER, id_number)))
         return self._rows(query.order_by(cases.c.accepted_at.desc()).limit(limit))
 
     def open_cases_held_by(self, node: str) -> list[CaseRow]:
@@ -310,12 +385,16 @@ class ReadModel:
             cases.c.state.in_(["accepted", "in_review"]),
             cases.c.deadline.is_not(None),
         )
-        return self._rows(query)
+        return self._rows(query, named=False)  # the deadline sweep needs numbers, not names
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every projected row, for comparing an incremental model with a rebuilt one."""
         with self.engine.connect() as conn:
             case_rows = [dict(r._mapping) for r in conn.execute(select(cases).order_by(cases.c.case_no))]
+        for row in case_rows:
+            # Sealed values differ at every write (random IV): compare what they hold.
+            row["applicant_sealed"] = self._applicant(row["applicant_sealed"])
+        with self.engine.connect() as conn:
             q_rows = [
                 {k: v for k, v in r._mapping.items() if k != "detected_at"}
                 for r in conn.execute(select(quarantine).order_by(quarantine.c.doc_id))
@@ -325,6 +404,52 @@ class ReadModel:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(cases)).scalar_one())
+
+    def rekey(self, batch: int = REKEY_BATCH) -> tuple[int, int]:
+        """After a rotation of the node's keyring: re-seal and re-index every row under the current key.
+
+        Returns (rows moved to the current key, rows left because no key opens them). Rows a running
+        process writes meanwhile already use the current key (it reloads the keyring on change); a row it
+        wrote just before still opens and is found with the old key (search uses every key's index).
+        """
+        current = self.personal.key_id
+        moved = unreadable = 0
+        after = ""
+        while True:
+            query = (
+                select(cases.c.case_no, cases.c.applicant_sealed, cases.c.name_index, cases.c.applicant_key)
+                .where(cases.c.case_no > after, cases.c.applicant_sealed.is_not(None))
+                .order_by(cases.c.case_no)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return moved, unreadable
+            after = rows[-1].case_no
+            updates = []
+            for row in rows:
+                values = (row.applicant_sealed, row.name_index, row.applicant_key)
+                if all(value is None or self.personal.sealed_with(value) == current for value in values):
+                    continue
+                applicant = self._applicant(row.applicant_sealed)
+                if applicant is None:
+                    unreadable += 1
+                    continue
+                updates.append({"no": row.case_no, **self._personal_columns(applicant)})
+            if updates:
+                statement = (
+                    cases.update()
+                    .where(cases.c.case_no == bindparam("no"))
+                    .values(
+                        applicant_sealed=bindparam("applicant_sealed"),
+                        name_index=bindparam("name_index"),
+                        applicant_key=bindparam("applicant_key"),
+                    )
+                )
+                with self.engine.begin() as conn:
+                    conn.execute(statement, updates)
+                moved += len(updates)
 
     def held_counts(self) -> HeldCounts:
         with self.engine.connect() as conn:
@@ -358,7 +483,8 @@ class ReadModel:
         ]
 
 
-ApplicantName = Callable[[Case], str]
+# The applicant's opened fields ({"name", "id_number" | "credit_code"}), None when they cannot be opened.
+ApplicantFields = Callable[[Case], dict[str, Any] | None]
 
 
 class Projector:
@@ -372,7 +498,7 @@ class Projector:
         readmodel: ReadModel,
         verifier: EventVerifier,
         catalogue: Callable[[], Catalogue],
-        applicant_name: ApplicantName,
+        applicant: ApplicantFields,
         scope_of: Callable[[Case], frozenset[str]],
         publish: Callable[[CaseChanged], None] | None = None,
         own_node: str | None = None,
@@ -383,7 +509,7 @@ class Projector:
         self.readmodel = readmodel
         self.verifier = verifier
         self.catalogue = catalogue
-        self.applicant_name = applicant_name
+        self.applicant = applicant
         self.publish = publish
         self._lock = threading.Lock()
 
@@ -394,7 +520,7 @@ class Projector:
         except DomainError:
             return None  # the first event has not arrived yet; a later change brings it
         self.readmodel.upsert_case(
-            case, [e.doc_id for e in events], self.catalogue(), self.applicant_name(case), self.scope_of(case)
+            case, [e.doc_id for e in events], self.catalogue(), self.applicant(case), self.scope_of(case)
         )
         if self.publish is not None:
             self.publish(CaseChanged(case, tuple(events), from_write))

@@ -120,13 +120,16 @@ def birth_date_of(id_number: str, *, today: date | None = None) -> date:
 
 
 def mask_id_number(value: str) -> str:
-    """Hide the birth date and sequence: keep the first 6 and last 4 characters ("430902********1234").
+    """Keep only the region and the check character: "430902***********5".
 
-    Works on any string, without validating, so legacy or malformed values can still be shown safely.
+    The birth date and sequence are hidden, and so is most of the rest: with 10 of 18 characters left,
+    the number was recoverable by trying the ~36,000 remaining birth dates and sequences against a look-up
+    key. Works on any string, without validating, so legacy (already masked) or malformed values are
+    masked again safely.
     """
-    if len(value) <= 10:
+    if len(value) <= 7:
         return "*" * len(value)
-    return value[:6] + "*" * (len(value) - 10) + value[-4:]
+    return value[:6] + "*" * (len(value) - 7) + value[-1:]
 
 
 def make_id_number(region6: str, birth: date, sequence3: int) -> str:

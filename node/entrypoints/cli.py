@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from node.config import ConfigError, NodeConfig
+from node.config import DATA_KEY, ConfigError, NodeConfig
 from node.runtime.services import PROJECT_ROOT, SetupError
 from node.runtime.supervisor import Interrupted, StartError
 from tiers import UnknownDivisionError, yiyang
@@ -96,6 +96,45 @@ def _readmodel_rebuild(args: argparse.Namespace) -> int:
         f"read model of {context.config.code} rebuilt: {refreshed} cases projected "
         f"({before} rows before, {context.readmodel.count()} now)"
     )
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    """A new current personal-data key; older keys stay so older events and rows still open (docs/personal-data.md)."""
+    from node.adapters.pii import install_keyring, rotate_keyring
+    from node.adapters.readmodel import READMODEL_DB, ReadModel
+    from node.runtime import federation as fed
+    from node.runtime.provisioning import reseal_demo_accounts
+
+    if args.config:
+        configs = [NodeConfig.load(Path(path)) for path in args.config]
+    else:
+        federation = fed.Federation.load(Path(args.var))
+        if args.scope == "city" and args.node:
+            raise ConfigError("城市密钥属于每个节点，不能只轮换一个 / the city key is every node's: omit --node")
+        codes = [args.node] if args.node else federation.codes if args.scope == "city" else federation.codes[:1]
+        if any(code not in federation.codes for code in codes):
+            raise ConfigError(f"节点 {args.node} 不在本地联邦中 / node {args.node} is not part of the local federation")
+        configs = [federation.node_config(code) for code in codes]
+    if args.scope == "city":
+        ca_dirs = {config.ca_dir for config in configs}
+        if len(ca_dirs) != 1 or None in ca_dirs:
+            raise ConfigError("城市密钥轮换需要同一个 CA 目录 / a city rotation needs nodes of one CA directory")
+        city_ring = Path(str(next(iter(ca_dirs)))) / DATA_KEY
+        key_id = rotate_keyring(city_ring)
+        for config in configs:
+            install_keyring(city_ring, config.data_key_path, replace=True)
+        print(f"city key {key_id} is current; installed at {len(configs)} nodes (older keys kept for older events)")
+        return 0
+    for config in configs:
+        key_id = rotate_keyring(config.local_key_path)
+        moved, unreadable = ReadModel(config.data_dir / READMODEL_DB).rekey()
+        resealed = reseal_demo_accounts(config)
+        print(
+            f"node {config.code}: key {key_id} is current; {moved} read-model rows re-sealed and re-indexed"
+            + (f", {unreadable} rows no key opens (rebuild the read model)" if unreadable else "")
+            + (f", {resealed} demo passwords re-sealed" if resealed else "")
+        )
     return 0
 
 
@@ -218,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = readmodel.add_parser("rebuild", help="recreate the read model from the document store")
     _add_node_selection(rebuild)
     rebuild.set_defaults(handler=_readmodel_rebuild)
+
+    keys = sub.add_parser("keys", help="personal-data keys").add_subparsers(dest="action", required=True)
+    rotate = keys.add_parser("rotate", help="make a new personal-data key current; re-key the read model (node)")
+    rotate.add_argument(
+        "--scope",
+        choices=("node", "city"),
+        default="node",
+        help="node: the node's own keyring (read model); city: the keyring of event payloads, at every node",
+    )
+    rotate.add_argument("--config", action="append", help="a node's node.json (repeat for several nodes)")
+    rotate.add_argument("--var", default=str(DEFAULT_VAR), help="local federation directory (without --config)")
+    rotate.add_argument("--node", help="one node of the local federation (default: the city; every node for city)")
+    rotate.set_defaults(handler=_keys_rotate)
 
     demo = sub.add_parser("demo", help="the local demo federation").add_subparsers(dest="action", required=True)
     accounts = demo.add_parser("accounts", help="the seeded staff accounts of every node")

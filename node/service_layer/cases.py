@@ -202,6 +202,7 @@ class CaseService:
         return {
             "kind": given.kind,
             "key": self.pii.lookup_key(number),
+            "key_id": self.pii.key_id,  # which city key made "key" and "sealed" (key rotation)
             "masked": masked,
             "sealed": self.pii.seal(sealed),
         }
@@ -294,9 +295,13 @@ class CaseService:
     def load(self, case_no: str) -> Case:
         return fold(self._events(case_no))
 
-    def applicant_name(self, case: Case) -> str:
+    def applicant_fields(self, case: Case) -> dict[str, Any] | None:
+        """The case's sealed applicant opened with the city's keyring, or None if no key opens it."""
         sealed = case.applicant.get("sealed")
-        opened = self.pii.open(sealed) if isinstance(sealed, str) else None
+        return self.pii.open(sealed) if isinstance(sealed, str) else None
+
+    def applicant_name(self, case: Case) -> str:
+        opened = self.applicant_fields(case)
         return str(opened.get("name")) if opened else "（无法解密）"
 
     def matter_department(self, case: Case) -> str | None:
@@ -308,7 +313,10 @@ class CaseService:
         view["applicant"] = {
             "kind": case.applicant.get("kind"),
             "name": self.applicant_name(case),
-            "masked": case.applicant.get("masked"),
+            # Events written before the shorter mask keep 10 characters of the number: shown masked again.
+            "masked": mask_id_number(str(case.applicant.get("masked") or ""))
+            if case.applicant.get("kind") == "person"
+            else case.applicant.get("masked"),
         }
         view["timeline"] = [
             {k: entry.get(k) for k in ("type", "node", "actor_id", "actor_role", "at", "summary_zh", "summary_en")}
@@ -372,7 +380,7 @@ class CaseService:
             case = self.load(case_no)
         except DomainError:
             raise not_found from None
-        if case.applicant.get("key") != self.pii.lookup_key(identifier):
+        if not self.pii.matches(identifier, case.applicant.get("key"), case.applicant.get("key_id")):
             raise not_found
         return self.public_view(case)
 
