@@ -141,9 +141,7 @@ def config_from_env() -> NodeConfig:
     return NodeConfig.load(Path(path))
 
 
-def _mqtt_link(
-    config: NodeConfig, kind: ProcessKind, client_id: str | None, identity: NodeIdentity
-) -> MqttLink | None:
+def _mqtt_link(config: NodeConfig, kind: ProcessKind, client_id: str | None, identity: NodeIdentity) -> MqttLink | None:
     """The process's one MQTT client: the web's (notices, wake-ups), the agent's (presence with a last
     will, wake-ups; the agent starts it once subscribed), the worker's at a monitoring node (alerts).
     Each signs in as the node and seals what it publishes under the node's own up topics (one signer
@@ -253,7 +251,7 @@ def bootstrap(
             else None
         ),
         nonces=NonceLog(config.data_dir / NONCES_DB) if kind is ProcessKind.WEB else None,
-        around=_around_the_case(config, tree, cases) if kind is not ProcessKind.TOOL else None,
+        around=_around_the_case(config, tree, cases, node_keys) if kind is not ProcessKind.TOOL else None,
     )
     if kind is not ProcessKind.TOOL:
         context.packages = PackageService(cases, bus.handle, PackageIndex(config.data_dir / PACKAGES_DB))
@@ -261,7 +259,10 @@ def bootstrap(
     return context
 
 
-def _around_the_case(config: NodeConfig, tree: DivisionTree, cases: CaseService) -> AroundTheCase:
+def _around_the_case(
+    config: NodeConfig, tree: DivisionTree, cases: CaseService, node_keys: PersonalData
+) -> AroundTheCase:
+    """Comments, notes and questions stay at the node: sealed with its own keyring, not the city's."""
     data = config.data_dir
     appointments = AppointmentService(
         config.code,
@@ -275,12 +276,12 @@ def _around_the_case(config: NodeConfig, tree: DivisionTree, cases: CaseService)
         appointments=appointments,
         ratings=RatingService(
             config.code,
-            RatingStore(data / RATINGS_DB, cases.pii.seal, cases.pii.open),
+            RatingStore(data / RATINGS_DB, node_keys.seal, node_keys.open),
             cases.calendar,
             china_now,
             collects_all=bool(config.monitors_operations),
         ),
-        questions=QuestionStore(data / QUESTIONS_DB, cases.pii.seal, cases.pii.open),
+        questions=QuestionStore(data / QUESTIONS_DB, node_keys.seal, node_keys.open),
         catalogue=lambda: cases.catalogue,
     )
 

@@ -35,7 +35,7 @@ from node.runtime.provisioning import DEMO_ACCOUNTS, ensure_city_authority, seed
 from node.runtime.services import agent_spec, free_port, gunicorn_spec
 from node.runtime.supervisor import Supervisor
 from node.service_layer.cases import Actor
-from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
+from tests.conftest import HARNESS_MQTT_USER, TEST_PASSWORD, Services, client_for, make_node, token_for, wait_for
 from tests.test_api_cases import RESIDENT, accept_body
 from tiers.demo import HESHAN, HESHAN_VILLAGE
 
@@ -350,6 +350,7 @@ def test_an_acceptance_leaves_no_name_or_id_number_in_logs_mqtt_files_store_or_m
     listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pii-listener-{time.time_ns()}")
     listener.on_connect = lambda client, *_: client.subscribe("#", qos=1)
     listener.on_message = lambda _client, _userdata, message: messages.append((message.topic, message.payload))
+    listener.username_pw_set(HARNESS_MQTT_USER, services.mqtt_password(HARNESS_MQTT_USER))  # no anonymous clients
     listener.connect("127.0.0.1", services.mqtt_port)
     listener.loop_start()
     try:

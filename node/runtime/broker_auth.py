@@ -42,7 +42,7 @@ def ensure_mqtt_password(config: NodeConfig) -> str:
 
 def write_mqtt_password(path: Path, password: str) -> str:
     """Write ``password`` to ``path`` with mode 0600 (atomically: a reader never sees half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the identity directory: keys live there too
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
