@@ -94,7 +94,7 @@ def test_one_window_three_departments_one_supplement_one_delivery(county_node: N
         json={"answers": {subs["real_estate"]["case_no"]: {"note": "已补交共有人同意书"}}},
         headers=acceptor,
     )
-    assert only_one.status_code == 400 and only_one.get_json()["error"] == "supplement_incomplete"
+    assert only_one.status_code == 422 and only_one.get_json()["error"] == "supplement_incomplete"
     assert "housing" in only_one.get_json()["message_en"]
     still = client.get(f"/api/v1/package-cases/{package_no}", headers=acceptor).get_json()
     assert {s["state"] for s in still["sub_cases"] if s["department"] != "taxation"} == {"supplement_requested"}
@@ -187,9 +187,9 @@ def test_a_joint_inspection_ends_in_one_consolidated_decision(county_node: NodeC
         json={"date": "2099-01-05", "mode": "onsite", "place": "赫山区政务中心3楼", "departments": ["ecology"]},
         headers=lead,
     )
-    assert outsider.status_code == 400 and outsider.get_json()["error"] == "department_not_in_package"
+    assert outsider.status_code == 422 and outsider.get_json()["error"] == "department_not_in_package"
     past = client.post(session, json={"date": "2000-01-05", "mode": "onsite", "place": "三楼"}, headers=lead)
-    assert past.status_code == 400 and past.get_json()["error"] == "session_in_past"
+    assert past.status_code == 422 and past.get_json()["error"] == "session_in_past"
     scheduled = client.post(
         session, json={"date": "2099-01-05", "mode": "onsite", "place": "赫山区政务中心3楼"}, headers=lead
     )
@@ -247,8 +247,8 @@ def test_a_package_the_node_cannot_route_is_refused_whole(county_node: NodeConte
         json={"applicant": {"kind": "person", "name": "周建国", "id_number": SELLER}, "materials": TRANSFER_MATERIALS},
         headers=acceptor,
     )
-    assert answer.status_code == 400 and answer.get_json()["message_zh"]
+    assert answer.status_code == 422 and answer.get_json()["message_zh"]
     if before is not None:
         assert county_node.readmodel.held_counts() == before
     unknown = client.post("/api/v1/packages/NOPE/cases", json={"applicant": {}}, headers=acceptor)
-    assert unknown.status_code in (400, 404)
+    assert unknown.status_code in (404, 422)

@@ -223,7 +223,7 @@ class AppointmentService:
 
     def finish(self, ticket_id: object, outcome: object) -> Ticket:
         statuses = {"served": TicketStatus.SERVED, "no_show": TicketStatus.NO_SHOW}
-        if outcome not in statuses:
+        if not isinstance(outcome, str) or outcome not in statuses:
             raise DomainError("invalid_outcome", "结果应为 served 或 no_show", "outcome must be served or no_show")
         if not isinstance(ticket_id, str) or len(ticket_id) > 64:
             raise DomainError("ticket_not_found", "没有找到该号码", "No such ticket", ErrorKind.NOT_FOUND)

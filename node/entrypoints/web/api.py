@@ -36,6 +36,7 @@ from node.entrypoints.web.http import (
     error_response,
     issue_token,
     json_body,
+    json_http_error,
     query_param,
     require_role,
     sessions,
@@ -64,22 +65,7 @@ def _domain_error(exc: DomainError) -> ResponseReturnValue:
     return jsonify(exc.to_dict()), STATUS[exc.kind]
 
 
-@blueprint.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    messages = {
-        404: ("not_found", "没有这个接口", "no such endpoint"),
-        405: ("method_not_allowed", "不支持此请求方法", "method not allowed"),
-        413: ("body_too_large", "请求体过大（上限 1 MB）", "request body too large (limit 1 MB)"),
-        429: ("too_many_requests", "请求过于频繁，请稍后再试", "too many requests; try again later"),
-    }
-    code, zh, en = messages.get(exc.code or 500, ("http_error", "请求无效", exc.description or "bad request"))
-    response, status = error_response(code, zh, en, exc.code or 400)
-    # Retry-After of a 429 and Allow of a 405 tell the client what to do next: keep them.
-    for header in ("Retry-After", "Allow"):
-        value = exc.get_response().headers.get(header)
-        if value:
-            response.headers[header] = value
-    return response, status
+blueprint.register_error_handler(HTTPException, json_http_error)
 
 
 @blueprint.app_errorhandler(404)

@@ -13,14 +13,16 @@ from typing import Any
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import lazy_gettext
+from werkzeug.exceptions import HTTPException
 
 from node.bootstrap import AroundTheCase
 from node.domain.assistant import normalise_question
 from node.domain.case import ACCEPTOR, ADMIN, APPROVER, OPS, SUPERVISOR
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.auth import staff_page
-from node.entrypoints.web.http import STATUS, context, error_response, json_body, require_role
+from node.entrypoints.web.http import STATUS, context, error_response, json_body, json_http_error, require_role
 from node.entrypoints.web.i18n import bilingual, both
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import limiter
 from node.service_layer.appointments import visit_code
 
@@ -45,8 +47,15 @@ def services() -> AroundTheCase:
     return around
 
 
+api.register_error_handler(HTTPException, json_http_error)
+
+
 @api.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> ResponseReturnValue:
+    # A request of the right shape that a rule refuses (a slot in the past, an unanswered department)
+    # is unprocessable, not malformed: 422; only a body that is not a JSON object is a 400.
+    if exc.kind is ErrorKind.INVALID and exc.code != "invalid_json":
+        return jsonify(exc.to_dict()), 422
     return jsonify(exc.to_dict()), STATUS[exc.kind]
 
 
@@ -62,6 +71,7 @@ def assistant() -> ResponseReturnValue:
 
 @api.post("/assistant/questions")
 @limiter.limit(PUBLIC_WRITES)
+@idempotent
 def ask_a_person() -> ResponseReturnValue:
     body = json_body()
     question = normalise_question(body.get("question"))
@@ -114,6 +124,7 @@ def slots() -> ResponseReturnValue:
 
 @api.post("/appointments")
 @limiter.limit(PUBLIC_WRITES)
+@idempotent
 def book() -> ResponseReturnValue:
     body = json_body()
     appointment = services().appointments.book(
@@ -131,6 +142,7 @@ def cancel(appointment_id: str) -> ResponseReturnValue:
 
 @api.post("/queue/tickets")
 @limiter.limit(PUBLIC_WRITES)
+@idempotent
 def take_number() -> ResponseReturnValue:
     body = request.get_json(silent=True) if request.content_length else {}
     if not isinstance(body, dict):
@@ -153,7 +165,10 @@ def queue() -> ResponseReturnValue:
 @require_role(*WINDOW_ROLES)
 def call_next() -> ResponseReturnValue:
     body = json_body()
-    ticket = services().appointments.call_next(body.get("group"), body.get("window"))
+    group = body.get("group")
+    if group is not None and not isinstance(group, str):
+        raise DomainError("invalid_group", "窗口组应为文字编码", "group must be a window group's code")
+    ticket = services().appointments.call_next(group, body.get("window"))
     if ticket is None:
         return jsonify({"ticket": None, "message_zh": "暂无等候的号码", "message_en": "nobody is waiting"})
     return jsonify({"ticket": ticket.to_dict()})
@@ -170,6 +185,7 @@ def finish_ticket(ticket_id: str) -> ResponseReturnValue:
 
 @api.post("/ratings/visits")
 @limiter.limit(PUBLIC_WRITES)
+@idempotent
 def rate_visit() -> ResponseReturnValue:
     body = json_body()
     appointments = services().appointments

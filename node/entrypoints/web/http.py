@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Response, abort, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from node.adapters.opsmodel import OpsModel
 from node.adapters.readmodel import CaseRow
@@ -62,6 +63,24 @@ def error_response(code: str, zh: str, en: str, status: int) -> tuple[Response, 
 def error_page(status: int, message: dict[str, str]) -> ResponseReturnValue:
     """The HTML error page; ``message`` holds the text in both languages (``{"zh": …, "en": …}``)."""
     return render_template("error.html", error=message, status=status), status
+
+
+def json_http_error(exc: HTTPException) -> ResponseReturnValue:
+    """An HTTP error of an API route (404, 405, 413, 429 …) as the API's bilingual JSON error."""
+    messages = {
+        404: ("not_found", "没有这个接口", "no such endpoint"),
+        405: ("method_not_allowed", "不支持此请求方法", "method not allowed"),
+        413: ("body_too_large", "请求体过大（上限 1 MB）", "request body too large (limit 1 MB)"),
+        429: ("too_many_requests", "请求过于频繁，请稍后再试", "too many requests; try again later"),
+    }
+    code, zh, en = messages.get(exc.code or 500, ("http_error", "请求无效", exc.description or "bad request"))
+    response, status = error_response(code, zh, en, exc.code or 400)
+    # Retry-After of a 429 and Allow of a 405 tell the client what to do next: keep them.
+    for header in ("Retry-After", "Allow"):
+        value = exc.get_response().headers.get(header)
+        if value:
+            response.headers[header] = value
+    return response, status
 
 
 def json_body() -> dict[str, Any]:

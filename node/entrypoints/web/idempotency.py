@@ -82,7 +82,8 @@ def idempotent(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respon
                 "Idempotency-Key must be 1 to 100 letters, digits or . _ : ~ -",
                 400,
             )
-        username = g.actor.username
+        # Per account; a public route's keys are per client address (nobody signed in to scope them by).
+        username = g.actor.username if "actor" in g else f"public:{request.remote_addr or '-'}"
         claims = store()
         claim = claims.claim(username, key, fingerprint())
         if claim.replay is not None:

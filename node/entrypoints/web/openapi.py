@@ -41,7 +41,9 @@ from tiers import DivisionTree, Tier
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 # Text: at least one character that is not white space (blank counts as absent), no more than ``limit``.
-NOT_BLANK = r"\S"
+# A character that is not blank as the server sees it (Python's str.strip(): \s of some regex engines
+# misses U+0085 and others, which let a "name" of one NEL through the schema and the server refuse it).
+NOT_BLANK = r"[^\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 NO_CONTROL = r"^[^\u0000-\u001f\u007f]*$"
 DIVISION_CODE = r"^[0-9]{12}$"
 MAX_REASON = 500
@@ -537,9 +539,7 @@ SPEC: dict[str, Any] = {
             "get": {
                 "summary": "Every replication link's state" + _OPS_NOTE,
                 "security": _BEARER,
-                "parameters": [
-                    _query("state", {"enum": ["ok", "unknown", "offline", "stuck", "error", "lagging"]})
-                ],
+                "parameters": [_query("state", {"enum": ["ok", "unknown", "offline", "stuck", "error", "lagging"]})],
                 "responses": {"200": _json(_object(links={"type": "array"})), **_errors(400, 401, 403, 404, 405)},
             }
         },
@@ -584,6 +584,279 @@ SPEC: dict[str, Any] = {
         },
     },
 }
+
+
+# --- around the case (issue 14) and 一件事 packages (issue 17) -------------------------------------------------
+# Their views refuse a malformed request (not JSON, a field of the wrong type or length) with 400 and
+# a request the schema allows but the rules do not (a slot in the past, a full slot, an unanswered
+# department) with 404/409/422: the schema states the shape, the answers name the rule.
+
+_ANY = _json({"type": "object"})
+_PUBLIC_ERRORS = _errors(400, 404, 405, 409, 413, 422, 429)
+_STAFF_ERRORS = _errors(400, 401, 403, 404, 405, 409, 413, 422, 429)
+_TOKEN_PATH = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9]+$"}
+_IDEMPOTENT = [IDEMPOTENCY_KEY]
+_SLOT_START = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$"}
+_LEVEL = {"type": "integer", "minimum": 1, "maximum": 5}
+_SESSION = {
+    "type": "object",
+    "required": ["date", "mode", "place"],
+    "properties": {
+        "date": {"type": "string", "format": "date"},
+        "mode": {"enum": ["onsite", "online"]},
+        "place": text(100),
+        "departments": {"type": "array", "minItems": 1, "maxItems": 20, "items": text(40)},
+    },
+}
+
+
+def _public(summary: str, **operation: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": _ANY, **_PUBLIC_ERRORS}, **operation}
+
+
+def _staff(summary: str, **operation: Any) -> dict[str, Any]:
+    return {"summary": summary, "security": _BEARER, "responses": {"200": _ANY, **_STAFF_ERRORS}, **operation}
+
+
+def _creates(operation: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", []), *_IDEMPOTENT],
+        "responses": {"201": _ANY, **{k: v for k, v in operation["responses"].items() if k != "200"}},
+    }
+
+
+AROUND_PATHS: dict[str, Any] = {
+    "/api/v1/assistant": {
+        "get": _public(
+            "智能问答: the three likeliest matters for a question in everyday words",
+            parameters=[{**_query("q", text(200)), "required": True}],
+        )
+    },
+    "/api/v1/assistant/questions": {
+        "post": _creates(
+            _public(
+                "Ask a person (人工客服); answers the question id and a code to read the answer",
+                requestBody=_body({"type": "object", "required": ["question"], "properties": {"question": text(200)}}),
+            )
+        ),
+        "get": _staff("Questions waiting for a person (acceptor, supervisor, admin)"),
+    },
+    "/api/v1/assistant/questions/{question_id}": {
+        "get": _public(
+            "The answer to one's question (with its code)",
+            parameters=[
+                _path_param("question_id", {**_TOKEN_PATH, "maxLength": 32}),
+                {**_query("code", {"type": "string", "minLength": 1, "maxLength": 64}), "required": True},
+            ],
+        )
+    },
+    "/api/v1/assistant/questions/{question_id}/answer": {
+        "post": _staff(
+            "Answer a waiting question",
+            parameters=[_path_param("question_id", _TOKEN_PATH)],
+            requestBody=_body({"type": "object", "required": ["answer"], "properties": {"answer": text(2000)}}),
+        )
+    },
+    "/api/v1/appointments/slots": {
+        "get": _public(
+            "Slots of a node's windows on a day: {slots: [{start, end, free}]}",
+            parameters=[
+                _query("node", {"type": "string", "pattern": DIVISION_CODE}),
+                {**_query("date", {"type": "string", "format": "date"}), "required": True},
+                _query("matter_code", {"type": "string", "minLength": 1, "maxLength": 64}),
+            ],
+        )
+    },
+    "/api/v1/appointments": {
+        "post": _creates(
+            _public(
+                "Book a slot (the window's node decides its share; 409 when full)",
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "required": ["matter_code", "start", "id_number"],
+                        "properties": {
+                            "node": {"type": "string", "pattern": DIVISION_CODE},
+                            "matter_code": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "start": _SLOT_START,
+                            "id_number": _ID_NUMBER,
+                        },
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/appointments/{appointment_id}/cancel": {
+        "post": _public(
+            "Cancel one's own booking",
+            parameters=[_path_param("appointment_id", _TOKEN_PATH)],
+            requestBody=_body({"type": "object", "required": ["id_number"], "properties": {"id_number": _ID_NUMBER}}),
+        )
+    },
+    "/api/v1/queue/tickets": {
+        "post": _creates(
+            _public(
+                "Take a number (取号): walk-in, by matter, or on today's appointment",
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "matter_code": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "appointment_id": _TOKEN_PATH,
+                            "id_number": _ID_NUMBER,
+                        },
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/queue": {"get": _public("The hall screen: numbers called and how many wait, per window group")},
+    "/api/v1/queue/call": {
+        "post": _staff(
+            "Call the next number to a window (acceptor, approver, admin)",
+            requestBody=_body(
+                {
+                    "type": "object",
+                    "required": ["window"],
+                    "properties": {
+                        "group": {"type": ["string", "null"], "minLength": 1, "maxLength": 40},
+                        "window": text(20),
+                    },
+                }
+            ),
+        )
+    },
+    "/api/v1/queue/tickets/{ticket_id}/finish": {
+        "post": _staff(
+            "Served, or no-show",
+            parameters=[_path_param("ticket_id", _TOKEN_PATH)],
+            requestBody=_body(
+                {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": ["served", "no_show"]}}}
+            ),
+        )
+    },
+    "/api/v1/ratings/visits": {
+        "post": _creates(
+            _public(
+                "好差评 of a window visit (一次一评): the slip's code or the ticket id",
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "required": ["level"],
+                        "properties": {
+                            "code": {"type": "string", "pattern": "^[0-9]{8}$"},
+                            "ticket_id": _TOKEN_PATH,
+                            "level": _LEVEL,
+                            "comment": text(500, required=False),
+                        },
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/ratings/figures": {
+        "get": _staff(
+            "好差评 figures (supervisor, ops, admin); nobody who rated is named",
+            parameters=[_query("by", {"enum": ["node", "window", "staff", "matter_code"]})],
+        )
+    },
+    "/api/v1/rectifications": {"get": _staff("Rectification tickets of poor ratings (approver, supervisor)")},
+    "/api/v1/rectifications/{ticket_id}/{step}": {
+        "post": _staff(
+            "Follow a ticket: contact, outcome, appeal, decision (a supervisor decides appeals)",
+            parameters=[
+                _path_param("ticket_id", _TOKEN_PATH),
+                _path_param("step", {"enum": ["contact", "outcome", "appeal", "decision"]}),
+            ],
+            requestBody=_body(
+                {
+                    "type": "object",
+                    "properties": {
+                        "note": text(1000),
+                        "outcome": text(1000),
+                        "reason": text(1000),
+                        "decision": text(1000),
+                        "upheld": {"type": "boolean"},
+                    },
+                }
+            ),
+        )
+    },
+    "/api/v1/packages": {"get": _public("一件事 packages: merged materials, combined fee, one promise")},
+    "/api/v1/packages/{code}": {
+        "get": _public(
+            "One package's guide", parameters=[_path_param("code", {"type": "string", "minLength": 1, "maxLength": 40})]
+        )
+    },
+    "/api/v1/packages/{code}/cases": {
+        "post": _creates(
+            _staff(
+                "Accept a package: one sub-case per matter (acceptor); 422 with one notice",
+                parameters=[_path_param("code", {"type": "string", "minLength": 1, "maxLength": 40})],
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "required": ["applicant"],
+                        "properties": {
+                            "applicant": _APPLICANT,
+                            "materials": {"type": "array", "maxItems": MAX_MATERIALS, "items": _MATERIAL_CODE},
+                        },
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/package-cases/{package_no}": {
+        "get": _staff("A package as its sub-cases make it", parameters=[_path_param("package_no", CASE_NO)])
+    },
+    "/api/v1/package-cases/{package_no}/supplement": {
+        "post": _staff(
+            "One supplement answering every department's request (acceptor)",
+            parameters=[_path_param("package_no", CASE_NO)],
+            requestBody=_body(
+                {
+                    "type": "object",
+                    "required": ["answers"],
+                    "properties": {
+                        "answers": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {
+                                    "materials": {"type": "array", "maxItems": 20, "items": _MATERIAL_CODE},
+                                    "note": text(500, required=False),
+                                },
+                            },
+                        }
+                    },
+                }
+            ),
+        )
+    },
+    "/api/v1/package-cases/{package_no}/deliver": {
+        "post": _staff(
+            "One delivery of every result once all are decided (acceptor)",
+            parameters=[_path_param("package_no", CASE_NO)],
+            requestBody=_body({"type": "object", "properties": {"method": {"enum": ["window", "post", "electronic"]}}}),
+        )
+    },
+    "/api/v1/package-cases/{package_no}/session": {
+        "post": _staff(
+            "The joint session of a joint review (lead department's approver)",
+            parameters=[_path_param("package_no", CASE_NO)],
+            requestBody=_body(_SESSION),
+        )
+    },
+    "/api/v1/package-cases/{package_no}/consolidate": {
+        "post": _staff(
+            "The consolidated decision of a joint review (lead department's approver)",
+            parameters=[_path_param("package_no", CASE_NO)],
+            requestBody=_body({"type": "object", "required": ["decision"], "properties": {"decision": text(300)}}),
+        )
+    },
+}
+SPEC["paths"].update(AROUND_PATHS)
 
 
 def _location_codes(matter: Matter, tree: DivisionTree, here: str, catalogue: Catalogue) -> list[str]:

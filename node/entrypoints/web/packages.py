@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, render_template
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from node.domain.case import ACCEPTOR, ADMIN, APPROVER, SUPERVISOR
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.auth import staff_page
 from node.entrypoints.web.commands import accept_package_from_json
-from node.entrypoints.web.http import STATUS, context, json_body, require_role
+from node.entrypoints.web.http import STATUS, context, json_body, json_http_error, require_role
 from node.entrypoints.web.i18n import bilingual
+from node.entrypoints.web.idempotency import idempotent
 from node.service_layer.packages import PackageService
 
 api = Blueprint("packages_api", __name__, url_prefix="/api/v1")
@@ -29,8 +31,15 @@ def service() -> PackageService:
     return packages
 
 
+api.register_error_handler(HTTPException, json_http_error)
+
+
 @api.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> ResponseReturnValue:
+    # A request of the right shape that a rule refuses (a slot in the past, an unanswered department)
+    # is unprocessable, not malformed: 422; only a body that is not a JSON object is a 400.
+    if exc.kind is ErrorKind.INVALID and exc.code != "invalid_json":
+        return jsonify(exc.to_dict()), 422
     return jsonify(exc.to_dict()), STATUS[exc.kind]
 
 
@@ -47,6 +56,7 @@ def package_guide(code: str) -> ResponseReturnValue:
 
 @api.post("/packages/<code>/cases")
 @require_role(ACCEPTOR, ADMIN)
+@idempotent
 def accept_package(code: str) -> ResponseReturnValue:
     outcome = context().bus.handle(accept_package_from_json(g.actor, code, json_body()))
     if outcome["outcome"] == "incomplete":
