@@ -25,6 +25,7 @@ from node.adapters.nodestate import NodeState
 from node.adapters.opsmodel import OpsModel
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
+from node.adapters.pki.revocation import PublishedRevocations
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
@@ -147,10 +148,17 @@ def bootstrap(
     calendar_file = config.data_dir / CALENDAR_OVERRIDES
     calendar = WorkingDayCalendar.from_json(calendar_file) if calendar_file.exists() else WorkingDayCalendar()
     events = EventStore(store)
-    verifier = EventVerifier(events, identity.ca_pem)
+    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
+    # Events are checked against the catalogue version they name and the city CA's revocation list.
+    verifier = EventVerifier(
+        events,
+        identity.ca_pem,
+        tree=tree,
+        catalogues=catalogue,
+        revocations=PublishedRevocations(store, identity.ca_pem),
+    )
     state = NodeState(config.data_dir / "state.sqlite3")
     readmodel = ReadModel(config.data_dir / READMODEL_DB)
-    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     bus = MessageBus()
     cases = CaseService(
         config.code,
