@@ -2,7 +2,8 @@
 
 An event document is trusted once the read model reflects it (its signature and hash chain were
 checked when it was projected). One not yet projected is projected on the spot; one that failed is
-held back. Other documents (certificates, heartbeats, the catalogue) pass.
+held back. Other documents (certificates, heartbeats, the catalogue and its kept versions, the
+revocation list) pass: :mod:`sync.authority` decides what of them a link may carry.
 """
 
 from __future__ import annotations
