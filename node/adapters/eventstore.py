@@ -66,7 +66,11 @@ class CatalogueVersions(Protocol):
 
 
 class Revocations(Protocol):
+    """The city CA's revocation list as this node holds it (see ``PublishedRevocations``)."""
+
     def revoked(self, cert_sha256: str) -> Revoked | None: ...
+
+    def revoked_nodes(self) -> list[str]: ...
 
 
 @dataclass
@@ -187,6 +191,10 @@ class EventVerifier:
                 self._arrivals.clear()
             self._arrivals[doc_id] = at
         return at
+
+    def revoked_nodes(self) -> list[str]:
+        """Nodes with a revoked certificate in the newest revocation list (read now)."""
+        return self.revocations.revoked_nodes() if self.revocations is not None else []
 
     def _waited_s(self, event: Event) -> float:
         return self.now() - self.first_seen(event.doc_id)

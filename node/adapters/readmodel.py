@@ -448,10 +448,9 @@ class Projector:
                 if any(row["id"].startswith(("cert:", "catalogue")) for row in results):
                     # What waiting events waited for (a certificate, a catalogue version) may have come.
                     stale.extend(c for c in self.readmodel.pending() if c not in stale)
-                revocations = getattr(self.verifier, "revocations", None)
-                if revocations is not None and any(row["id"] == "crl" for row in results):
-                    revocations.refresh()
-                    revoked = sorted({entry.node for entry in revocations.current.entries})
+                if any(row["id"] == "crl" for row in results):
+                    # A new revocation list: events already trusted may have been signed after a revocation.
+                    revoked = self.verifier.revoked_nodes()
                     stale.extend(c for c in self.readmodel.cases_with_events_of(revoked) if c not in stale)
                 self.project_cases(stale)
                 refreshed += len(stale)

@@ -190,6 +190,11 @@ class PublishedRevocations:
     def revoked(self, cert_sha256: str) -> Revoked | None:
         return self.current.revoked(cert_sha256)
 
+    def revoked_nodes(self) -> list[str]:
+        """The nodes named in the newest list, read now (a new list has just arrived)."""
+        self.refresh()
+        return sorted({entry.node for entry in self._list.entries})
+
 
 def publish_revocation(
     store: _Store, ca: CertificateAuthority, entries: list[Revoked]
