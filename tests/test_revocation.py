@@ -222,3 +222,34 @@ def test_a_revoked_node_keeps_its_earlier_events_and_its_later_ones_are_quaranti
     assert guard.refused == 1
     assert any("older than 2" in row["reason"] for row in refusals(village, TOWN_B))
     assert village.store.get(CRL_DOC)["_rev"] == newer["_rev"]
+
+
+def test_a_forged_or_altered_revocation_list_is_refused_and_never_used(
+    nodes: dict[str, NodeContext], dated_ca: Path
+) -> None:
+    village, city = nodes[VILLAGE_B1], nodes[CITY]
+    sync_all(nodes)  # the county's certificate reaches the city
+    assert revoke(city, "--node", COUNTY_A, "--reason", "retired") == 0
+    sync_all(nodes)
+    real = village.store.get(CRL_DOC)
+    assert real and parse_crl(real).revoked(nodes[COUNTY_A].identity.cert_sha256)
+    generation = int(real["_rev"].split("-")[0])
+    # Entries dropped from the CA's list (the signature no longer holds), a list signed by the city
+    # node's key instead of the CA's, and one whose shape is wrong.
+    altered = {**real, "_rev": new_rev(generation + 1), "number": 5, "revoked": []}
+    by_node = {k: v for k, v in real.items() if k != "signature"} | {"number": 6, "revoked": []}
+    by_node["signature"] = city.identity.sign("ab" * 32)
+    by_node["_rev"] = new_rev(generation + 1)
+    malformed = {**real, "_rev": new_rev(generation + 1), "revoked": [{"cert_sha256": "../x", "node": "?"}]}
+    guard = GuardedTarget(StorePeer(village.store), village, TOWN_B)
+    for doc in (altered, by_node, malformed):
+        assert guard.bulk_docs([doc]) == []
+    assert guard.refused == 3
+    rows = [row["reason"] for row in refusals(village, TOWN_B)]
+    assert sum("revocation list" in reason for reason in rows) == 3
+    assert village.store.get(CRL_DOC)["_rev"] == real["_rev"]
+    # Had one reached the store anyway, the node keeps the last list that verified.
+    verifier = village.cases.verifier
+    assert verifier.revoked_nodes() == [COUNTY_A]
+    village.store.put({**altered, "_rev": real["_rev"]})
+    assert verifier.revoked_nodes() == [COUNTY_A]
