@@ -235,12 +235,17 @@ def test_an_unknown_version_waits_from_its_arrival_then_is_quarantined_and_clear
         assert county.store.get(ahead["_id"]) is None
         assert_converged(nodes, honest, "accepted")
 
-        # The city publishes version 2 (delegating 低保 to the townships): the event is trusted after all
-        # and its "undecided" quarantine row goes.
+        # The city publishes version 2 (delegating 低保 to the townships): the event is trusted after all,
+        # its "undecided" quarantine row goes, and the township's link offers it again (its checkpoint
+        # had gone past it).
         delegate_dibao_to_townships(city)
         sync_all(nodes)
         assert ahead["_id"] not in quarantine_reasons(town)
         assert town.cases.load(ahead["case_no"]).handling_node == TOWN_B
+        sync_all(nodes)
+        for node in (county, city):
+            assert node.cases.load(ahead["case_no"]).handling_node == TOWN_B
+        assert (town.store.get_local("trust-reoffer") or {}).get("ids") == []
     finally:
         verifier.now = real_now
 

@@ -215,6 +215,16 @@ class ReadModel:
                     )
                 )
 
+    def waited_out(self, doc_ids: list[str]) -> set[str]:
+        """Those of ``doc_ids`` quarantined only for having waited too long (they may be trusted later)."""
+        if not doc_ids:
+            return set()
+        with self.engine.connect() as conn:
+            statement = select(quarantine.c.doc_id).where(
+                quarantine.c.doc_id.in_(doc_ids), quarantine.c.reason.startswith(UNDECIDED, autoescape=True)
+            )
+            return set(conn.execute(statement).scalars())
+
     def cases_with_events_of(self, nodes: list[str]) -> list[str]:
         """Cases holding events written by any of ``nodes`` (a revocation makes them worth a second look)."""
         if not nodes:
