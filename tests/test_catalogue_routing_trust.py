@@ -286,3 +286,6 @@ def test_catalogue_versions_come_only_from_the_parent_and_never_go_back(
     assert village.store.get("catalogue")["_rev"] == held["_rev"]
     assert village.store.get(version_doc_id(2))["_rev"] == v2_kept["_rev"]
     assert village.published_catalogue.latest().version == 2
+    # Had the older version been written over the newer one anyway, the node keeps using the newer.
+    village.store.put({**v1_pointer, "_rev": village.store.get("catalogue")["_rev"]})
+    assert village.published_catalogue.latest().version == 2

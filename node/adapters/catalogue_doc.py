@@ -162,6 +162,9 @@ class PublishedCatalogue:
             if not doc or doc.get("_rev") in (self._rev, self._refused_rev):
                 return
             problem = self.problem(doc)
+            if problem is None and self._rev is not None and (document_version(doc) or 0) < self._catalogue.version:
+                # An older version written over a newer one (a replay that got past the link): keep the newer.
+                problem = f"version {doc.get('version')} is older than version {self._catalogue.version} in use"
             if problem is None:
                 try:
                     self._catalogue, self._rev = Catalogue.from_dict(doc), doc.get("_rev")
