@@ -30,6 +30,7 @@ from node.adapters.opsmodel import OpsModel
 from node.adapters.package_index import PACKAGES_DB, PackageIndex
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
+from node.adapters.pki.revocation import PublishedRevocations
 from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
 from node.adapters.ratings_store import RATINGS_DB, RatingStore
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
@@ -199,13 +200,20 @@ def bootstrap(
     calendar_file = config.data_dir / CALENDAR_OVERRIDES
     calendar = WorkingDayCalendar.from_json(calendar_file) if calendar_file.exists() else WorkingDayCalendar()
     events = EventStore(store)
-    verifier = EventVerifier(events, identity.ca_pem)
+    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
+    # Events are checked against the catalogue version they name and the city CA's revocation list.
+    verifier = EventVerifier(
+        events,
+        identity.ca_pem,
+        tree=tree,
+        catalogues=catalogue,
+        revocations=PublishedRevocations(store, identity.ca_pem),
+    )
     state = NodeState(config.data_dir / "state.sqlite3")
     # Personal data: the city's keyring for event payloads, the node's own for the read model. Both were
     # made by provisioning; a missing one stops the process (pii.MissingKey) rather than being replaced.
     city_keys, node_keys = PersonalData.load(config.data_key_path), PersonalData.load(config.local_key_path)
     readmodel = ReadModel(config.data_dir / READMODEL_DB, node_keys)
-    catalogue = PublishedCatalogue(store, load_seed_catalogue(), identity=identity, city=tree.root)
     bus = MessageBus()
     cases = CaseService(
         config.code,

@@ -3,7 +3,10 @@
 A node writes only what it may author: its own events (and its subtree's, relayed), its own
 certificate and heartbeat. Events and certificates are immutable — one first revision, never a new
 one, never a deletion — so nothing received can change or hide a document already held. A child
-never sends the catalogue, nor anything outside these namespaces; a parent never sends heartbeats.
+never sends the catalogue (nor its kept versions ``catalogue:v<N>``), the revocation list ``crl``, nor
+anything outside these namespaces; a parent never sends heartbeats. What a parent sends of the
+city's documents must verify and must not take a node back: a catalogue or revocation list not newer
+than the one held is refused (the same one again is a no-op).
 Every document is bounded and validated before it is written; what fails is refused with a reason
 (:class:`Refusal`), never written, and the caller records it for city operations
 (docs/threat-model.md lists the rules).
@@ -21,9 +24,10 @@ from typing import Any
 
 from cryptography import x509
 
-from node.adapters.catalogue_doc import catalogue_problem
+from node.adapters.catalogue_doc import catalogue_problem, content_digest, document_version, parse_version_doc_id
 from node.adapters.eventstore import HEX64, MAX_AHEAD_S, Quarantined
 from node.adapters.pki import certificate_doc, verify_certificate, verify_department_certificate
+from node.adapters.pki.revocation import CRL_DOC, crl_digest, crl_problem, parse_crl
 from node.domain.errors import DomainError
 from node.domain.events import GENESIS_TYPES, Event, owns_case_number, parse_event_doc_id
 from node.domain.hlc import NODE_PATTERN, Timestamp
@@ -37,6 +41,8 @@ _ID = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,300}$")
 CATALOGUE_ID = "catalogue"
 # Refusals recorded one by one per request; beyond this a single summary row stands for the rest.
 MAX_RECORDED_REFUSALS = 50
+# What _problem answers for a document that is neither written nor refused: the same one is held already.
+_NO_OP = ""
 
 
 @dataclass(frozen=True)
@@ -109,11 +115,15 @@ class LinkPolicy:
         *,
         max_ahead_s: float = MAX_AHEAD_S,
         now: Callable[[], float] = time.time,
+        store: Any = None,
     ) -> None:
+        """``store`` (the receiving node's): where the catalogue and revocation list held are read, so
+        that an older one sent again is refused; without it only their signatures are checked."""
         self.tree = tree
         self.ca_pem = ca_pem
         self.max_ahead_s = max_ahead_s
         self.now = now
+        self.store = store
 
     # --- id level: cheap, used to answer revs_diff ------------------------------------------------
 
@@ -151,6 +161,8 @@ class LinkPolicy:
             if problem is None:
                 accepted.append(doc)
                 seen.add(doc["_id"])
+            elif problem == _NO_OP:
+                seen.add(doc["_id"])
             else:
                 refused.append(Refusal(doc_id, rev, peer, problem))
         return accepted, refused
@@ -180,14 +192,61 @@ class LinkPolicy:
             if not self.in_subtree(node, peer) or doc.get("node") != node:
                 return f"a heartbeat of a node outside {peer}'s subtree"
             return "heartbeats are never deleted" if doc.get("_deleted") else None
-        if doc_id == CATALOGUE_ID:
+        if doc_id == CATALOGUE_ID or parse_version_doc_id(doc_id) is not None:
             # Only the city authors the catalogue; it travels down only, signed by the city.
             if from_child:
                 return "only the city publishes the catalogue"
             if doc.get("_deleted"):
                 return "deletion of the catalogue"
-            return catalogue_problem(doc, self.ca_pem, self.tree.root)
+            problem = catalogue_problem(doc, self.ca_pem, self.tree.root)
+            return problem or self._replay_problem(doc, held, "catalogue version", self._catalogue_key)
+        if doc_id == CRL_DOC:
+            # Only the city CA signs the revocation list; it travels down only.
+            if from_child:
+                return "only the city CA publishes the revocation list"
+            if doc.get("_deleted"):
+                return "deletion of the revocation list"
+            problem = crl_problem(doc, self.ca_pem)
+            return problem or self._replay_problem(doc, held, "revocation list number", self._crl_key)
         return "not a document that travels between nodes"
+
+    def _catalogue_key(self, doc: Any) -> tuple[int, str] | None:
+        """(version, content digest) of a verified catalogue document, None when it does not verify."""
+        if catalogue_problem(doc, self.ca_pem, self.tree.root) is not None:
+            return None
+        try:
+            return int(document_version(doc) or 0), content_digest(doc)
+        except DomainError:
+            return None
+
+    def _crl_key(self, doc: Any) -> tuple[int, str] | None:
+        if crl_problem(doc, self.ca_pem) is not None:
+            return None
+        return parse_crl(doc).number, crl_digest(doc)
+
+    def _replay_problem(
+        self, doc: Doc, held: dict[str, str], what: str, key: Callable[[Any], tuple[int, str] | None]
+    ) -> str | None:
+        """Refuse what would take this node back: a version (or CRL number) not newer than the one held.
+
+        The same version with the same content is a no-op (another revision of what is held); one held
+        here that does not verify (written before signatures) may be replaced.
+        """
+        if self.store is None or doc["_id"] not in held:
+            return None
+        mine = key(self.store.get(doc["_id"]))
+        if mine is None:
+            return None
+        theirs = key(doc)
+        if theirs is None:  # verified by the caller already
+            return "unverifiable"
+        if theirs == mine:
+            return _NO_OP
+        if theirs[0] < mine[0]:
+            return f"{what} {theirs[0]} is older than {mine[0]} held here (a replay)"
+        if theirs[0] == mine[0]:
+            return f"a different document under {what} {theirs[0]}, which is held here already"
+        return None
 
     def _immutable_problem(self, doc: Doc, held: dict[str, str], what: str) -> str | None:
         if doc.get("_deleted"):

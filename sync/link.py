@@ -78,7 +78,7 @@ class GuardedTarget:
         self.id = inner.id
         self.store = context.store
         self.readmodel = context.readmodel
-        self.policy = LinkPolicy(context.tree, context.identity.ca_pem)
+        self.policy = LinkPolicy(context.tree, context.identity.ca_pem, store=context.store)
         self.parent = parent
         self.refused = 0
 

@@ -1,7 +1,8 @@
 """Routing scopes: which nodes must hold a document, and what a parent may send down to a child.
 
 An event's scope is its case's scope (the accepting node, every handling node, the tree paths
-between them, up to the city). Certificates and the catalogue go everywhere; heartbeats and any
+between them, up to the city). Certificates, the catalogue with every kept version
+(``catalogue:v<N>``) and the revocation list (``crl``) go everywhere; heartbeats and any
 other document travel up only. What a node may write across a link is :mod:`sync.authority`'s.
 """
 
@@ -16,8 +17,8 @@ from node.domain.events import Event, EventType, parse_event_doc_id
 from tiers import DivisionTree
 
 Doc = dict[str, Any]
-EVERYWHERE_PREFIXES = ("cert:",)
-EVERYWHERE_IDS = frozenset({"catalogue"})
+EVERYWHERE_PREFIXES = ("cert:", "catalogue:v")
+EVERYWHERE_IDS = frozenset({"catalogue", "crl"})
 
 
 def case_of(doc_id: str) -> str | None:

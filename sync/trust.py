@@ -2,7 +2,8 @@
 
 An event document is trusted once the read model reflects it (its signature and hash chain were
 checked when it was projected). One not yet projected is projected on the spot; one that failed is
-held back. Other documents (certificates, heartbeats, the catalogue) pass.
+held back. Other documents (certificates, heartbeats, the catalogue and its kept versions, the
+revocation list) pass: :mod:`sync.authority` decides what of them a link may carry.
 """
 
 from __future__ import annotations
@@ -61,26 +62,71 @@ class TrustFilter:
         return kept, decided_seq, True
 
 
+# The local document (never replicated) listing events passed over after waiting too long, to offer
+# again once they are trusted; bounded, oldest dropped first.
+REOFFER_DOC = "trust-reoffer"
+MAX_REOFFER = 1_000
+
+
 class TrustedStorePeer:
-    """A local store as a replication source that yields trusted documents only."""
+    """A local store as a replication source that yields trusted documents only.
+
+    An event quarantined only for waiting too long (:data:`~node.adapters.eventstore.UNDECIDED`) is
+    passed over, so the link goes on; it is remembered, and offered again on a later run once what it
+    waited for has arrived and it is trusted (the feed's checkpoint is already past it).
+    """
 
     def __init__(self, inner: Any, trust: TrustFilter) -> None:
         self.inner = inner
         self.trust = trust
         self.id = inner.id
+        self._reoffer: list[str] | None = None  # read from the store once, then written through
 
     def changes(self, since: Any, limit: int) -> tuple[list[Doc], Any]:
+        offered = self._trusted_again(since)
         while True:
             rows, last_seq = self.inner.changes(since, limit)
             if not rows:
-                return rows, last_seq
+                return offered + rows, last_seq
             kept, decided_seq, complete = self.trust.page(rows)
+            kept_ids = {row["id"] for row in kept}
+            # Only rows condemned for waiting too long are found; rows still waiting have no quarantine row.
+            self._remember(self.trust.readmodel.waited_out([row["id"] for row in rows if row["id"] not in kept_ids]))
             if not complete:
                 # A document waits for its signer's certificate: stop before it and offer it next run.
-                return kept, since if decided_seq is None else decided_seq
-            if kept:
-                return kept, last_seq
+                return offered + kept, since if decided_seq is None else decided_seq
+            if kept or offered:
+                return offered + kept, last_seq
             since = last_seq  # a page of only condemned documents: read on, as a filtering peer must
+
+    def _waiting(self) -> list[str]:
+        if self._reoffer is None:
+            held = self.inner.store.get_local(REOFFER_DOC) or {}
+            ids = held.get("ids")
+            self._reoffer = [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+        return self._reoffer
+
+    def _save(self, ids: list[str]) -> None:
+        self.inner.store.put_local(REOFFER_DOC, {"ids": ids})
+        self._reoffer = ids
+
+    def _remember(self, doc_ids: set[str]) -> None:
+        waiting = self._waiting()
+        new = sorted(doc_ids - set(waiting))
+        if new:
+            self._save([*waiting, *new][-MAX_REOFFER:])
+
+    def _trusted_again(self, since: Any) -> list[Doc]:
+        """Rows for remembered events that are trusted now (they leave the list)."""
+        waiting = self._waiting()
+        if not waiting:
+            return []
+        trusted = self.trust.trusted_ids(waiting)
+        if not trusted:
+            return []
+        self._save([i for i in waiting if i not in trusted])
+        revs = self.inner.store.current_revs(sorted(trusted))
+        return [{"id": doc_id, "changes": [{"rev": rev}], "seq": since} for doc_id, rev in revs.items()]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.batching import GroupCommit
 from node.adapters.docstore import Doc, DocStore
-from node.adapters.eventstore import EventVerifier, Quarantined
+from node.adapters.eventstore import UNDECIDED, EventVerifier, Quarantined
 from node.adapters.pii import IDENTIFIER, NAME, PersonalData
 from node.adapters.sqlite import create_tables, sqlite_engine
 from node.config import IDENTITY_DIR, LOCAL_KEY
@@ -254,12 +254,44 @@ class ReadModel:
                 )
                 conn.execute(statement.on_conflict_do_nothing(index_elements=["doc_id"]))
 
-    def set_pending(self, case_no: str, pending: bool) -> None:
+    def set_pending(self, case_no: str, pending: bool, trusted: list[str] | None = None) -> None:
+        """Mark the case as waiting (or not); ``trusted`` events lose a quarantine row that only said
+        they had waited too long (what they waited for has arrived since)."""
         with self.engine.begin() as conn:
             if pending:
                 conn.execute(sqlite_insert(pending_cases).values(case_no=case_no).on_conflict_do_nothing())
             else:
                 conn.execute(delete(pending_cases).where(pending_cases.c.case_no == case_no))
+            if trusted:
+                conn.execute(
+                    delete(quarantine).where(
+                        quarantine.c.case_no == case_no,
+                        quarantine.c.reason.startswith(UNDECIDED, autoescape=True),
+                        quarantine.c.doc_id.in_(trusted),
+                    )
+                )
+
+    def waited_out(self, doc_ids: list[str]) -> set[str]:
+        """Those of ``doc_ids`` quarantined only for having waited too long (they may be trusted later)."""
+        if not doc_ids:
+            return set()
+        with self.engine.connect() as conn:
+            statement = select(quarantine.c.doc_id).where(
+                quarantine.c.doc_id.in_(doc_ids), quarantine.c.reason.startswith(UNDECIDED, autoescape=True)
+            )
+            return set(conn.execute(statement).scalars())
+
+    def cases_with_events_of(self, nodes: list[str]) -> list[str]:
+        """Cases holding events written by any of ``nodes`` (a revocation makes them worth a second look)."""
+        if not nodes:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(cases.c.case_no).where(
+                    or_(*(cases.c.event_ids.contains(f'-{node}"', autoescape=True) for node in nodes))
+                )
+            )
+            return list(rows.scalars())
 
     def pending(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -531,7 +563,8 @@ class Projector:
             docs = self.verifier.events.case_docs(case_no)
         verified = self.verifier.verify_docs(case_no, docs)
         self.readmodel.record_quarantine(verified.quarantined)
-        self.readmodel.set_pending(case_no, bool(verified.pending))
+        trusted = [e.doc_id for e in verified.events]
+        self.readmodel.set_pending(case_no, bool(verified.pending or verified.retry), trusted)
         return self.project_events(verified.events) if verified.events else None
 
     def project_cases(self, case_numbers: list[str]) -> None:
@@ -566,8 +599,13 @@ class Projector:
                         continue
                     changed.setdefault(case_no, set()).add(row["id"])
                 stale = self._stale(changed)
-                if any(row["id"].startswith("cert:") for row in results):
+                if any(row["id"].startswith(("cert:", "catalogue")) for row in results):
+                    # What waiting events waited for (a certificate, a catalogue version) may have come.
                     stale.extend(c for c in self.readmodel.pending() if c not in stale)
+                if any(row["id"] == "crl" for row in results):
+                    # A new revocation list: events already trusted may have been signed after a revocation.
+                    revoked = self.verifier.revoked_nodes()
+                    stale.extend(c for c in self.readmodel.cases_with_events_of(revoked) if c not in stale)
                 self.project_cases(stale)
                 refreshed += len(stale)
                 since = feed["last_seq"]

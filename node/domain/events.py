@@ -38,6 +38,7 @@ from node.domain.hlc import NODE_PATTERN, Timestamp
 
 __all__ = [
     "BAD_EVALUATION_LEVELS",
+    "CATALOGUE_VERSION",
     "DELIVERY_METHODS",
     "EVALUATION_LEVELS",
     "FLAG_LEVELS",
@@ -55,6 +56,7 @@ __all__ = [
     "owns_case_number",
     "parse_event_doc_id",
     "payload_problems",
+    "routed_by",
     "verify_chain",
 ]
 
@@ -90,6 +92,12 @@ FLAG_LEVELS = ("warning", "yellow", "red")
 # GB/T 39734: five levels, 4 and 5 are bad reviews that open a fix-and-follow-up loop.
 EVALUATION_LEVELS = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
 BAD_EVALUATION_LEVELS = frozenset({4, 5})
+# The payload field naming the catalogue version an ``accepted`` or ``transferred`` event was routed by
+# (signed with the rest of the payload). Events written before it existed lack it: see
+# docs/threat-model.md for how they are checked.
+CATALOGUE_VERSION = "catalogue_version"
+MAX_CATALOGUE_VERSION = 1_000_000_000
+ROUTED_TYPES = frozenset({EventType.ACCEPTED, EventType.TRANSFERRED})
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -353,6 +361,15 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
     """
     kind = EventType(event_type)
     problems: list[str] = []
+    if CATALOGUE_VERSION in payload:
+        version = payload[CATALOGUE_VERSION]
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, int)
+            or not 1 <= version <= MAX_CATALOGUE_VERSION
+            or kind not in ROUTED_TYPES
+        ):
+            problems.append(f"payload.{CATALOGUE_VERSION} must be a catalogue version (accepted/transferred only)")
     if kind is EventType.ACCEPTED:
         for key in ("matter_code", "accepting_node", "handling_node"):
             _text(payload, key, problems)
@@ -392,6 +409,12 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         if not isinstance(departments, list) or not all(isinstance(d, str) for d in departments):
             problems.append("payload.departments must be a list of department codes")
     return problems
+
+
+def routed_by(event: Event) -> int | None:
+    """The catalogue version an accepted or transferred event names (None: written before versions were named)."""
+    version = event.payload.get(CATALOGUE_VERSION)
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 # --- the hash chain -----------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ at the location. Pure: the catalogue and the division tree come in as arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from node.domain.catalogue import Catalogue, ImplementationList, Matter, known_division, location_field, tier_name
 from node.domain.errors import DomainError, ErrorKind
 from tiers.tree import DivisionTree
@@ -88,3 +91,51 @@ def handling_node(
         if tree.tier(code) == tier:
             return code
     raise AssertionError(f"{location} has no ancestor at tier {tier_name(tier)}")  # the tree guarantees one
+
+
+# --- checking what another node routed ----------------------------------------------------------------
+
+
+def may_handle(matter: Matter, tree: DivisionTree, node: str, catalogue: Catalogue) -> bool:
+    """Whether ``node`` is a node at which ``matter`` is handled under ``catalogue``: a transfer target.
+
+    A node handles a matter when it sits at the matter's authority tier as it applies at the node's own
+    division (after the implementation lists on its path from the city), so a case may be transferred
+    to a sibling that handles the same matter, never up or down to a tier that does not.
+    """
+    if node not in tree:
+        return False
+    return tree.tier(node) == catalogue.effective_matter(matter, tree, node).authority_tier
+
+
+def accepted_routing_problem(
+    payload: Mapping[str, Any], accepting_node: str, tree: DivisionTree, catalogue: Catalogue
+) -> str | None:
+    """Why an ``accepted`` event's ``handling_node`` is not what ``catalogue`` routes it to (None: it agrees)."""
+    code = payload.get("matter_code")
+    if code not in catalogue:
+        return f"matter {str(code)[:40]!r} is not in catalogue version {catalogue.version}"
+    location = payload.get("location_code")
+    if location is not None and not isinstance(location, str):
+        return "payload.location_code is not a division code"
+    try:
+        expected = handling_node(catalogue.get(code), tree, accepting_node, location, catalogue)
+    except DomainError as exc:
+        return f"catalogue version {catalogue.version} routes no case here ({exc.message_en[:160]})"
+    if payload.get("handling_node") != expected:
+        return (
+            f"handling_node {str(payload.get('handling_node'))[:20]} is not {expected}, "
+            f"where catalogue version {catalogue.version} routes matter {code}"
+        )
+    return None
+
+
+def transfer_problem(matter_code: str, target: object, tree: DivisionTree, catalogue: Catalogue) -> str | None:
+    """Why a transfer of a case of ``matter_code`` to ``target`` is not allowed under ``catalogue`` (None: allowed)."""
+    if matter_code not in catalogue:
+        return f"matter {str(matter_code)[:40]!r} is not in catalogue version {catalogue.version}"
+    if not isinstance(target, str) or target not in tree:
+        return f"transfer target {str(target)[:20]!r} is not a node"
+    if not may_handle(catalogue.get(matter_code), tree, target, catalogue):
+        return f"{target} does not handle matter {matter_code} under catalogue version {catalogue.version}"
+    return None

@@ -215,6 +215,49 @@ def _ansible_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_revoke(args: argparse.Namespace) -> int:
+    """At the city: the CA signs a new revocation list naming a node's certificates (or one by fingerprint)."""
+    from node.adapters.docstore import DocStore
+    from node.adapters.pki import CertificateAuthority
+    from node.adapters.pki.revocation import publish_revocation, revocation_entry
+    from node.domain.errors import DomainError
+    from node.runtime import federation as fed
+
+    tree = yiyang()
+    if args.config:
+        config = NodeConfig.load(Path(args.config))
+    else:
+        config = fed.Federation.load(Path(args.var)).node_config(tree.root)
+    if config.code != tree.root:
+        raise ConfigError(
+            f"只有市级节点可以吊销证书 / only the city {tree.root} revokes certificates, not {config.code}"
+        )
+    if args.node:
+        tree.get(args.node)  # an unknown division is refused (UnknownDivisionError)
+    if args.sha is not None and (len(args.sha) != 64 or any(c not in "0123456789abcdef" for c in args.sha.lower())):
+        raise ConfigError("证书指纹须为 64 位十六进制 / --sha must be 64 hex digits")
+    ca_dir = Path(args.ca_dir) if args.ca_dir else config.ca_dir
+    if ca_dir is None:
+        raise ConfigError("没有城市 CA 目录 / no city CA directory: give --ca-dir")
+    store = DocStore(config.docstore_url, config.docstore_db)
+    prefix = f"cert:{args.node}:" if args.node else "cert:"
+    certs = [
+        doc
+        for doc in store.all_docs(prefix, prefix + "\ufff0")
+        if "department" not in doc and (args.sha is None or doc["_id"].endswith(f":{args.sha.lower()}"))
+    ]
+    entries = [revocation_entry(doc["_id"].rsplit(":", 1)[1], doc["node"], args.reason) for doc in certs]
+    try:
+        crl, _doc = publish_revocation(store, CertificateAuthority.load(ca_dir), entries)
+    except DomainError as exc:
+        print(f"tongban: {exc.message_zh} / {exc.message_en}", file=sys.stderr)
+        return 1
+    for entry in entries:
+        print(f"revoked {entry.node} {entry.cert_sha256} at {entry.revoked_at.isoformat()} ({entry.reason})")
+    print(f"revocation list number {crl.number} published: {len(crl.entries)} certificates revoked in all")
+    return 0
+
+
 def _add_node_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="path of the node's node.json")
     parser.add_argument("--var", default=str(DEFAULT_VAR), help="local federation directory (with --node)")
@@ -295,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = tiers.add_parser("show", help="one division with its parent, children and path")
     show.add_argument("code")
     show.set_defaults(handler=_tiers_show)
+
+    ca = sub.add_parser("ca", help="the city certificate authority").add_subparsers(dest="action", required=True)
+    revoke = ca.add_parser("revoke", help="revoke a node's certificates: its later events are quarantined")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--node", help="division code: revoke every certificate of this node")
+    which.add_argument("--sha", help="SHA-256 fingerprint of one certificate")
+    revoke.add_argument("--reason", default="key compromised", help="why (recorded in the revocation list)")
+    revoke.add_argument("--config", help="path of the city node's node.json")
+    revoke.add_argument("--var", default=str(DEFAULT_VAR), help="local federation directory (without --config)")
+    revoke.add_argument("--ca-dir", help="the city CA directory (default: the node's ca_dir)")
+    revoke.set_defaults(handler=_ca_revoke)
 
     ansible = sub.add_parser("ansible", help="rollout with Ansible").add_subparsers(dest="action", required=True)
     inventory = ansible.add_parser("inventory", help="write the Ansible inventory generated from the division tree")

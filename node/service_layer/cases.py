@@ -44,10 +44,10 @@ from node.domain.case import (
 )
 from node.domain.catalogue import Catalogue, Matter, location_field, missing_materials
 from node.domain.errors import DomainError, ErrorKind, missing_field
-from node.domain.events import ID_PREFIX, Event, EventType
+from node.domain.events import CATALOGUE_VERSION, ID_PREFIX, Event, EventType
 from node.domain.hlc import HybridLogicalClock
 from node.domain.identifiers import mask_id_number, validate_credit_code, validate_id_number
-from node.domain.jurisdiction import handling_node
+from node.domain.jurisdiction import handling_node, transfer_problem
 from node.domain.messages import CaseWritten
 from node.domain.permissions import ONLINE, WINDOW, check_acceptance, check_evaluation, check_withdrawal
 from node.domain.workdays import WorkingDayCalendar, warning_level
@@ -210,12 +210,14 @@ class CaseService:
     def accept(self, command: AcceptCase) -> AcceptOutcome:
         actor = command.actor
         check_acceptance(actor.role)
-        matter = self.catalogue.get(command.matter_code)
+        # One version for the whole acceptance: the event names it, and every node checks the routing by it.
+        catalogue = self.catalogue
+        matter = catalogue.get(command.matter_code)
         applicant = self._applicant(command.applicant)
         materials = list(command.materials)
         location = command.location(location_field(matter.jurisdiction_rule))
-        handling = handling_node(matter, self.tree, self.node, location, self.catalogue)
-        matter = self.catalogue.effective_matter(matter, self.tree, location or self.node)
+        handling = handling_node(matter, self.tree, self.node, location, catalogue)
+        matter = catalogue.effective_matter(matter, self.tree, location or self.node)
         missing = missing_materials(matter, materials)
         refuse_reason = command.refuse_reason
 
@@ -258,6 +260,7 @@ class CaseService:
                 "deadline": deadline.isoformat(),
                 "promised_days": promised_days,
                 "handling_type": matter.handling_type,
+                CATALOGUE_VERSION: catalogue.version,
                 **({"package": dict(command.package)} if command.package is not None else {}),
             },
         )
@@ -491,7 +494,17 @@ class CaseService:
                 )
             if not reason:
                 raise _invalid("reason_required", "转办必须填写理由", "a transfer needs a reason")
-            return {"new_handling_node": target, "reason": reason}
+            # The target must handle the matter under the catalogue version the event names (checked again
+            # by every node that verifies it).
+            catalogue = self.catalogue
+            problem = transfer_problem(case.matter_code, target, self.tree, catalogue)
+            if problem:
+                raise _invalid(
+                    "transfer_not_allowed",
+                    f"{target} 不办理事项 {case.matter_code}（事项目录第 {catalogue.version} 版），不能转办到该节点",
+                    f"cannot transfer there: {problem}",
+                )
+            return {"new_handling_node": target, "reason": reason, CATALOGUE_VERSION: catalogue.version}
         if kind is EventType.EVALUATED:
             level = command.level
             if level not in (1, 2, 3, 4, 5):

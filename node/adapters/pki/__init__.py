@@ -25,7 +25,8 @@ Signatures (ES256) are ECDSA-SHA256 over the UTF-8 bytes of a hex digest (the ev
 ``{"alg": "ES256", "signer": <node code>, "cert_sha256": <hex>, "value": <base64 DER>}``.
 Certificates travel between nodes as ``certificate`` documents (:func:`certificate_doc`); the modules:
 files, profile and shared helpers in ``common``, the CA in ``ca``, checks in ``verification``, a node's key
-and certificate in ``identity``, the documents in ``certificates``.
+and certificate in ``identity``, the documents in ``certificates``, the CA's signed revocation list
+(``crl`` document) in ``revocation``.
 """
 
 from node.adapters.pki.ca import CertificateAuthority

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,11 @@ from node.adapters.pki.common import (
     CLOCK_SKEW,
     DEPT_CODE,
     DEPT_URN_PREFIX,
+    ECDSA_SHA256,
+    HEX,
     NODE_URN_PREFIX,
     NODE_VALIDITY_DAYS,
+    SIGNATURE_ALG,
     as_utc,
     cert_pem,
     check_name,
@@ -182,6 +186,20 @@ class CertificateAuthority:
     @property
     def cert_sha256(self) -> str:
         return fingerprint(self._cert)
+
+    # -- signing --------------------------------------------------------------------------
+
+    def sign(self, digest_hex: str) -> dict[str, str]:
+        """ES256 signature by the CA key over a hex digest (the revocation list): ``signer`` is ``ca:<city>``."""
+        if not isinstance(digest_hex, str) or not HEX.match(digest_hex):
+            raise invalid_input("digest_invalid", "被签名的摘要必须是十六进制字符串", "the digest to sign must be hex")
+        value = self._key.sign(digest_hex.encode("utf-8"), ECDSA_SHA256)
+        return {
+            "alg": SIGNATURE_ALG,
+            "signer": f"ca:{self.city_code}",
+            "cert_sha256": self.cert_sha256,
+            "value": base64.b64encode(value).decode("ascii"),
+        }
 
     # -- issuance -------------------------------------------------------------------------
 
