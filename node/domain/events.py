@@ -81,6 +81,12 @@ class EventType(StrEnum):
     WITHDRAWN = "withdrawn"
     EVALUATED = "evaluated"  # 好差评
     DEADLINE_FLAGGED = "deadline_flagged"  # 预警 / 黄牌 / 红牌
+    # Results without a trip (issue 15): fees, the sealed result, postal delivery.
+    PAYMENT_REQUESTED = "payment_requested"  # a payment order (缴款码) was issued for the case's fees
+    PAYMENT_UPDATED = "payment_updated"  # the order's state changed (paid, failed, closed, refunded, …)
+    RESULT_SEALED = "result_sealed"  # the result document was sealed; the PDF travels sealed (encrypted)
+    POST_ORDERED = "post_ordered"  # a courier waybill was created for the result
+    POST_TRACKED = "post_tracked"  # a tracking step of that waybill (from a verified callback or a poll)
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -89,6 +95,27 @@ FLAG_LEVELS = ("warning", "yellow", "red")
 # GB/T 39734: five levels, 4 and 5 are bad reviews that open a fix-and-follow-up loop.
 EVALUATION_LEVELS = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
 BAD_EVALUATION_LEVELS = frozenset({4, 5})
+PAYMENT_STATES = (
+    "created",
+    "paying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "closed",
+    "refunding",
+    "partially_refunded",
+    "refunded",
+)
+POST_CODES = (
+    "created",
+    "picked_up",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "delivery_failed",
+    "returned",
+    "cancelled",
+)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -383,6 +410,23 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         _one_of(payload, "level", EVALUATION_LEVELS, problems)
     elif kind is EventType.DEADLINE_FLAGGED:
         _one_of(payload, "level", FLAG_LEVELS, problems)
+    elif kind in (EventType.PAYMENT_REQUESTED, EventType.PAYMENT_UPDATED):
+        _text(payload, "order_id", problems)
+        _one_of(payload, "state", PAYMENT_STATES, problems)
+        total = payload.get("total_fen")
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            problems.append(f"payload.total_fen must be a non-negative integer, got {total!r}")
+    elif kind is EventType.RESULT_SEALED:
+        for key in ("document_id", "issuer", "sealed_pdf"):
+            _text(payload, key, problems)
+    elif kind is EventType.POST_ORDERED:
+        _text(payload, "waybill_no", problems)
+    elif kind is EventType.POST_TRACKED:
+        _text(payload, "waybill_no", problems)
+        _one_of(payload, "code", POST_CODES, problems)
+        seq = payload.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            problems.append(f"payload.seq must be a positive integer, got {seq!r}")
     return problems
 
 
