@@ -18,14 +18,20 @@ import redis
 
 from node import __version__
 from node.adapters.catalogue_doc import PublishedCatalogue
+from node.adapters.courier import WAYBILLS_DB, CourierSettings, WaybillBook
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.opsmodel import OpsModel
+from node.adapters.payment_gateway import GatewaySettings
+from node.adapters.payment_store import SqlPaymentRepository
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.seal import SealBook
+from node.adapters.seal_keys import TrustBundle
+from node.adapters.sqlite import sqlite_engine
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
@@ -44,6 +50,8 @@ from node.service_layer.commands import (
     SweepDeadlines,
 )
 from node.service_layer.messagebus import MessageBus
+from node.service_layer.payments import PaymentService
+from node.service_layer.results import ResultService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -78,6 +86,8 @@ class NodeContext:
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
     version: str = __version__
+    # Issue 15: fees, sealed results and post; built for the web and the worker (see _results).
+    results: ResultService | None = None
 
     @property
     def catalogue(self) -> Catalogue:
@@ -196,8 +206,40 @@ def bootstrap(
             else None
         ),
     )
+    if kind in (ProcessKind.WEB, ProcessKind.WORKER):
+        context.results = _results(context)
     _register(context)
     return context
+
+
+def _results(context: NodeContext) -> ResultService:
+    """Fees (when ``payments.json`` names a gateway), department seals, post (when ``courier.json`` names one)."""
+    config = context.config
+    gateway = GatewaySettings.load(config.data_dir)
+    courier = CourierSettings.load(config.data_dir)
+    results: ResultService | None = None
+    payments = (
+        PaymentService(
+            SqlPaymentRepository(sqlite_engine(config.data_dir / "payments.sqlite3")),
+            gateway.client(),
+            region_code=config.code[:6],
+            on_state_change=lambda order: results.on_payment_change(order) if results else None,
+        )
+        if gateway is not None
+        else None
+    )
+    results = ResultService(
+        context.cases,
+        context.cases.pii,
+        SealBook(config.data_dir / "seals", config.code, context.division.name, config.ca_dir),
+        TrustBundle.build(context.identity.ca_pem),
+        config.url,
+        context.bus.publish,
+        payments=payments,
+        courier=courier,
+        waybills=WaybillBook(config.data_dir / WAYBILLS_DB) if courier is not None else None,
+    )
+    return results
 
 
 def _register(context: NodeContext) -> None:
@@ -214,6 +256,9 @@ def _register(context: NodeContext) -> None:
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code
+    if context.kind is ProcessKind.WEB and context.results is not None:
+        # Fees falling due, sealing the result, refunds: after acceptance or a decision written here.
+        bus.subscribe(CaseWritten, context.results.on_case_written)
     if context.kind is ProcessKind.WEB:
         # Handlers read context.mqtt when they run: a test may attach a link after bootstrap.
         bus.subscribe(CaseWritten, lambda _message: context.wake())

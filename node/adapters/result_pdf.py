@@ -485,3 +485,21 @@ def verify_result(pdf: bytes, trust: TrustBundle, *, at: datetime | None = None)
         f"sealed by {checked.issuer} ({checked.seal_name}); the document is unchanged",
         **common,
     )
+
+
+def verify_qr_against(pdf: bytes, payload: str, trust: TrustBundle) -> Verdict:
+    """A scanned QR checked against the sealed result it claims to be (the issuer's stored copy).
+
+    The department certificate and the content record come from the stored PDF's seal, which must
+    itself verify; a QR naming another document, or whose hash or signature does not match, is tampered.
+    """
+    verdict = verify_result(pdf, trust)
+    if verdict.status is VerdictStatus.TAMPERED or verdict.status is VerdictStatus.UNKNOWN_ISSUER:
+        return verdict
+    signed, seal_der = split_sealed(bytes(pdf))
+    checked = check_signature(seal_der, hashlib.sha256(signed).digest(), trust)
+    content, _ = _content_of(checked)
+    qr = verify_qr_payload(payload, trust, checked.certificate.public_bytes(Encoding.PEM), content)
+    if not qr.valid:
+        return qr
+    return verdict

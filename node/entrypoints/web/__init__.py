@@ -21,6 +21,7 @@ from flask import Flask
 from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
 from node.entrypoints.web import api, auth, catalogue_pages, health, i18n, limits, metrics, ops, pages, sync_api
+from node.entrypoints.web import results as results_web  # issue 15
 from node.entrypoints.web.http import API_LIFETIMES, API_LIFETIMES_KEY, PAGE_LIFETIMES, PAGE_LIFETIMES_KEY
 from node.entrypoints.web.notices import NoticeBoard
 from node.entrypoints.web.templating import template_context
@@ -51,8 +52,9 @@ def create_app(context: NodeContext) -> Flask:
         catalogue_pages.blueprint,
         sync_api.blueprint,
         ops.blueprint,
+        results_web.blueprint,  # issue 15: fees, sealed results, /verify, post
     ):
         app.register_blueprint(blueprint)
     # The signed-in pages: language choice, CSRF check and security headers (see auth).
-    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages"})
+    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages", "results.pages"})
     return app
