@@ -1,0 +1,211 @@
+"""Sealed results wired into the node: approval seals the result, staff and the applicant download it,
+``tongban verify`` and the public ``/verify`` page tell valid from tampered, forged or foreign."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from node.adapters.pki import CertificateAuthority
+from node.adapters.result_pdf import ResultContent, seal_result, split_sealed
+from node.adapters.seal import DepartmentSeal
+from node.bootstrap import NodeContext
+from node.domain.identifiers import make_id_number
+from node.domain.seal import parse_signature
+from node.runtime.services import PROJECT_ROOT
+from tests.conftest import TEST_PASSWORD, client_for, token_for
+from tiers.demo import HESHAN, HESHAN_VILLAGE
+
+DIBAO = "430900-JF-0001"  # 最低生活保障审核确认: civil affairs, county, by residence, no fee
+DIBAO_MATERIALS = ["M001", "M002", "M013", "M003"]
+RESIDENT = make_id_number("430903", date(1985, 3, 15), 124)
+APPLICANT_NAME = "李秀英"
+
+
+def approved_case(client: FlaskClient, node: NodeContext) -> str:
+    acceptor = token_for(client, node, "acceptor")
+    approver = token_for(client, node, "approver.civil_affairs")
+    body = {
+        "matter_code": DIBAO,
+        "applicant": {"kind": "person", "id_number": RESIDENT, "name": APPLICANT_NAME},
+        "materials": DIBAO_MATERIALS,
+        "residence_code": HESHAN_VILLAGE,
+    }
+    created = client.post("/api/v1/cases", json=body, headers=acceptor)
+    assert created.status_code == 201, created.get_json()
+    case_no = created.get_json()["case_no"]
+    approved = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=approver)
+    assert approved.status_code == 200, approved.get_json()
+    return case_no
+
+
+def sign_in(client: FlaskClient, node: NodeContext, username: str) -> None:
+    token_for(client, node, username)  # creates the account
+    client.get("/login")
+    with client.session_transaction() as session:
+        csrf = session.get("csrf")
+    response = client.post("/login", data={"username": username, "password": TEST_PASSWORD, "csrf_token": csrf})
+    assert response.status_code in (302, 303), response.get_data(as_text=True)[:500]
+
+
+def csrf_of(client: FlaskClient, page: str) -> str:
+    html = client.get(page).get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def verify_command(pdf: Path, trust: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "node.entrypoints.cli", "verify", str(pdf), "--trust", str(trust)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def qr_payload_of(pdf: bytes) -> str:
+    _signed, der = split_sealed(pdf)
+    info = parse_signature(der).property_info
+    return info.split(";qr=", 1)[1]
+
+
+@pytest.fixture
+def county(county_node: NodeContext) -> tuple[NodeContext, FlaskClient, str]:
+    client = client_for(county_node)
+    return county_node, client, approved_case(client, county_node)
+
+
+def test_approval_seals_the_result_and_staff_download_a_valid_pdf(
+    county: tuple[NodeContext, FlaskClient, str], city_ca: Path, tmp_path: Path
+) -> None:
+    node, client, case_no = county
+    staff = token_for(client, node, "acceptor")
+    response = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=staff)
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    pdf = response.data
+    assert pdf.startswith(b"%PDF-") and b"/TongbanSeal" in pdf
+
+    # The timeline says so, and the event carries the PDF only encrypted (it names the applicant).
+    shown = client.get(f"/api/v1/cases/{case_no}", headers=staff).get_json()
+    assert [e["type"] for e in shown["timeline"]][-2:] == ["approved", "result_sealed"]
+    docs = node.store.all_docs(f"event:{case_no}:", f"event:{case_no}:\ufff0")
+    raw = repr(docs)
+    assert APPLICANT_NAME not in raw and RESIDENT not in raw
+
+    good = tmp_path / "result.pdf"
+    good.write_bytes(pdf)
+    valid = verify_command(good, city_ca)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert valid.stdout.splitlines()[0].startswith(f"valid {HESHAN}/civil_affairs")
+
+    damaged = bytearray(pdf)
+    damaged[len(pdf) // 3] ^= 0x01
+    bad = tmp_path / "tampered.pdf"
+    bad.write_bytes(bytes(damaged))
+    tampered = verify_command(bad, city_ca)
+    assert tampered.returncode == 1 and tampered.stdout.splitlines()[0] == "tampered"
+
+    # No token, or a case this node does not hold: refused with a reason.
+    assert client.get(f"/api/v1/cases/{case_no}/result.pdf").status_code == 401
+    missing = client.get(f"/api/v1/cases/{HESHAN}-20200101-999/result.pdf", headers=staff)
+    assert missing.status_code == 404 and missing.get_json()["message_en"]
+
+
+def test_case_page_offers_the_download_to_staff(county: tuple[NodeContext, FlaskClient, str]) -> None:
+    node, client, case_no = county
+    sign_in(client, node, "acceptor")
+    page = client.get(f"/cases/{case_no}").get_data(as_text=True)
+    assert "下载盖章结果文书" in page and f"{case_no}.R1" in page
+    download = client.get(f"/cases/{case_no}/result.pdf")
+    assert download.status_code == 200 and download.data.startswith(b"%PDF-")
+
+
+def test_the_applicant_downloads_with_case_number_and_id_number(county: tuple[NodeContext, FlaskClient, str]) -> None:
+    _node, client, case_no = county
+    csrf = csrf_of(client, "/hall/fees")
+    mine = client.post(
+        "/hall/fees", data={"case_no": case_no, "id_number": RESIDENT, "action": "download", "csrf_token": csrf}
+    )
+    assert mine.status_code == 200 and mine.data.startswith(b"%PDF-")
+    other = make_id_number("430903", date(1990, 1, 1), 77)
+    refused = client.post(
+        "/hall/fees", data={"case_no": case_no, "id_number": other, "action": "download", "csrf_token": csrf}
+    )
+    assert refused.status_code == 404
+    assert "未找到与该身份证件号码匹配的案件" in refused.get_data(as_text=True)
+    assert not refused.data.startswith(b"%PDF-")
+
+
+def test_verify_page_tells_valid_tampered_forged_and_foreign(
+    county: tuple[NodeContext, FlaskClient, str], tmp_path: Path
+) -> None:
+    node, client, case_no = county
+    pdf = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=token_for(client, node, "acceptor")).data
+
+    def upload(data: bytes) -> tuple[int, str]:
+        csrf = csrf_of(client, "/verify")
+        response = client.post(
+            "/verify",
+            data={"csrf_token": csrf, "file": (__import__("io").BytesIO(data), "result.pdf")},
+            content_type="multipart/form-data",
+        )
+        return response.status_code, response.get_data(as_text=True)
+
+    status, page = upload(pdf)
+    assert status == 200 and 'data-status="valid"' in page and f"{HESHAN}/civil_affairs" in page
+    damaged = bytearray(pdf)
+    damaged[-200] ^= 0x20
+    status, page = upload(bytes(damaged))
+    assert status == 422 and 'data-status="tampered"' in page and "已被篡改" in page
+
+    # A seal certified by another CA: unknown issuer, whatever it claims.
+    other_ca = CertificateAuthority.ensure(tmp_path / "other-ca", "430900000000", "伪造的CA")
+    forged_seal = DepartmentSeal.ensure(tmp_path / "seals", HESHAN, "civil_affairs", "益阳市赫山区民政局", other_ca)
+    content = ResultContent(
+        document_id="FAKE-1",
+        kind="certificate",
+        matter_code=DIBAO,
+        matter_name="最低生活保障审核确认",
+        case_no="FAKE",
+        holder_name="某人",
+        holder_key="k" * 64,
+        issuer_name="益阳市赫山区民政局",
+        issued_on=date.today(),
+    )
+    status, page = upload(seal_result(forged_seal, content))
+    assert status == 422 and 'data-status="unknown_issuer"' in page
+
+    # The QR link of the genuine document verifies; one with another hash is forged.
+    payload = qr_payload_of(pdf)
+    query = payload.split("?", 1)[1]
+    shown = client.get("/verify?" + query).get_data(as_text=True)
+    assert 'data-status="valid"' in shown
+    forged_query = re.sub(r"h=[^&]+", "h=" + "A" * 43, query)
+    forged = client.get("/verify?" + forged_query).get_data(as_text=True)
+    assert 'data-status="tampered"' in forged
+
+
+def test_a_rejected_case_gets_no_sealed_result(county_node: NodeContext) -> None:
+    client = client_for(county_node)
+    acceptor = token_for(client, county_node, "acceptor")
+    approver = token_for(client, county_node, "approver.civil_affairs")
+    body = {
+        "matter_code": DIBAO,
+        "applicant": {"kind": "person", "id_number": RESIDENT, "name": APPLICANT_NAME},
+        "materials": DIBAO_MATERIALS,
+        "residence_code": HESHAN_VILLAGE,
+    }
+    case_no = client.post("/api/v1/cases", json=body, headers=acceptor).get_json()["case_no"]
+    client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "reject", "reason": "收入超标"}, headers=approver)
+    response = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=acceptor)
+    assert response.status_code == 404 and response.get_json()["error"] == "result_not_sealed"
