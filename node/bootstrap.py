@@ -51,7 +51,7 @@ from node.service_layer.commands import (
 )
 from node.service_layer.messagebus import MessageBus
 from node.service_layer.payments import PaymentService
-from node.service_layer.results import ResultService
+from node.service_layer.results import ReconcilePayments, ResultService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -256,6 +256,8 @@ def _register(context: NodeContext) -> None:
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code
+    if context.results is not None:
+        bus.register(ReconcilePayments, context.results.reconcile)
     if context.kind is ProcessKind.WEB and context.results is not None:
         # Fees falling due, sealing the result, refunds: after acceptance or a decision written here.
         bus.subscribe(CaseWritten, context.results.on_case_written)

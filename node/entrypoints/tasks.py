@@ -17,9 +17,11 @@ from node.bootstrap import NodeContext, ProcessKind, bootstrap, config_from_env
 from node.config import task_queue
 from node.service_layer.cases import china_today
 from node.service_layer.commands import SweepDeadlines
+from node.service_layer.results import ReconcilePayments
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
+RECONCILE_PAYMENTS_S = 60.0  # issue 15: orders whose notify never came are settled by query
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -35,10 +37,12 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
         beat_schedule={
             "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
             "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
+            "reconcile-payments": {"task": "tongban.reconcile_payments", "schedule": RECONCILE_PAYMENTS_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
+    app.task(name="tongban.reconcile_payments")(reconcile_payments)
     return app
 
 
@@ -65,6 +69,22 @@ def evaluate_alerts() -> dict[str, int]:
     from node.entrypoints.ops_jobs import evaluate_alerts_job
 
     return evaluate_alerts_job(context())
+
+
+def reconcile_payments() -> dict[str, int]:
+    """Issue 15: query the gateway about orders still waiting after 5 minutes and settle them, exactly once."""
+    node = context()
+    if node.results is None:
+        return {"checked": 0, "settled": 0, "closed": 0, "anomalies": 0}
+    report = node.bus.handle(ReconcilePayments())
+    if report is None:  # no gateway configured at this node
+        return {"checked": 0, "settled": 0, "closed": 0, "anomalies": 0}
+    return {
+        "checked": report.checked,
+        "settled": len(report.settled),
+        "closed": len(report.closed),
+        "anomalies": len(report.anomalies),
+    }
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

@@ -24,7 +24,7 @@ import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from node.adapters.courier import CourierClient, CourierSettings, Party, TrackingEvent, WaybillBook
@@ -58,6 +58,13 @@ MAX_PHONE = 20
 MAX_NAME = 50
 # Order states worth a line on the case: "paying" (the pay page was opened) is not.
 RECORDED_PAYMENT_STATES = frozenset(PaymentState) - {PaymentState.PAYING}
+
+
+@dataclass(frozen=True)
+class ReconcilePayments:
+    """The beat job's command: settle orders whose notify never came (older than ``older_than_s``)."""
+
+    older_than_s: float = 300.0
 
 
 def _not_found(code: str, zh: str, en: str) -> DomainError:
@@ -266,9 +273,15 @@ class ResultService:
         answer = self.payments.handle_notify(headers, raw_body)
         return answer.status, answer.body
 
-    def reconcile(self) -> ReconcileReport | None:
-        """Settle orders whose notify never came, by asking the gateway (the beat job calls it)."""
-        return self.payments.reconcile() if self.payments is not None else None
+    def reconcile(self, command: ReconcilePayments | None = None) -> ReconcileReport | None:
+        """Settle orders whose notify never came, by asking the gateway (the beat job's command)."""
+        if self.payments is None:
+            return None
+        older_than = timedelta(seconds=(command or ReconcilePayments()).older_than_s)
+        report = self.payments.reconcile(older_than)
+        for anomaly in report.anomalies:
+            log.warning("payment anomaly %s on %s: %s", anomaly.kind, anomaly.order_id, anomaly.detail)
+        return report
 
     def settle_fees_of_ended_case(self, case_no: str, reason: str) -> list[PaymentOrder]:
         """A rejected or withdrawn case: refund what was paid, cancel what was not."""

@@ -303,4 +303,3 @@ def _panel() -> dict[str, Any]:
 
 
 blueprint.register_blueprint(pages)
-
