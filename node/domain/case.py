@@ -305,8 +305,7 @@ def _summary(event: Event) -> tuple[str, str]:
         return f"结果已交寄，运单号 {p['waybill_no']}", f"result posted, waybill {p['waybill_no']}"
     if kind is EventType.POST_TRACKED:
         label_zh, label_en = POST_CODE_LABELS[p["code"]]
-        where = str(p.get("location") or "")[:40]
-        return f"邮件{label_zh}{('（' + where + '）') if where else ''}", f"post: {label_en}"
+        return f"邮件{label_zh}", f"post: {label_en}"
     return f"办理时限{_FLAG_LABELS[p['level']]}", f"deadline {p['level']} flag"
 
 

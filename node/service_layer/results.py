@@ -443,15 +443,22 @@ class ResultService:
     def track(self, event: TrackingEvent) -> Case:
         """Record one tracking step once (by its sequence number); the courier's delivery delivers the case."""
         case = self.cases.load(event.order_ref)
-        post = case.post or {}
-        if post.get("waybill_no") != event.waybill_no or event.seq <= int(post.get("seq") or 0):
+        if case.post is None:
+            # The callback overtook our own record of the waybill: refuse, the courier sends it again.
+            raise DomainError(
+                "post_not_recorded_yet", "运单尚未登记，请稍后重试", "the waybill is not recorded yet", ErrorKind.CONFLICT
+            )
+        post = case.post
+        if event.code == "created" or post.get("waybill_no") != event.waybill_no:
+            return case  # "created" is the waybill's own record
+        if event.seq <= int(post.get("seq") or 0):
             return case  # a retried or late callback: already known
         payload = {
             "waybill_no": event.waybill_no,
             "seq": event.seq,
             "code": event.code,
-            "location": event.location[:40],
-            "description": event.description[:100],
+            # The courier's location is often the recipient's address: it travels only encrypted.
+            "detail": self.pii.seal({"location": event.location[:100], "description": event.description[:200]}),
         }
         case = self.record(case.case_no, EventType.POST_TRACKED, payload)
         if event.code == "delivered" and case.state in (CaseState.APPROVED, CaseState.REJECTED):
