@@ -446,7 +446,10 @@ class ResultService:
         if case.post is None:
             # The callback overtook our own record of the waybill: refuse, the courier sends it again.
             raise DomainError(
-                "post_not_recorded_yet", "运单尚未登记，请稍后重试", "the waybill is not recorded yet", ErrorKind.CONFLICT
+                "post_not_recorded_yet",
+                "运单尚未登记，请稍后重试",
+                "the waybill is not recorded yet",
+                ErrorKind.CONFLICT,
             )
         post = case.post
         if event.code == "created" or post.get("waybill_no") != event.waybill_no:
