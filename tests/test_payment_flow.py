@@ -17,6 +17,8 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from node.adapters.payment_gateway import MERCHANT_KEY, GatewaySettings, ensure_merchant_key
+from node.adapters.result_pdf import verify_result
+from node.adapters.seal_keys import TrustBundle
 from node.bootstrap import NodeContext, ProcessKind, bootstrap
 from node.domain.catalogue import load_seed_catalogue
 from node.domain.identifiers import make_id_number
@@ -149,12 +151,20 @@ def test_fee_after_approval_is_paid_through_the_sandbox_once(make_world: Callabl
 
     assert wait_for(duplicates_delivered, timeout=10)
     assert world.payment_events(case_no) == ["paid (CNY 80.00)"]
-    assert [e["type"] for e in world.timeline(case_no)][-4:] == [
+    assert [e["type"] for e in world.timeline(case_no)][-5:] == [
         "approved",
         "payment_requested",
         "result_sealed",
         "payment_updated",
+        "receipt_issued",
     ]
+    # The electronic receipt is sealed like a result and verifies offline.
+    receipt = world.client.get(
+        f"/api/v1/cases/{case_no}/receipt.pdf", headers=token_for(world.client, world.node, "acceptor")
+    )
+    assert receipt.status_code == 200 and receipt.mimetype == "application/pdf"
+    verdict = verify_result(receipt.data, TrustBundle.build(world.node.identity.ca_pem))
+    assert verdict.valid and verdict.issuer == f"{HESHAN}/real_estate" and verdict.document_id.startswith(case_no)
 
     # The applicant sees it in the hall; staff on the case page.
     hall = world.client.get("/hall/fees").get_data(as_text=True)
@@ -163,6 +173,10 @@ def test_fee_after_approval_is_paid_through_the_sandbox_once(make_world: Callabl
         "/hall/fees", data={"case_no": case_no, "id_number": RESIDENT, "action": "show", "csrf_token": csrf}
     ).get_data(as_text=True)
     assert 'data-state="succeeded"' in shown and "¥80.00" in shown and "已缴费" in shown
+    mine = world.client.post(
+        "/hall/fees", data={"case_no": case_no, "id_number": RESIDENT, "action": "receipt", "csrf_token": csrf}
+    )
+    assert mine.status_code == 200 and mine.data == receipt.data
 
     # A forged or replayed-garbage notify is refused and changes nothing.
     forged = requests.post(

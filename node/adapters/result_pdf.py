@@ -101,6 +101,13 @@ TEMPLATES: dict[str, Template] = {
         "持证人 {holder_name} 经审查准予「{matter_name}」（受理编号 {case_no}），"
         "电子证照标识 {licence_id}，有效期至 {valid_until}。",
     ),
+    # 财政电子票据: the receipt of a paid fee, sealed by the collecting department.
+    "receipt": Template(
+        "非税收入电子缴款票据",
+        "Electronic receipt (non-tax revenue)",
+        "兹收到 {holder_name} 缴纳的「{matter_name}」（受理编号 {case_no}）费用，"
+        "金额人民币 {缴款金额} 元，缴款码 {缴款码}。",
+    ),
 }
 
 

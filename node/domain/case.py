@@ -126,6 +126,7 @@ _RULES: dict[EventType, _Rule] = {
     EventType.RESULT_SEALED: _Rule(_DECIDED, _Writer.HOLDER),
     EventType.POST_ORDERED: _Rule(_DECIDED, _Writer.ACCEPTING_OR_HOLDER),
     EventType.POST_TRACKED: _Rule(_DECIDED | {CaseState.DELIVERED}, _Writer.ACCEPTING_OR_HOLDER),
+    EventType.RECEIPT_ISSUED: _Rule(_ANY_STATE, _Writer.ACCEPTING_OR_HOLDER),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class Case:
     payment: dict[str, Any] | None = None
     sealed_result: dict[str, Any] | None = None
     post: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
 
     @property
     def incomplete(self) -> bool:
@@ -301,6 +303,8 @@ def _summary(event: Event) -> tuple[str, str]:
         return f"{label_zh}（¥{yuan}）", f"{label_en} (CNY {yuan})"
     if kind is EventType.RESULT_SEALED:
         return f"结果文书已加盖电子印章（{p['document_id']}）", f"result document sealed ({p['document_id']})"
+    if kind is EventType.RECEIPT_ISSUED:
+        return f"开具电子缴款票据（{p['document_id']}）", f"electronic receipt issued ({p['document_id']})"
     if kind is EventType.POST_ORDERED:
         return f"结果已交寄，运单号 {p['waybill_no']}", f"result posted, waybill {p['waybill_no']}"
     if kind is EventType.POST_TRACKED:
@@ -451,6 +455,8 @@ def _apply(case: Case, event: Event, at: str) -> None:
             "at": at,
             "node": event.node,
         }
+    elif kind is EventType.RECEIPT_ISSUED:
+        case.receipt = {"document_id": p["document_id"], "issuer": p["issuer"], "at": at, "node": event.node}
     elif kind is EventType.POST_ORDERED:
         case.post = {"waybill_no": p["waybill_no"], "code": "created", "seq": 0, "at": at, "node": event.node}
     elif kind is EventType.POST_TRACKED:

@@ -87,6 +87,7 @@ class EventType(StrEnum):
     RESULT_SEALED = "result_sealed"  # the result document was sealed; the PDF travels sealed (encrypted)
     POST_ORDERED = "post_ordered"  # a courier waybill was created for the result
     POST_TRACKED = "post_tracked"  # a tracking step of that waybill (from a verified callback or a poll)
+    RECEIPT_ISSUED = "receipt_issued"  # the sealed electronic receipt (财政电子票据) of a paid order
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -416,7 +417,7 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         total = payload.get("total_fen")
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             problems.append(f"payload.total_fen must be a non-negative integer, got {total!r}")
-    elif kind is EventType.RESULT_SEALED:
+    elif kind in (EventType.RESULT_SEALED, EventType.RECEIPT_ISSUED):
         for key in ("document_id", "issuer", "sealed_pdf"):
             _text(payload, key, problems)
     elif kind is EventType.POST_ORDERED:

@@ -81,8 +81,17 @@ def document_id_for(case_no: str) -> str:
     return f"{case_no}{RESULT_SUFFIX}"
 
 
+def receipt_id_for(order: PaymentOrder) -> str:
+    return f"{order.case_no}.P{order.order_id.removeprefix('po_')[:12]}"
+
+
 def case_of_document(document_id: str) -> str | None:
-    return document_id[: -len(RESULT_SUFFIX)] if document_id.endswith(RESULT_SUFFIX) else None
+    """The case a result (``<case>.R1``) or receipt (``<case>.P<order>``) document belongs to."""
+    case_no, dot, _ = document_id.rpartition(".")
+    return case_no if dot and case_no else None
+
+
+SEALED_DOCUMENTS = (EventType.RESULT_SEALED, EventType.RECEIPT_ISSUED)
 
 
 def fen_text(fen: int) -> str:
@@ -265,6 +274,45 @@ class ResultService:
             self.record(order.case_no, EventType.PAYMENT_UPDATED, self._order_payload(order))
         except DomainError as error:  # the case moved on where this node may no longer write: keep the order
             log.warning("payment %s of case %s not recorded on the case: %s", order.order_id, order.case_no, error.code)
+            return
+        if order.state is PaymentState.SUCCEEDED and order.times_settled == 1:
+            try:
+                self.issue_receipt(order)
+            except Exception:  # the payment stands; the receipt can be issued again from the case page
+                log.exception("receipt of %s not issued", order.order_id)
+
+    def issue_receipt(self, order: PaymentOrder) -> Case:
+        """The electronic receipt (财政电子票据) of a paid order, sealed by the collecting department, once."""
+        events = self._history(order.case_no)
+        document_id = receipt_id_for(order)
+        case = fold(events)
+        if any(e.type is EventType.RECEIPT_ISSUED and e.payload.get("document_id") == document_id for e in events):
+            return case
+        matter = self.matter_of(case)
+        if matter is None:
+            raise _not_found("unknown_matter", "事项不在目录中", "the matter is not in the catalogue")
+        department = self.cases.catalogue.department(matter.department)
+        seal = self.seals.seal_for(department.code, department.name_zh)
+        content = ResultContent(
+            document_id=document_id,
+            kind="receipt",
+            matter_code=matter.code,
+            matter_name=matter.name,
+            case_no=order.case_no,
+            holder_name=self.cases.applicant_name(case),
+            holder_key=str(case.applicant.get("key")),
+            issuer_name=seal.name,
+            issued_on=self.today(),
+            items={"缴款金额": fen_text(order.total_fen), "缴款码": order.payment_code, "订单号": order.order_id},
+        )
+        pdf = seal_result(seal, content, self.verify_base)
+        payload = {
+            "document_id": document_id,
+            "order_id": order.order_id,
+            "issuer": seal.issuer,
+            "sealed_pdf": self.pii.seal({"pdf": base64.b64encode(pdf).decode("ascii")}),
+        }
+        return self.record(order.case_no, EventType.RECEIPT_ISSUED, payload)
 
     def handle_notify(self, headers: Any, raw_body: bytes) -> tuple[int, str]:
         """The gateway's notify: verified over the raw body first, applied once (the case event with it)."""
@@ -357,9 +405,20 @@ class ResultService:
 
     def result_pdf(self, case_no: str) -> bytes:
         """The sealed PDF of a decided case, as its ``result_sealed`` event carries it."""
+        return self._sealed_pdf(case_no, EventType.RESULT_SEALED)
+
+    def receipt_pdf(self, case_no: str) -> bytes:
+        """The latest electronic receipt of the case's fees."""
+        return self._sealed_pdf(case_no, EventType.RECEIPT_ISSUED)
+
+    def _sealed_pdf(self, case_no: str, kind: EventType, document_id: str | None = None) -> bytes:
         events = self._history(case_no)
-        sealed = [e for e in events if e.type is EventType.RESULT_SEALED]
+        sealed = [
+            e for e in events if e.type is kind and (document_id is None or e.payload.get("document_id") == document_id)
+        ]
         if not sealed:
+            if kind is EventType.RECEIPT_ISSUED:
+                raise _not_found("receipt_not_issued", "该案件尚无电子缴款票据", "this case has no receipt yet")
             raise _not_found("result_not_sealed", "该案件尚无盖章的结果文书", "this case has no sealed result yet")
         latest = max(sealed, key=lambda e: e.hlc)
         opened = self.pii.open(str(latest.payload["sealed_pdf"]))
@@ -369,10 +428,10 @@ class ResultService:
             )
         return base64.b64decode(opened["pdf"])
 
-    def citizen_result_pdf(self, case_no: str, identifier: str) -> bytes:
-        """The applicant's own result: the case number and their ID number (or credit code) must match."""
+    def citizen_result_pdf(self, case_no: str, identifier: str, receipt: bool = False) -> bytes:
+        """The applicant's own result (or receipt): the case number and their ID number must match."""
         self.cases.citizen_progress(case_no, identifier)  # the one check of the pair, same answer for every miss
-        return self.result_pdf(case_no)
+        return self.receipt_pdf(case_no) if receipt else self.result_pdf(case_no)
 
     def citizen_payment(self, case_no: str, identifier: str) -> tuple[dict[str, Any], PaymentView | None]:
         """The applicant's view of the case and of its fees."""
@@ -389,10 +448,13 @@ class ResultService:
         except DomainError as error:
             return Verdict(VerdictStatus.TAMPERED, None, error.message_zh, error.message_en)
         case_no = case_of_document(fields.document_id)
-        try:
-            pdf = self.result_pdf(case_no) if case_no else None
-        except DomainError:
-            pdf = None
+        pdf = None
+        for kind in SEALED_DOCUMENTS:
+            try:
+                pdf = self._sealed_pdf(case_no, kind, fields.document_id) if case_no else None
+            except DomainError:
+                continue
+            break
         if pdf is None:
             return Verdict(
                 VerdictStatus.UNKNOWN_ISSUER,

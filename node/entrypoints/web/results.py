@@ -55,9 +55,9 @@ def results() -> ResultService:
     return service
 
 
-def _pdf(data: bytes, case_no: str) -> Response:
+def _pdf(data: bytes, case_no: str, what: str = "result") -> Response:
     response = Response(data, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = f'attachment; filename="{case_no}-result.pdf"'
+    response.headers["Content-Disposition"] = f'attachment; filename="{case_no}-{what}.pdf"'
     response.headers["Cache-Control"] = "no-store"  # it names the applicant
     return response
 
@@ -90,6 +90,15 @@ def courier_callback() -> ResponseReturnValue:
 def api_result_pdf(case_no: str) -> ResponseReturnValue:
     try:
         return _pdf(results().result_pdf(case_no), case_no)
+    except DomainError as exc:
+        return jsonify(exc.to_dict()), STATUS[exc.kind]
+
+
+@blueprint.get("/api/v1/cases/<case_no>/receipt.pdf")
+@require_role(*STAFF_ROLES)
+def api_receipt_pdf(case_no: str) -> ResponseReturnValue:
+    try:
+        return _pdf(results().receipt_pdf(case_no), case_no, "receipt")
     except DomainError as exc:
         return jsonify(exc.to_dict()), STATUS[exc.kind]
 
@@ -184,8 +193,11 @@ def hall_fees() -> ResponseReturnValue:
         error = both(lazy_gettext("请输入受理编号和证件号码"))
         return render_template("hall_fees.html", values=values, progress=None, payment=None, error=error), 400
     try:
-        if request.form.get("action") == "download":
-            return _pdf(results().citizen_result_pdf(case_no, identifier), case_no)
+        action = request.form.get("action")
+        if action in ("download", "receipt"):
+            receipt = action == "receipt"
+            pdf = results().citizen_result_pdf(case_no, identifier, receipt=receipt)
+            return _pdf(pdf, case_no, "receipt" if receipt else "result")
         progress, payment = results().citizen_payment(case_no, identifier)
     except DomainError as exc:
         page = render_template("hall_fees.html", values=values, progress=None, payment=None, error=bilingual(exc))
@@ -257,6 +269,15 @@ def result_pdf(case_no: str) -> ResponseReturnValue:
         return error_page(STATUS[exc.kind], bilingual(exc))
 
 
+@pages.get("/cases/<case_no>/receipt.pdf")
+@staff_page()
+def receipt_pdf(case_no: str) -> ResponseReturnValue:
+    try:
+        return _pdf(results().receipt_pdf(case_no), case_no, "receipt")
+    except DomainError as exc:
+        return error_page(STATUS[exc.kind], bilingual(exc))
+
+
 # --- what the case page shows --------------------------------------------------------------------------------
 
 
@@ -284,6 +305,7 @@ def results_panel(case_no: str) -> dict[str, Any] | None:
         and service.payments is not None
         and (payment is None or payment.state in ("failed", "cancelled", "closed")),
         "sealed": case.sealed_result,
+        "receipt": case.receipt,
         "can_seal": case.state.value == "approved" and case.sealed_result is None,
         "post": post,
         "post_label": POST_CODE_LABELS.get(str(post.get("code")), ("", "")) if post else None,
