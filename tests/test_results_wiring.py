@@ -14,14 +14,20 @@ import pytest
 from flask.testing import FlaskClient
 
 from node.adapters.pki import CertificateAuthority
-from node.adapters.result_pdf import ResultContent, seal_result, split_sealed
+from node.adapters.result_pdf import ResultContent, seal_result, split_sealed, verify_result
 from node.adapters.seal import DepartmentSeal
+from node.adapters.seal_keys import TrustBundle
 from node.bootstrap import NodeContext
 from node.domain.identifiers import make_id_number
 from node.domain.seal import parse_signature
+from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import PROJECT_ROOT
 from tests.conftest import TEST_PASSWORD, client_for, token_for
+from tests.test_api_cases import accept_body
+from tests.test_sync_link import ACCEPTOR, APPROVER, CITY, COUNTY_B, VILLAGE_B1, nodes, sync_all
 from tiers.demo import HESHAN, HESHAN_VILLAGE
+
+__all__ = ["nodes"]  # the fixture, imported for pytest
 
 DIBAO = "430900-JF-0001"  # 最低生活保障审核确认: civil affairs, county, by residence, no fee
 DIBAO_MATERIALS = ["M001", "M002", "M013", "M003"]
@@ -209,3 +215,25 @@ def test_a_rejected_case_gets_no_sealed_result(county_node: NodeContext) -> None
     client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "reject", "reason": "收入超标"}, headers=approver)
     response = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=acceptor)
     assert response.status_code == 404 and response.get_json()["error"] == "result_not_sealed"
+
+
+def test_the_village_hands_over_the_result_sealed_at_the_county(nodes: dict[str, NodeContext]) -> None:
+    """Accepted at the village, approved and sealed at 赫山区: after replication the village serves the
+    applicant the county's sealed PDF (it travelled encrypted in the case's events) and it verifies."""
+    village = nodes[VILLAGE_B1]
+    case_no = village.bus.handle(accept_case_from_json(ACCEPTOR, accept_body(residence_code=VILLAGE_B1))).case_no
+    assert case_no
+    sync_all(nodes)
+    county = nodes[COUNTY_B]
+    county.bus.handle(act_on_case_from_json(APPROVER, case_no, {"action": "approve"}))
+    sync_all(nodes)
+
+    client = client_for(village)
+    csrf = csrf_of(client, "/hall/fees")
+    form = {"case_no": case_no, "id_number": RESIDENT, "action": "download", "csrf_token": csrf}
+    response = client.post("/hall/fees", data=form)
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    verdict = verify_result(response.data, TrustBundle.build(village.identity.ca_pem))
+    assert verdict.valid and verdict.issuer == f"{COUNTY_B}/civil_affairs"
+    # The city, which relays the case, holds the same encrypted copy; no node holds it in plaintext.
+    assert APPLICANT_NAME not in repr(nodes[CITY].store.all_docs(f"event:{case_no}:", f"event:{case_no}:\ufff0"))
