@@ -16,7 +16,7 @@ import requests
 from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from node.adapters.payment_gateway import MERCHANT_KEY, GatewaySettings, ensure_merchant_key
+from node.adapters.payment_gateway import MERCHANT_KEY, GatewaySettings, ensure_merchant_key, load_private_key
 from node.adapters.result_pdf import verify_result
 from node.adapters.seal_keys import TrustBundle
 from node.bootstrap import NodeContext, ProcessKind, bootstrap
@@ -28,6 +28,7 @@ from node.runtime.services import free_port
 from node.service_layer.results import ReconcilePayments
 from tests.conftest import Services, make_node, token_for, wait_for
 from tests.sandbox_process import SandboxProcess
+from tests.test_payment_gateway import signed_notify
 from tiers.demo import HESHAN, HESHAN_VILLAGE
 
 TRANSFER = "430900-QR-0009"  # 不动产转移登记: real estate, county, 80 yuan after approval
@@ -144,6 +145,7 @@ def test_fee_after_approval_is_paid_through_the_sandbox_once(make_world: Callabl
     assert "已支付" in pay(payment["pay_url"])
 
     assert wait_for(lambda: world.payment(case_no)["state"] == "succeeded", timeout=20)
+
     # Every notify was sent twice; the case records the payment exactly once.
     def duplicates_delivered() -> bool:
         counts = requests.get(f"{world.gateway.url}/sandbox/notifies", timeout=5).json()
@@ -245,3 +247,43 @@ def test_an_unpaid_order_of_a_rejected_case_is_cancelled_and_cannot_be_paid(make
     answer = requests.post(payment["pay_url"], data={"action": "pay"}, timeout=10)
     assert answer.status_code == 409 and "不能支付" in answer.text
     assert world.payment_events(case_no) == ["payment order cancelled (CNY 20.00)"]
+
+
+def test_bad_notifies_at_the_node_are_refused_and_change_nothing(make_world: Callable[..., World]) -> None:
+    """Signed as the gateway would sign them (its key read from the sandbox's state): a wrong amount, an
+    unknown order, a stale timestamp and a replay of a genuine notify."""
+    world = make_world(lose=1.0)  # only the notifies this test sends arrive
+    case_no = world.accept(ID_CARD)
+    payment = world.payment(case_no)
+    key = load_private_key(world.gateway.data_dir / "gateway_private.pem")
+    fact = world.node.results.payments.gateway.query(payment["order_id"])  # type: ignore[union-attr]
+    genuine = {
+        "merchant_id": f"tongban-{HESHAN}",
+        "merchant_order_id": payment["order_id"],
+        "trade_no": fact.trade_no,
+        "status": "succeeded",
+        "amount_fen": fact.amount_fen,
+        "refunded_fen": 0,
+        "version": fact.version + 1,
+        "reason_code": "",
+    }
+
+    def send(payload: dict, age_s: int = 0) -> requests.Response:
+        headers, body = signed_notify(key, payload, age_s=age_s)
+        return requests.post(f"{world.url}/payments/notify", data=body, headers=headers, timeout=10)
+
+    wrong_amount = send({**genuine, "amount_fen": 1})
+    assert wrong_amount.status_code == 409 and wrong_amount.json()["error"] == "payment_amount_mismatch"
+    unknown = send({**genuine, "merchant_order_id": "po_" + "0" * 24})
+    assert unknown.status_code == 404 and unknown.json()["message_zh"]
+    stale = send(genuine, age_s=3600)
+    assert stale.status_code == 401
+    assert world.payment(case_no)["state"] == "created" and world.payment_events(case_no) == []
+
+    first = send(genuine)
+    assert first.status_code == 200 and first.text == "success"
+    replay = send(genuine)
+    assert replay.status_code == 200 and replay.text == "success"
+    assert world.payment_events(case_no) == ["paid (CNY 20.00)"]
+    anomalies = {a.kind for a in world.node.results.payments.repository.anomalies()}  # type: ignore[union-attr]
+    assert {"amount_mismatch", "unknown_order"} <= anomalies
