@@ -15,11 +15,13 @@ from flask.testing import FlaskClient
 
 from node.adapters.pki import CertificateAuthority
 from node.adapters.result_pdf import ResultContent, seal_result, split_sealed, verify_result
-from node.adapters.seal import DepartmentSeal
+from node.adapters.seal import DepartmentSeal, verify_signed_record
 from node.adapters.seal_keys import TrustBundle
 from node.bootstrap import NodeContext
-from node.domain.identifiers import make_id_number
-from node.domain.seal import parse_signature
+from node.domain.catalogue import load_seed_catalogue
+from node.domain.identifiers import make_credit_code, make_id_number
+from node.domain.licence import Licence, parse_identifier
+from node.domain.seal import SealRejected, parse_signature
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import PROJECT_ROOT
 from tests.conftest import TEST_PASSWORD, client_for, token_for
@@ -33,6 +35,7 @@ DIBAO = "430900-JF-0001"  # 最低生活保障审核确认: civil affairs, count
 DIBAO_MATERIALS = ["M001", "M002", "M013", "M003"]
 RESIDENT = make_id_number("430903", date(1985, 3, 15), 124)
 APPLICANT_NAME = "李秀英"
+FOOD_LICENCE = "430900-XK-0004"  # 食品经营许可: market regulation, county, by registered place
 
 
 def approved_case(client: FlaskClient, node: NodeContext) -> str:
@@ -237,3 +240,47 @@ def test_the_village_hands_over_the_result_sealed_at_the_county(nodes: dict[str,
     assert verdict.valid and verdict.issuer == f"{COUNTY_B}/civil_affairs"
     # The city, which relays the case, holds the same encrypted copy; no node holds it in plaintext.
     assert APPLICANT_NAME not in repr(nodes[CITY].store.all_docs(f"event:{case_no}:", f"event:{case_no}:\ufff0"))
+
+
+def test_a_licence_matter_produces_a_signed_electronic_licence(county_node: NodeContext) -> None:
+    """食品经营许可: the sealed PDF is a licence with a GB/T 36904 identifier and a validity, and the case
+    carries the licence record signed by the issuing department (holder by key, no personal data)."""
+    client = client_for(county_node)
+    acceptor = token_for(client, county_node, "acceptor")
+    approver = token_for(client, county_node, "approver.market_regulation")
+    credit = make_credit_code("91430903MA4L00002")
+    matter = load_seed_catalogue().get(FOOD_LICENCE)
+    body = {
+        "matter_code": FOOD_LICENCE,
+        "applicant": {"kind": "enterprise", "credit_code": credit, "name": "益阳某某餐饮有限公司"},
+        "materials": [m.code for m in matter.materials if m.required],
+        "registered_code": HESHAN_VILLAGE,
+    }
+    created = client.post("/api/v1/cases", json=body, headers=acceptor)
+    assert created.status_code == 201, created.get_json()
+    case_no = created.get_json()["case_no"]
+    approved = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "approve"}, headers=approver)
+    assert approved.status_code == 200, approved.get_json()
+    pdf = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=acceptor).data
+    trust = TrustBundle.build(county_node.identity.ca_pem)
+    verdict = verify_result(pdf, trust)
+    assert verdict.valid and verdict.issuer == f"{HESHAN}/market_regulation"
+
+    sealed = next(
+        e for e in county_node.cases.verifier.verified_case(case_no).events if e.type.value == "result_sealed"
+    )
+    assert sealed.payload["kind"] == "licence"
+    record = verify_signed_record(sealed.payload["licence"], trust)
+    licence = Licence.from_record(record)
+    assert str(parse_identifier(licence.identifier)) == licence.identifier
+    assert licence.holder_kind == "enterprise" and credit not in repr(sealed.payload["licence"])
+    assert licence.valid_until is not None and licence.valid_until > licence.valid_from
+    assert licence.document_id == f"{case_no}.R1"
+    # Changing the record breaks its signature.
+    forged = {**sealed.payload["licence"], "record": {**record, "valid_until": "2099-12-31"}}
+    with pytest.raises(SealRejected):
+        verify_signed_record(forged, trust)
+
+    sign_in(client, county_node, "acceptor")
+    page = client.get(f"/cases/{case_no}").get_data(as_text=True)
+    assert f'id="licence-id">{licence.identifier}<' in page

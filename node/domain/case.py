@@ -452,6 +452,7 @@ def _apply(case: Case, event: Event, at: str) -> None:
             "document_id": p["document_id"],
             "issuer": p["issuer"],
             "kind": p.get("kind"),
+            "licence_id": ((p.get("licence") or {}).get("record") or {}).get("identifier"),
             "at": at,
             "node": event.node,
         }

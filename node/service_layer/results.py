@@ -21,7 +21,9 @@ writes them, then published as :class:`CaseWritten`, so projection and replicati
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -36,12 +38,14 @@ from node.adapters.result_pdf import (
     verify_qr_against,
     verify_result,
 )
-from node.adapters.seal import SealBook
+from node.adapters.seal import SealBook, sign_record
 from node.adapters.seal_keys import TrustBundle
 from node.domain.case import Case, CaseState, check_recorded, fold
 from node.domain.catalogue import Matter
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType
+from node.domain.identifiers import make_credit_code
+from node.domain.licence import Licence, make_identifier
 from node.domain.messages import CaseWritten
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, fee_items_for_matter
 from node.domain.seal import Verdict, VerdictStatus
@@ -71,10 +75,32 @@ def _not_found(code: str, zh: str, en: str) -> DomainError:
     return DomainError(code, zh, en, ErrorKind.NOT_FOUND)
 
 
+LICENCE_VALIDITY = timedelta(days=5 * 365)
+_LICENCE_NAME = re.compile(r"许可$|资格|注册")
+
+
 def template_for(matter: Matter) -> str:
-    """Which result template a matter's approval produces: a decision letter for a licence-type matter
-    (行政许可), a certificate (证明) for the rest."""
-    return "decision" if matter.matter_type == "行政许可" else "certificate"
+    """Which result template a matter's approval produces: a licence (许可证) for a 行政许可 that grants a
+    licence, qualification or registration, a decision letter for another 行政许可, a certificate (证明)
+    for the rest."""
+    if matter.matter_type == "行政许可":
+        return "licence" if _LICENCE_NAME.search(matter.name) else "decision"
+    return "certificate"
+
+
+def department_credit_code(node_code: str, department_code: str) -> str:
+    """A department's unified social credit code. The demo's departments have none on record: a stable
+    synthetic one (registration type 11 机关, the node's county code, an organisation code from a hash)."""
+    digest = hashlib.sha256(f"{node_code}/{department_code}".encode()).hexdigest()
+    organisation = "".join(str(int(ch, 16) % 10) for ch in digest[:9])
+    return make_credit_code(f"11{node_code[:6]}{organisation}")
+
+
+def licence_identifier(matter: Matter, city: str, node_code: str, case_no: str) -> str:
+    """GB/T 36904 identifier: type = the city department's code + the matter's serial, issuer = ours."""
+    type_code = department_credit_code(city, matter.department) + (re.sub(r"[^0-9]", "", matter.code)[-3:] or "000")
+    serial = re.sub(r"[^0-9A-Z]", "", case_no.upper())[-40:]
+    return make_identifier(type_code, department_credit_code(node_code, matter.department), serial, 1)
 
 
 def document_id_for(case_no: str) -> str:
@@ -380,6 +406,9 @@ class ResultService:
         seal = self.seals.seal_for(department.code, department.name_zh)
         accepted_on = datetime.fromisoformat(case.accepted_at).astimezone(CHINA).date() if case.accepted_at else None
         kind = template_for(matter)
+        today = self.today()
+        licence_id = licence_identifier(matter, self.cases.tree.root, self.node, case_no) if kind == "licence" else None
+        valid_until = today + LICENCE_VALIDITY if licence_id else None
         content = ResultContent(
             document_id=document_id_for(case_no),
             kind=kind,
@@ -389,18 +418,38 @@ class ResultService:
             holder_name=self.cases.applicant_name(case),
             holder_key=str(case.applicant.get("key")),
             issuer_name=seal.name,
-            issued_on=self.today(),
+            issued_on=today,
             applied_on=accepted_on,
+            valid_until=valid_until,
+            licence_id=licence_id,
             items={"办理结果": "准予办理"},
         )
         pdf = seal_result(seal, content, self.verify_base)
-        payload = {
+        payload: dict[str, Any] = {
             "document_id": content.document_id,
             "issuer": seal.issuer,
             "kind": kind,
             # The PDF names the applicant: it travels encrypted with the federation's data key.
             "sealed_pdf": self.pii.seal({"pdf": base64.b64encode(pdf).decode("ascii")}),
         }
+        if licence_id:
+            # The electronic licence record (GB/T 36904 identifier, holder by key only), signed by the
+            # issuing department: checkable offline with the city CA certificate alone.
+            licence = Licence(
+                identifier=licence_id,
+                type_name=matter.name[:100],
+                holder_key=str(case.applicant.get("key")),
+                holder_kind=str(case.applicant.get("kind") or "person"),
+                issuer_node=self.node,
+                issuer_department=department.code,
+                issuer_name=seal.name,
+                issued_on=today,
+                valid_from=today,
+                valid_until=valid_until,
+                data_items={"许可事项": matter.name, "受理编号": case_no},
+                document_id=content.document_id,
+            )
+            payload["licence"] = sign_record(seal, licence.to_record())
         return self.record(case_no, EventType.RESULT_SEALED, payload)
 
     def result_pdf(self, case_no: str) -> bytes:
