@@ -9,6 +9,7 @@ run when this node writes a case (:class:`CaseWritten`) or when the read model s
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,6 +58,7 @@ from tiers import Division, DivisionTree, yiyang
 CALENDAR_OVERRIDES = "workday-overrides.json"
 # The collector reads heartbeat documents with a longer patience than a request would have.
 COLLECTOR_STORE_TIMEOUT_S = 10
+log = logging.getLogger("tongban.bootstrap")
 
 
 class ProcessKind(StrEnum):
@@ -215,19 +217,25 @@ def bootstrap(
 def _results(context: NodeContext) -> ResultService:
     """Fees (when ``payments.json`` names a gateway), department seals, post (when ``courier.json`` names one)."""
     config = context.config
-    gateway = GatewaySettings.load(config.data_dir)
-    courier = CourierSettings.load(config.data_dir)
     results: ResultService | None = None
-    payments = (
-        PaymentService(
-            SqlPaymentRepository(sqlite_engine(config.data_dir / "payments.sqlite3")),
-            gateway.client(),
-            region_code=config.code[:6],
-            on_state_change=lambda order: results.on_payment_change(order) if results else None,
-        )
-        if gateway is not None
-        else None
-    )
+    payments: PaymentService | None = None
+    courier: CourierSettings | None = None
+    # A broken or half-written settings file costs the node its online fees or post, never its start.
+    try:
+        gateway = GatewaySettings.load(config.data_dir)
+        if gateway is not None:
+            payments = PaymentService(
+                SqlPaymentRepository(sqlite_engine(config.data_dir / "payments.sqlite3")),
+                gateway.client(),
+                region_code=config.code[:6],
+                on_state_change=lambda order: results.on_payment_change(order) if results else None,
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("payments disabled: %s is unusable (%s)", config.data_dir / "payments.json", exc)
+    try:
+        courier = CourierSettings.load(config.data_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("post disabled: %s is unusable (%s)", config.data_dir / "courier.json", exc)
     results = ResultService(
         context.cases,
         context.cases.pii,

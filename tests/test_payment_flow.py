@@ -29,6 +29,7 @@ from node.service_layer.results import ReconcilePayments
 from tests.conftest import Services, make_node, token_for, wait_for
 from tests.sandbox_process import SandboxProcess
 from tests.test_payment_gateway import signed_notify
+from tests.test_results_wiring import sign_in
 from tiers.demo import HESHAN, HESHAN_VILLAGE
 
 TRANSFER = "430900-QR-0009"  # 不动产转移登记: real estate, county, 80 yuan after approval
@@ -220,8 +221,11 @@ def test_fee_at_acceptance_is_refunded_when_the_case_is_rejected(make_world: Cal
     case_no = world.accept(ID_CARD)
     payment = world.payment(case_no)  # this matter's fee falls due at acceptance
     assert payment["state"] == "created" and payment["total_fen"] == 2000
+    sign_in(world.client, world.node, "approver.public_security")
+    assert 'id="fee-unpaid"' in world.client.get(f"/cases/{case_no}").get_data(as_text=True)
     pay(payment["pay_url"])
     assert wait_for(lambda: world.payment(case_no)["state"] == "succeeded", timeout=20)
+    assert 'id="fee-unpaid"' not in world.client.get(f"/cases/{case_no}").get_data(as_text=True)
 
     world.act(case_no, "public_security", "reject", reason="照片不符合要求")
     assert wait_for(lambda: world.payment(case_no)["state"] == "refunded", timeout=20)
@@ -287,3 +291,24 @@ def test_bad_notifies_at_the_node_are_refused_and_change_nothing(make_world: Cal
     assert world.payment_events(case_no) == ["paid (CNY 20.00)"]
     anomalies = {a.kind for a in world.node.results.payments.repository.anomalies()}  # type: ignore[union-attr]
     assert {"amount_mismatch", "unknown_order"} <= anomalies
+
+
+def test_a_broken_gateway_settings_file_costs_the_fees_not_the_node(
+    services: Services, city_ca: Path, tmp_path: Path
+) -> None:
+    config = make_node(services, city_ca, tmp_path / "node", HESHAN).config
+    (config.data_dir / "payments.json").write_text('{"url": "http://127.0.0.1:9"')
+    node = bootstrap(config, connect_mqtt=False)
+    assert node.results is not None and node.results.payments is None
+    client = create_app(node).test_client()
+    body = {
+        "matter_code": ID_CARD,
+        "applicant": {"kind": "person", "id_number": RESIDENT, "name": "王建国"},
+        "materials": required_materials(ID_CARD),
+    }
+    created = client.post("/api/v1/cases", json=body, headers=token_for(client, node, "acceptor"))
+    assert created.status_code == 201  # accepting still works; the fee is collected at the window
+    refused = client.post(
+        f"/api/v1/cases/{created.get_json()['case_no']}/payment", headers=token_for(client, node, "acceptor")
+    )
+    assert refused.status_code == 409 and refused.get_json()["error"] == "payments_not_configured"

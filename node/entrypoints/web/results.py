@@ -299,6 +299,11 @@ def results_panel(case_no: str) -> dict[str, Any] | None:
         "fees": fees,
         "fee_total": sum(item.amount_fen for item in fees),
         "fee_due": matter.fee_due if matter else None,
+        "unpaid_before_handling": bool(fees)
+        and matter is not None
+        and matter.fee_due == "on_acceptance"
+        and case.state.value in ("accepted", "in_review", "supplement_requested")
+        and (payment is None or payment.state not in ("succeeded",)),
         "payment": payment,
         "payment_label": PAYMENT_STATE_LABELS.get(payment.state, (payment.state,) * 2) if payment else None,
         "can_request_payment": bool(fees)
