@@ -234,12 +234,11 @@ def test_fee_at_acceptance_is_refunded_when_the_case_is_rejected(make_world: Cal
         "refund in progress (CNY 20.00)",
         "refunded (CNY 20.00)",
     ]
-    assert (
-        world.client.get(
-            f"/api/v1/cases/{case_no}/result.pdf", headers=token_for(world.client, world.node, "acceptor")
-        ).status_code
-        == 404
+    # The decision not to grant is sealed like any result.
+    rejection = world.client.get(
+        f"/api/v1/cases/{case_no}/result.pdf", headers=token_for(world.client, world.node, "acceptor")
     )
+    assert rejection.status_code == 200 and rejection.data.startswith(b"%PDF-")
 
 
 def test_an_unpaid_order_of_a_rejected_case_is_cancelled_and_cannot_be_paid(make_world: Callable[..., World]) -> None:

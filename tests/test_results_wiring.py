@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -204,7 +205,7 @@ def test_verify_page_tells_valid_tampered_forged_and_foreign(
     assert 'data-status="tampered"' in forged
 
 
-def test_a_rejected_case_gets_no_sealed_result(county_node: NodeContext) -> None:
+def test_a_rejected_case_gets_a_sealed_decision_not_to_grant(county_node: NodeContext) -> None:
     client = client_for(county_node)
     acceptor = token_for(client, county_node, "acceptor")
     approver = token_for(client, county_node, "approver.civil_affairs")
@@ -217,7 +218,16 @@ def test_a_rejected_case_gets_no_sealed_result(county_node: NodeContext) -> None
     case_no = client.post("/api/v1/cases", json=body, headers=acceptor).get_json()["case_no"]
     client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "reject", "reason": "收入超标"}, headers=approver)
     response = client.get(f"/api/v1/cases/{case_no}/result.pdf", headers=acceptor)
-    assert response.status_code == 404 and response.get_json()["error"] == "result_not_sealed"
+    assert response.status_code == 200
+    verdict = verify_result(response.data, TrustBundle.build(county_node.identity.ca_pem))
+    assert verdict.valid and verdict.issuer == f"{HESHAN}/civil_affairs"
+    _signed, der = split_sealed(response.data)
+    content = parse_signature(der).extensions
+    record = json.loads(next(iter(content.values())))
+    assert record["kind"] == "rejection" and record["items"] == {"不予办理理由": "收入超标"}
+    # Not approved: nothing to pay after approval, no result to seal twice.
+    timeline = client.get(f"/api/v1/cases/{case_no}", headers=acceptor).get_json()["timeline"]
+    assert [e["type"] for e in timeline][-2:] == ["rejected", "result_sealed"]
 
 
 def test_the_village_hands_over_the_result_sealed_at_the_county(nodes: dict[str, NodeContext]) -> None:

@@ -101,6 +101,13 @@ TEMPLATES: dict[str, Template] = {
         "持证人 {holder_name} 经审查准予「{matter_name}」（受理编号 {case_no}），"
         "电子证照标识 {licence_id}，有效期至 {valid_until}。",
     ),
+    "rejection": Template(
+        "不予行政许可决定书",
+        "Decision not to grant",
+        "{holder_name}：你（单位）于 {applied_on} 提出的「{matter_name}」申请（受理编号 {case_no}），"
+        "经审查，不符合法定条件、标准，决定不予办理，理由见下。"
+        "如不服本决定，可以依法申请行政复议或者提起行政诉讼。",
+    ),
     # 财政电子票据: the receipt of a paid fee, sealed by the collecting department.
     "receipt": Template(
         "非税收入电子缴款票据",

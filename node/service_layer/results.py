@@ -220,8 +220,11 @@ class ResultService:
                 elif event.type is EventType.APPROVED:
                     self._fees_due(event.case_no, "after_approval")
                     self.seal(event.case_no)
-                elif event.type in (EventType.REJECTED, EventType.WITHDRAWN):
-                    self.settle_fees_of_ended_case(event.case_no, event.payload.get("reason") or "case ended")
+                elif event.type is EventType.REJECTED:
+                    self.seal(event.case_no)
+                    self.settle_fees_of_ended_case(event.case_no, event.payload.get("reason") or "case rejected")
+                elif event.type is EventType.WITHDRAWN:
+                    self.settle_fees_of_ended_case(event.case_no, event.payload.get("reason") or "case withdrawn")
             except Exception:  # reactions never undo the write they react to: logged, retried by hand
                 log.exception("reaction to %s of case %s failed", event.type, event.case_no)
 
@@ -388,24 +391,26 @@ class ResultService:
     # --- sealed results -----------------------------------------------------------------------------
 
     def seal(self, case_no: str) -> Case:
-        """Render and seal the approved case's result with the handling department's seal (once)."""
+        """Render and seal the decided case's result with the handling department's seal (once): the
+        matter's result when approved, a decision not to grant (不予许可决定书) with the reason when rejected."""
         case = self.cases.load(case_no)
         if case.sealed_result is not None:
             return case
-        if case.decision != "approved" or case.state is not CaseState.APPROVED:
+        if case.state not in (CaseState.APPROVED, CaseState.REJECTED):
             raise DomainError(
                 "result_not_ready",
-                "案件尚未准予办理，不能出具结果文书",
-                "the case is not approved: no result document yet",
+                "案件尚未作出决定，不能出具结果文书",
+                "the case is not decided: no result document yet",
                 ErrorKind.CONFLICT,
             )
+        rejected = case.state is CaseState.REJECTED
         matter = self.matter_of(case)
         if matter is None:
             raise _not_found("unknown_matter", "事项不在目录中", "the matter is not in the catalogue")
         department = self.cases.catalogue.department(matter.department)
         seal = self.seals.seal_for(department.code, department.name_zh)
         accepted_on = datetime.fromisoformat(case.accepted_at).astimezone(CHINA).date() if case.accepted_at else None
-        kind = template_for(matter)
+        kind = "rejection" if rejected else template_for(matter)
         today = self.today()
         licence_id = licence_identifier(matter, self.cases.tree.root, self.node, case_no) if kind == "licence" else None
         valid_until = today + LICENCE_VALIDITY if licence_id else None
@@ -422,7 +427,7 @@ class ResultService:
             applied_on=accepted_on,
             valid_until=valid_until,
             licence_id=licence_id,
-            items={"办理结果": "准予办理"},
+            items={"不予办理理由": str(case.reason or "")[:500]} if rejected else {"办理结果": "准予办理"},
         )
         pdf = seal_result(seal, content, self.verify_base)
         payload: dict[str, Any] = {

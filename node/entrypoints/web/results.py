@@ -311,7 +311,7 @@ def results_panel(case_no: str) -> dict[str, Any] | None:
         and (payment is None or payment.state in ("failed", "cancelled", "closed")),
         "sealed": case.sealed_result,
         "receipt": case.receipt,
-        "can_seal": case.state.value == "approved" and case.sealed_result is None,
+        "can_seal": decided and case.sealed_result is None,
         "post": post,
         "post_label": POST_CODE_LABELS.get(str(post.get("code")), ("", "")) if post else None,
         "post_failed": bool(post) and post.get("code") in ("delivery_failed", "returned"),
