@@ -52,7 +52,7 @@ from node.service_layer.commands import (
 )
 from node.service_layer.messagebus import MessageBus
 from node.service_layer.payments import PaymentService
-from node.service_layer.results import ReconcilePayments, ResultService
+from node.service_layer.results import PollPost, ReconcilePayments, ResultService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -266,6 +266,7 @@ def _register(context: NodeContext) -> None:
     code = context.config.code
     if context.results is not None:
         bus.register(ReconcilePayments, context.results.reconcile)
+        bus.register(PollPost, context.results.poll_open_posts)
     if context.kind is ProcessKind.WEB and context.results is not None:
         # Fees falling due, sealing the result, refunds: after acceptance or a decision written here.
         bus.subscribe(CaseWritten, context.results.on_case_written)

@@ -20,6 +20,7 @@ from node.adapters.courier import CourierSettings, Party
 from node.bootstrap import NodeContext, bootstrap
 from node.entrypoints.web import create_app
 from node.runtime.services import free_port
+from node.service_layer.results import PollPost
 from sandboxes.courier.server import sign
 from tests.conftest import Services, make_node, token_for, wait_for
 from tests.sandbox_process import SandboxProcess
@@ -145,3 +146,33 @@ def test_sending_needs_an_address(world: World) -> None:
     assert response.status_code == 303
     page = world.client.get(f"/cases/{case_no}").get_data(as_text=True)
     assert "请填写收件人姓名" in page and 'id="post-form"' in page
+
+
+def test_lost_callbacks_are_caught_up_by_the_polling_job(world: World, tmp_path: Path) -> None:
+    """The node answers no callback (its server is down for the courier): the beat job's poll records
+    the whole journey from the courier's query API, once."""
+    world.courier.stop()
+    config = json.loads(world.courier.config_path.read_text())
+    world.courier.config_path.write_text(json.dumps({**config, "retry_schedule": []}))
+    world.courier.start()  # callbacks now get a single try each
+    settings = CourierSettings.load(world.node.config.data_dir)
+    assert settings is not None
+    CourierSettings(
+        settings.url, settings.client_id, settings.secret, "http://127.0.0.1:9/nowhere", settings.sender
+    ).save(world.node.config.data_dir)
+    node = bootstrap(world.node.config, connect_mqtt=False)  # this process's callbacks go nowhere
+    assert node.results is not None
+    case_no = approved_case(world.client, world.node)
+    node.results.send_by_post(case_no, APPLICANT_NAME, "13800000000", "益阳市赫山区某路 1 号")
+
+    def delivered_at_courier() -> bool:
+        waybill = node.results.courier.poll(str(node.cases.load(case_no).post["waybill_no"]))  # type: ignore[union-attr,index]
+        return waybill.status == "delivered"
+
+    assert wait_for(delivered_at_courier, timeout=30)
+    assert world.state(case_no) == "approved"  # no callback reached the node
+    assert node.bus.handle(PollPost()) == 1
+    assert world.state(case_no) == "delivered"
+    assert node.bus.handle(PollPost()) == 0  # done: nothing left to poll
+    codes = [e["summary_en"] for e in world.timeline(case_no) if e["type"] == "post_tracked"]
+    assert codes == ["post: picked up", "post: in transit", "post: out for delivery", "post: delivered"]

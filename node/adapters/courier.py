@@ -289,6 +289,12 @@ class WaybillBook:
         with contextlib.closing(self._connect()) as conn, conn:
             conn.execute("INSERT OR IGNORE INTO waybills VALUES (?, ?)", (waybill_no, case_no))
 
+    def all(self) -> list[tuple[str, str]]:
+        """Every (waybill, case) this node created, oldest first."""
+        with contextlib.closing(self._connect()) as conn:
+            rows = conn.execute("SELECT waybill_no, case_no FROM waybills ORDER BY rowid").fetchall()
+        return [(str(w), str(c)) for w, c in rows]
+
     def case_of(self, waybill_no: str) -> str | None:
         with contextlib.closing(self._connect()) as conn:
             row = conn.execute("SELECT case_no FROM waybills WHERE waybill_no = ?", (waybill_no,)).fetchone()

@@ -17,11 +17,12 @@ from node.bootstrap import NodeContext, ProcessKind, bootstrap, config_from_env
 from node.config import task_queue
 from node.service_layer.cases import china_today
 from node.service_layer.commands import SweepDeadlines
-from node.service_layer.results import ReconcilePayments
+from node.service_layer.results import PollPost, ReconcilePayments
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
 RECONCILE_PAYMENTS_S = 60.0  # issue 15: orders whose notify never came are settled by query
+POLL_POST_S = 300.0  # issue 15: parcels whose tracking callbacks were lost are polled
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -38,11 +39,13 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
             "deadline-sweep": {"task": "tongban.sweep_deadlines", "schedule": DEADLINE_SWEEP_S},
             "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
             "reconcile-payments": {"task": "tongban.reconcile_payments", "schedule": RECONCILE_PAYMENTS_S},
+            "poll-post": {"task": "tongban.poll_post", "schedule": POLL_POST_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
     app.task(name="tongban.reconcile_payments")(reconcile_payments)
+    app.task(name="tongban.poll_post")(poll_post)
     return app
 
 
@@ -85,6 +88,12 @@ def reconcile_payments() -> dict[str, int]:
         "closed": len(report.closed),
         "anomalies": len(report.anomalies),
     }
+
+
+def poll_post() -> dict[str, int]:
+    """Issue 15: ask the courier about parcels still on their way (a lost callback is caught here)."""
+    node = context()
+    return {"polled": node.bus.handle(PollPost()) if node.results is not None else 0}
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

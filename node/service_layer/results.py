@@ -71,6 +71,14 @@ class ReconcilePayments:
     older_than_s: float = 300.0
 
 
+@dataclass(frozen=True)
+class PollPost:
+    """The beat job's command: ask the courier about every parcel still on its way (callbacks may be lost)."""
+
+
+POST_DONE = frozenset({"delivered", "returned", "cancelled"})
+
+
 def _not_found(code: str, zh: str, en: str) -> DomainError:
     return DomainError(code, zh, en, ErrorKind.NOT_FOUND)
 
@@ -583,6 +591,22 @@ class ResultService:
         if event.code == "delivered" and case.state in (CaseState.APPROVED, CaseState.REJECTED):
             case = self.record(case.case_no, EventType.DELIVERED, {"method": "post", "waybill_no": event.waybill_no})
         return case
+
+    def poll_open_posts(self, _command: PollPost | None = None) -> int:
+        """Poll every waybill of this node whose parcel is still on its way; how many were polled."""
+        if self.courier is None or self.waybills is None:
+            return 0
+        polled = 0
+        for _waybill, case_no in self.waybills.all():
+            try:
+                case = self.cases.load(case_no)
+                if case.post is None or case.post.get("code") in POST_DONE:
+                    continue
+                self.poll_post(case_no)
+                polled += 1
+            except DomainError as error:  # one parcel's trouble never stops the others
+                log.warning("tracking of case %s not polled: %s", case_no, error.code)
+        return polled
 
     def poll_post(self, case_no: str) -> Case:
         """Ask the courier (the source of truth) and record the steps no callback brought."""
