@@ -353,6 +353,7 @@ _JUNK_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.RESULT_SEALED: {"document_id": "C.R1", "issuer": "430903000000/civil_affairs", "sealed_pdf": "x"},
     EventType.POST_ORDERED: {"waybill_no": "SX1234567890"},
     EventType.POST_TRACKED: {"waybill_no": "SX1234567890", "seq": 2, "code": "picked_up"},
+    EventType.LICENCE_REVOKED: {"identifier": "1.2.156.3005.2.X", "reason": "违法经营", "signed": {}},
     EventType.RECEIPT_ISSUED: {"document_id": "C.P1", "issuer": "430903000000/civil_affairs", "sealed_pdf": "x"},
 }
 

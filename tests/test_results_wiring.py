@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from node.adapters.seal_keys import TrustBundle
 from node.bootstrap import NodeContext
 from node.domain.catalogue import load_seed_catalogue
 from node.domain.identifiers import make_credit_code, make_id_number
-from node.domain.licence import Licence, parse_identifier
+from node.domain.licence import Licence, LicenceStatus, parse_identifier, status_of
 from node.domain.seal import SealRejected, parse_signature
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import PROJECT_ROOT
@@ -166,7 +167,7 @@ def test_verify_page_tells_valid_tampered_forged_and_foreign(
         csrf = csrf_of(client, "/verify")
         response = client.post(
             "/verify",
-            data={"csrf_token": csrf, "file": (__import__("io").BytesIO(data), "result.pdf")},
+            data={"csrf_token": csrf, "file": (io.BytesIO(data), "result.pdf")},
             content_type="multipart/form-data",
         )
         return response.status_code, response.get_data(as_text=True)
@@ -294,3 +295,28 @@ def test_a_licence_matter_produces_a_signed_electronic_licence(county_node: Node
     sign_in(client, county_node, "acceptor")
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
     assert f'id="licence-id">{licence.identifier}<' in page
+
+    # Revoking it is an event, signed by the issuing department; /verify then says revoked.
+    approver_page = client_for(county_node)
+    sign_in(approver_page, county_node, "approver.market_regulation")
+    other = client_for(county_node)
+    sign_in(other, county_node, "approver.civil_affairs")
+    csrf = csrf_of(other, f"/cases/{case_no}")
+    refused = other.post(f"/cases/{case_no}/licence/revoke", data={"csrf_token": csrf, "reason": "违法经营"})
+    assert refused.status_code == 303
+    assert "只有颁发部门可以注销该证照" in other.get(f"/cases/{case_no}").get_data(as_text=True)
+    csrf = csrf_of(approver_page, f"/cases/{case_no}")
+    done = approver_page.post(f"/cases/{case_no}/licence/revoke", data={"csrf_token": csrf, "reason": "违法经营"})
+    assert done.status_code == 303
+    assert 'id="licence-revoked"' in approver_page.get(f"/cases/{case_no}").get_data(as_text=True)
+    events = county_node.cases.verifier.verified_case(case_no).events
+    revoked = next(e for e in events if e.type.value == "licence_revoked")
+    revocation = verify_signed_record(revoked.payload["signed"], trust)
+    assert status_of(licence, [revocation], date.today()) is LicenceStatus.REVOKED
+    csrf = csrf_of(client, "/verify")
+    shown = client.post(
+        "/verify",
+        data={"csrf_token": csrf, "file": (io.BytesIO(pdf), "licence.pdf")},
+        content_type="multipart/form-data",
+    )
+    assert shown.status_code == 422 and 'data-status="revoked"' in shown.get_data(as_text=True)

@@ -127,6 +127,8 @@ _RULES: dict[EventType, _Rule] = {
     EventType.POST_ORDERED: _Rule(_DECIDED, _Writer.ACCEPTING_OR_HOLDER),
     EventType.POST_TRACKED: _Rule(_DECIDED | {CaseState.DELIVERED}, _Writer.ACCEPTING_OR_HOLDER),
     EventType.RECEIPT_ISSUED: _Rule(_ANY_STATE, _Writer.ACCEPTING_OR_HOLDER),
+    # Only the node that issued a licence (the holder when it decided) revokes it.
+    EventType.LICENCE_REVOKED: _Rule(frozenset({CaseState.APPROVED, CaseState.DELIVERED}), _Writer.HOLDER),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -303,6 +305,8 @@ def _summary(event: Event) -> tuple[str, str]:
         return f"{label_zh}（¥{yuan}）", f"{label_en} (CNY {yuan})"
     if kind is EventType.RESULT_SEALED:
         return f"结果文书已加盖电子印章（{p['document_id']}）", f"result document sealed ({p['document_id']})"
+    if kind is EventType.LICENCE_REVOKED:
+        return f"电子证照已注销：{p['reason']}", f"licence revoked: {p['reason']}"
     if kind is EventType.RECEIPT_ISSUED:
         return f"开具电子缴款票据（{p['document_id']}）", f"electronic receipt issued ({p['document_id']})"
     if kind is EventType.POST_ORDERED:
@@ -456,6 +460,9 @@ def _apply(case: Case, event: Event, at: str) -> None:
             "at": at,
             "node": event.node,
         }
+    elif kind is EventType.LICENCE_REVOKED:
+        if case.sealed_result is not None and case.sealed_result.get("licence_id") == p["identifier"]:
+            case.sealed_result = {**case.sealed_result, "revoked": {"reason": p["reason"], "at": at}}
     elif kind is EventType.RECEIPT_ISSUED:
         case.receipt = {"document_id": p["document_id"], "issuer": p["issuer"], "at": at, "node": event.node}
     elif kind is EventType.POST_ORDERED:

@@ -88,6 +88,7 @@ class EventType(StrEnum):
     POST_ORDERED = "post_ordered"  # a courier waybill was created for the result
     POST_TRACKED = "post_tracked"  # a tracking step of that waybill (from a verified callback or a poll)
     RECEIPT_ISSUED = "receipt_issued"  # the sealed electronic receipt (财政电子票据) of a paid order
+    LICENCE_REVOKED = "licence_revoked"  # the issuing department revoked the case's licence (signed record)
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -420,6 +421,11 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
     elif kind in (EventType.RESULT_SEALED, EventType.RECEIPT_ISSUED):
         for key in ("document_id", "issuer", "sealed_pdf"):
             _text(payload, key, problems)
+    elif kind is EventType.LICENCE_REVOKED:
+        _text(payload, "identifier", problems)
+        _text(payload, "reason", problems)
+        if not isinstance(payload.get("signed"), Mapping):
+            problems.append("payload.signed must be an object (the signed revocation record)")
     elif kind is EventType.POST_ORDERED:
         _text(payload, "waybill_no", problems)
     elif kind is EventType.POST_TRACKED:

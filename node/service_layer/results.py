@@ -45,7 +45,7 @@ from node.domain.catalogue import Matter
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType
 from node.domain.identifiers import make_credit_code
-from node.domain.licence import Licence, make_identifier
+from node.domain.licence import Licence, make_identifier, revocation_record
 from node.domain.messages import CaseWritten
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, fee_items_for_matter
 from node.domain.seal import Verdict, VerdictStatus
@@ -465,6 +465,42 @@ class ResultService:
             payload["licence"] = sign_record(seal, licence.to_record())
         return self.record(case_no, EventType.RESULT_SEALED, payload)
 
+    def revoke_licence(self, case_no: str, reason: str, department: str | None) -> Case:
+        """注销/吊销: the issuing department revokes the case's licence; a signed record, as a case event."""
+        reason = (reason or "").strip()
+        if not reason or len(reason) > 500:
+            raise DomainError("reason_required", "注销证照必须填写理由（500字以内）", "a revocation needs a reason")
+        events = self._history(case_no)
+        sealed = [e for e in events if e.type is EventType.RESULT_SEALED and isinstance(e.payload.get("licence"), dict)]
+        if not sealed:
+            raise _not_found("no_licence", "该案件没有电子证照", "this case issued no licence")
+        licence = Licence.from_record(max(sealed, key=lambda e: e.hlc).payload["licence"]["record"])
+        if department != licence.issuer_department:
+            raise DomainError(
+                "wrong_department",
+                "只有颁发部门可以注销该证照",
+                "only the issuing department may revoke this licence",
+                ErrorKind.FORBIDDEN,
+            )
+        case = fold(events)
+        if (case.sealed_result or {}).get("revoked"):
+            return case
+        seal = self.seals.seal_for(licence.issuer_department, self.cases.catalogue.department(department).name_zh)
+        signed = sign_record(seal, revocation_record(licence, reason, datetime.now(CHINA)))
+        payload = {"identifier": licence.identifier, "reason": reason, "signed": signed}
+        return self.record(case_no, EventType.LICENCE_REVOKED, payload)
+
+    def _revoked_documents(self, document_id: str | None) -> list[str]:
+        """The document, when this node holds its case and the case's licence was revoked."""
+        case_no = case_of_document(document_id) if document_id else None
+        if not case_no:
+            return []
+        try:
+            sealed = self.cases.load(case_no).sealed_result or {}
+        except DomainError:
+            return []
+        return [document_id] if sealed.get("revoked") and sealed.get("document_id") == document_id else []
+
     def result_pdf(self, case_no: str) -> bytes:
         """The sealed PDF of a decided case, as its ``result_sealed`` event carries it."""
         return self._sealed_pdf(case_no, EventType.RESULT_SEALED)
@@ -501,7 +537,12 @@ class ResultService:
         return progress, self.payment_of(self.cases.load(case_no))
 
     def verify_file(self, pdf: bytes) -> Verdict:
-        return verify_result(pdf, self.trust)
+        verdict = verify_result(pdf, self.trust)
+        revoked = self._revoked_documents(verdict.document_id) if verdict.valid else []
+        return verify_result(pdf, self._with_revoked(revoked)) if revoked else verdict
+
+    def _with_revoked(self, documents: list[str]) -> TrustBundle:
+        return TrustBundle.build(self.trust.ca_pem, revoked_documents=documents)
 
     def verify_qr(self, payload: str) -> Verdict:
         """A scanned QR: checked against the stored result of the case it names, when this node holds it."""
@@ -525,7 +566,7 @@ class ResultService:
                 "this node holds no record of that document: upload the PDF to verify it",
                 fields.document_id,
             )
-        return verify_qr_against(pdf, payload, self.trust)
+        return verify_qr_against(pdf, payload, self._with_revoked(self._revoked_documents(fields.document_id)))
 
     # --- post ---------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import lazy_gettext
 
@@ -234,6 +234,16 @@ def seal(case_no: str) -> ResponseReturnValue:
     except DomainError as exc:
         return _back(case_no, error=exc)
     return _back(case_no, lazy_gettext("结果文书已加盖电子印章"))
+
+
+@pages.post("/cases/<case_no>/licence/revoke")
+@staff_page(APPROVER)
+def revoke_licence(case_no: str) -> ResponseReturnValue:
+    try:
+        results().revoke_licence(case_no, request.form.get("reason", "")[:600], g.actor.department)
+    except DomainError as exc:
+        return _back(case_no, error=exc)
+    return _back(case_no, lazy_gettext("电子证照已注销"))
 
 
 @pages.post("/cases/<case_no>/post")
