@@ -125,6 +125,20 @@ def _demo_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_results(args: argparse.Namespace) -> int:
+    """Issue 15: fees, the sealed result and postal delivery through the running federation."""
+    from node.runtime import federation as fed
+    from node.runtime.demo import ScenarioError
+    from node.runtime.demo_results import run_results_scenario
+
+    try:
+        run_results_scenario(fed.Federation.load(Path(args.var)))
+    except ScenarioError as exc:
+        print(f"tongban: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo_people(args: argparse.Namespace) -> int:
     from node.adapters.demo_people import demo_people_listing
 
@@ -225,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenario = demo.add_parser("scenario", help="drive the cross-county flow through the running federation")
     scenario.add_argument("--var", default=str(DEFAULT_VAR))
     scenario.set_defaults(handler=_demo_scenario)
+    results = demo.add_parser("results", help="issue 15: pay a fee, seal, verify and post a result")
+    results.add_argument("--var", default=str(DEFAULT_VAR))
+    results.set_defaults(handler=_demo_results)
 
     people = demo.add_parser("people", help="the demo residents who have reference faces (for face verification)")
     people.add_argument("--json", action="store_true")

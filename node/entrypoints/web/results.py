@@ -27,7 +27,7 @@ from node.domain.case import APPROVER, PAYMENT_STATE_LABELS, POST_CODE_LABELS
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.seal import Verdict, VerdictStatus
 from node.entrypoints.web.auth import STAFF_ROLES, staff_page
-from node.entrypoints.web.http import STATUS, context, error_page, require_role
+from node.entrypoints.web.http import STATUS, context, error_page, json_body, require_role
 from node.entrypoints.web.i18n import bilingual, both, lang
 from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.results import ResultService
@@ -138,6 +138,24 @@ def api_request_payment(case_no: str) -> ResponseReturnValue:
         return jsonify(_payment_json(case_no)), 201
     except DomainError as exc:
         return jsonify(exc.to_dict()), STATUS[exc.kind]
+
+
+@blueprint.post("/api/v1/cases/<case_no>/post")
+@require_role(*STAFF_ROLES)
+def api_send_by_post(case_no: str) -> ResponseReturnValue:
+    """``{name, phone, address}`` of the recipient → the waybill (``{case_no, post}``)."""
+    try:
+        body = json_body()
+        values = [body.get(key) for key in ("name", "phone", "address")]
+        if not all(isinstance(value, str) for value in values):
+            raise DomainError(
+                "post_address_invalid", "请填写收件人姓名、电话和地址", "give the recipient's name, phone and address"
+            )
+        case = results().send_by_post(case_no, *(str(value)[:400] for value in values))
+    except DomainError as exc:
+        return jsonify(exc.to_dict()), STATUS[exc.kind]
+    post = {k: v for k, v in (case.post or {}).items() if k in ("waybill_no", "code", "seq", "at")}
+    return jsonify({"case_no": case_no, "post": post}), 201
 
 
 # --- public verification ---------------------------------------------------------------------------------
