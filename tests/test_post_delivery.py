@@ -176,3 +176,16 @@ def test_lost_callbacks_are_caught_up_by_the_polling_job(world: World, tmp_path:
     assert node.bus.handle(PollPost()) == 0  # done: nothing left to poll
     codes = [e["summary_en"] for e in world.timeline(case_no) if e["type"] == "post_tracked"]
     assert codes == ["post: picked up", "post: in transit", "post: out for delivery", "post: delivered"]
+
+
+def test_the_api_sends_by_post_and_refuses_a_bad_body(world: World) -> None:
+    case_no = approved_case(world.client, world.node)
+    headers = token_for(world.client, world.node, "acceptor")
+    bad = world.client.post(f"/api/v1/cases/{case_no}/post", json={"name": "李", "phone": 1}, headers=headers)
+    assert bad.status_code == 400 and bad.get_json()["error"] == "post_address_invalid"
+    body = {"name": APPLICANT_NAME, "phone": "13800000000", "address": "益阳市赫山区某路 3 号"}
+    sent = world.client.post(f"/api/v1/cases/{case_no}/post", json=body, headers=headers)
+    assert sent.status_code == 201 and sent.get_json()["post"]["waybill_no"].startswith("SX")
+    again = world.client.post(f"/api/v1/cases/{case_no}/post", json=body, headers=headers)
+    assert again.get_json()["post"]["waybill_no"] == sent.get_json()["post"]["waybill_no"]  # one waybill per case
+    assert world.client.post(f"/api/v1/cases/{case_no}/post", json=body).status_code == 401
