@@ -26,7 +26,8 @@ from node.domain.licence import Licence, LicenceStatus, parse_identifier, status
 from node.domain.seal import SealRejected, parse_signature
 from node.entrypoints.web.commands import accept_case_from_json, act_on_case_from_json
 from node.runtime.services import PROJECT_ROOT
-from tests.conftest import TEST_PASSWORD, client_for, token_for
+from node.service_layer.commands import Actor, PublishMatter
+from tests.conftest import TEST_PASSWORD, Services, client_for, make_node, token_for
 from tests.test_api_cases import accept_body
 from tests.test_sync_link import ACCEPTOR, APPROVER, CITY, COUNTY_B, VILLAGE_B1, nodes, sync_all
 from tiers.demo import HESHAN, HESHAN_VILLAGE
@@ -37,6 +38,7 @@ DIBAO = "430900-JF-0001"  # 最低生活保障审核确认: civil affairs, count
 DIBAO_MATERIALS = ["M001", "M002", "M013", "M003"]
 RESIDENT = make_id_number("430903", date(1985, 3, 15), 124)
 APPLICANT_NAME = "李秀英"
+ID_CARD = "430900-QR-0003"  # 居民身份证换领: the fee falls due at acceptance
 FOOD_LICENCE = "430900-XK-0004"  # 食品经营许可: market regulation, county, by registered place
 
 
@@ -320,3 +322,16 @@ def test_a_licence_matter_produces_a_signed_electronic_licence(county_node: Node
         content_type="multipart/form-data",
     )
     assert shown.status_code == 422 and 'data-status="revoked"' in shown.get_data(as_text=True)
+
+
+def test_editing_a_matter_keeps_when_its_fee_falls_due(services: Services, city_ca: Path, tmp_path: Path) -> None:
+    """The catalogue's edit form does not show ``fee_due`` yet: saving a matter must not reset it."""
+    city = make_node(services, city_ca, tmp_path / "city", CITY)
+    catalogue = city.catalogue
+    matter = catalogue.get(ID_CARD).to_dict()
+    assert matter.pop("fee_due") == "on_acceptance"
+    edited = {**matter, "name": "居民身份证换领（到期换领）"}
+    admin = Actor("admin", "admin", None)
+    city.bus.handle(PublishMatter(admin, edited, based_on=catalogue.version, is_new=False))
+    after = city.catalogue.get(ID_CARD)
+    assert after.name == "居民身份证换领（到期换领）" and after.fee_due == "on_acceptance"
