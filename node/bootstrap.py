@@ -9,6 +9,7 @@ run when this node writes a case (:class:`CaseWritten`) or when the read model s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import redis
 from node import __version__
 from node.adapters.appointments_store import SqliteAppointmentStore
 from node.adapters.catalogue_doc import PublishedCatalogue
+from node.adapters.courier import WAYBILLS_DB, CourierSettings, WaybillBook
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
 from node.adapters.mqtt import MqttLink, wake_topic
@@ -28,13 +30,18 @@ from node.adapters.nodestate import NodeState
 from node.adapters.nonces import NONCES_DB, NonceLog
 from node.adapters.opsmodel import OpsModel
 from node.adapters.package_index import PACKAGES_DB, PackageIndex
+from node.adapters.payment_gateway import GatewaySettings
+from node.adapters.payment_store import SqlPaymentRepository
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.pki.revocation import PublishedRevocations
 from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
 from node.adapters.ratings_store import RATINGS_DB, RatingStore
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.seal import SealBook
+from node.adapters.seal_keys import TrustBundle
 from node.adapters.signed_reports import ReportSigner
+from node.adapters.sqlite import sqlite_engine
 from node.config import ConfigError, NodeConfig
 from node.domain.assistant import answer as answer_question
 from node.domain.case import scope
@@ -57,12 +64,15 @@ from node.service_layer.commands import (
 )
 from node.service_layer.messagebus import MessageBus
 from node.service_layer.packages import PackageService
+from node.service_layer.payments import PaymentService
 from node.service_layer.ratings import RatingService
+from node.service_layer.results import PollPost, ReconcilePayments, ResultService
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
 # The collector reads heartbeat documents with a longer patience than a request would have.
 COLLECTOR_STORE_TIMEOUT_S = 10
+log = logging.getLogger("tongban.bootstrap")
 
 
 class ProcessKind(StrEnum):
@@ -111,6 +121,8 @@ class NodeContext:
     # 一件事 packages: sub-cases found by package, merged supplement and delivery (not for one-off tools).
     packages: PackageService | None = None
     version: str = __version__
+    # Issue 15: fees, sealed results and post; built for the web and the worker (see _results).
+    results: ResultService | None = None
 
     @property
     def catalogue(self) -> Catalogue:
@@ -263,6 +275,8 @@ def bootstrap(
     )
     if kind is not ProcessKind.TOOL:
         context.packages = PackageService(cases, bus.handle, PackageIndex(config.data_dir / PACKAGES_DB))
+    if kind in (ProcessKind.WEB, ProcessKind.WORKER):
+        context.results = _results(context)
     _register(context)
     return context
 
@@ -292,6 +306,40 @@ def _around_the_case(
         questions=QuestionStore(data / QUESTIONS_DB, node_keys.seal, node_keys.open),
         catalogue=lambda: cases.catalogue,
     )
+def _results(context: NodeContext) -> ResultService:
+    """Fees (when ``payments.json`` names a gateway), department seals, post (when ``courier.json`` names one)."""
+    config = context.config
+    results: ResultService | None = None
+    payments: PaymentService | None = None
+    courier: CourierSettings | None = None
+    # A broken or half-written settings file costs the node its online fees or post, never its start.
+    try:
+        gateway = GatewaySettings.load(config.data_dir)
+        if gateway is not None:
+            payments = PaymentService(
+                SqlPaymentRepository(sqlite_engine(config.data_dir / "payments.sqlite3")),
+                gateway.client(),
+                region_code=config.code[:6],
+                on_state_change=lambda order: results.on_payment_change(order) if results else None,
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("payments disabled: %s is unusable (%s)", config.data_dir / "payments.json", exc)
+    try:
+        courier = CourierSettings.load(config.data_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("post disabled: %s is unusable (%s)", config.data_dir / "courier.json", exc)
+    results = ResultService(
+        context.cases,
+        context.cases.pii,
+        SealBook(config.data_dir / "seals", config.code, context.division.name, config.ca_dir),
+        TrustBundle.build(context.identity.ca_pem),
+        config.url,
+        context.bus.publish,
+        payments=payments,
+        courier=courier,
+        waybills=WaybillBook(config.data_dir / WAYBILLS_DB) if courier is not None else None,
+    )
+    return results
 
 
 def _register(context: NodeContext) -> None:
@@ -312,6 +360,12 @@ def _register(context: NodeContext) -> None:
     # Every process that writes shows its write in the read model before the request returns.
     bus.subscribe(CaseWritten, lambda message: handlers.project(message, projector))
     code = context.config.code
+    if context.results is not None:
+        bus.register(ReconcilePayments, context.results.reconcile)
+        bus.register(PollPost, context.results.poll_open_posts)
+    if context.kind is ProcessKind.WEB and context.results is not None:
+        # Fees falling due, sealing the result, refunds: after acceptance or a decision written here.
+        bus.subscribe(CaseWritten, context.results.on_case_written)
     if context.kind is ProcessKind.WEB:
         # Handlers read context.mqtt when they run: a test may attach a link after bootstrap.
         bus.subscribe(CaseWritten, lambda _message: context.wake())

@@ -63,6 +63,7 @@ def test_full_lifecycle_at_the_county(county_node: NodeContext) -> None:
         "supplement_requested",
         "supplement_provided",
         "approved",
+        "result_sealed",  # issue 15: approval seals the result document
         "delivered",
     ]
     assert all(e["node"] == HESHAN and e["actor"] and e["at"] for e in shown["timeline"])
@@ -152,7 +153,7 @@ def test_wrong_department_and_replayed_action_are_refused(county_node: NodeConte
     reject_without_reason = client.post(f"/api/v1/cases/{case_no}/actions", json={"action": "reject"}, headers=approver)
     assert reject_without_reason.status_code == 409
     timeline = client.get(f"/api/v1/cases/{case_no}", headers=approver).get_json()["timeline"]
-    assert [e["type"] for e in timeline] == ["accepted", "received", "approved"]
+    assert [e["type"] for e in timeline] == ["accepted", "received", "approved", "result_sealed"]
 
 
 def test_citizen_progress_needs_the_matching_id_number(county_node: NodeContext) -> None:

@@ -349,6 +349,13 @@ _JUNK_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.EVALUATED: {"level": 2},
     EventType.DEADLINE_FLAGGED: {"level": "red"},
     EventType.JOINT_SESSION_SCHEDULED: {"date": "2025-01-03", "mode": "online", "place": "线上", "departments": []},
+    EventType.PAYMENT_REQUESTED: {"order_id": "po_1", "state": "created", "total_fen": 2000},
+    EventType.PAYMENT_UPDATED: {"order_id": "po_1", "state": "succeeded", "total_fen": 2000},
+    EventType.RESULT_SEALED: {"document_id": "C.R1", "issuer": "430903000000/civil_affairs", "sealed_pdf": "x"},
+    EventType.POST_ORDERED: {"waybill_no": "SX1234567890"},
+    EventType.POST_TRACKED: {"waybill_no": "SX1234567890", "seq": 2, "code": "picked_up"},
+    EventType.LICENCE_REVOKED: {"identifier": "1.2.156.3005.2.X", "reason": "违法经营", "signed": {}},
+    EventType.RECEIPT_ISSUED: {"document_id": "C.P1", "issuer": "430903000000/civil_affairs", "sealed_pdf": "x"},
 }
 
 

@@ -118,10 +118,18 @@ def test_cross_county_case_reaches_county_b_and_comes_back(federation: Federatio
     case_no = final["case_no"]
     assert final["state"] == "delivered"
     types = [e["type"] for e in final["timeline"]]
-    assert types == ["accepted", "routed", "received", "approved", "delivered"]
-    assert [e["node"] for e in final["timeline"]] == [VILLAGE_A1, VILLAGE_A1, COUNTY_B, COUNTY_B, VILLAGE_A1]
+    # Issue 15: the approval at 赫山区 seals the result in the same request, so it travels with it.
+    assert types == ["accepted", "routed", "received", "approved", "result_sealed", "delivered"]
+    assert [e["node"] for e in final["timeline"]] == [
+        VILLAGE_A1,
+        VILLAGE_A1,
+        COUNTY_B,
+        COUNTY_B,
+        COUNTY_B,
+        VILLAGE_A1,
+    ]
     holders = {CITY, COUNTY_A, COUNTY_B, TOWN_A, VILLAGE_A1}
-    wait_until("the delivery to reach the city", lambda: len(event_revs(federation, CITY, case_no)) == 5)
+    wait_until("the delivery to reach the city", lambda: len(event_revs(federation, CITY, case_no)) == 6)
     revs = event_revs(federation, CITY, case_no)
     for code in holders:
         wait_until(f"{code} to hold the whole case", lambda code=code: event_revs(federation, code, case_no) == revs)

@@ -96,7 +96,8 @@ def test_village_case_goes_up_and_the_decision_comes_back(nodes: dict[str, NodeC
     sync_all(nodes)
     back = village.cases.load(case_no)
     assert back.state.value == "approved"
-    assert [e["type"] for e in back.timeline] == ["accepted", "routed", "received", "approved"]
+    # Issue 15: the sealed result comes back with the decision.
+    assert [e["type"] for e in back.timeline] == ["accepted", "routed", "received", "approved", "result_sealed"]
     # The city holds everything; county A's branch never receives this case.
     assert case_doc_ids(nodes[CITY], case_no) == case_doc_ids(county, case_no) == case_doc_ids(village, case_no)
     assert case_doc_ids(nodes[COUNTY_A], case_no) == set()

@@ -9,14 +9,18 @@ JSON shape and bounds → the waybill is one this node created → it belongs to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -211,3 +215,87 @@ class CourierClient:
                 ErrorKind.CONFLICT,
             )
         return event
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Where a node finds its courier, and which waybills it created
+# ---------------------------------------------------------------------------------------------------------------------
+
+COURIER_FILE = "courier.json"  # in the node's data directory, beside node.json
+WAYBILLS_DB = "waybills.sqlite3"
+
+
+@dataclass(frozen=True)
+class CourierSettings:
+    """``<data_dir>/courier.json``: the courier's URL, our client id and secret, our callback URL, the sender."""
+
+    url: str
+    client_id: str
+    secret: str
+    callback_url: str
+    sender: Party
+
+    def __repr__(self) -> str:  # the secret stays out of reprs, hence out of logs
+        return f"CourierSettings({self.url!r}, {self.client_id!r})"
+
+    @classmethod
+    def load(cls, data_dir: Path) -> CourierSettings | None:
+        path = Path(data_dir) / COURIER_FILE
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        sender = raw["sender"]
+        return cls(
+            str(raw["url"]),
+            str(raw["client_id"]),
+            str(raw["secret"]),
+            str(raw["callback_url"]),
+            Party(str(sender["name"]), str(sender["phone"]), str(sender["address"])),
+        )
+
+    def save(self, data_dir: Path) -> Path:
+        path = Path(data_dir) / COURIER_FILE
+        data = {
+            "url": self.url,
+            "client_id": self.client_id,
+            "secret": self.secret,
+            "callback_url": self.callback_url,
+            "sender": self.sender.to_dict(),
+        }
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=1)
+        tmp.replace(path)
+        return path
+
+    def client(self) -> CourierClient:
+        return CourierClient(self.url, self.client_id, self.secret)
+
+
+class WaybillBook:
+    """The waybills this node created and the case each is for: what a callback is checked against."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with contextlib.closing(self._connect()) as conn, conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS waybills (waybill_no TEXT PRIMARY KEY, case_no TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def add(self, waybill_no: str, case_no: str) -> None:
+        with contextlib.closing(self._connect()) as conn, conn:
+            conn.execute("INSERT OR IGNORE INTO waybills VALUES (?, ?)", (waybill_no, case_no))
+
+    def all(self) -> list[tuple[str, str]]:
+        """Every (waybill, case) this node created, oldest first."""
+        with contextlib.closing(self._connect()) as conn:
+            rows = conn.execute("SELECT waybill_no, case_no FROM waybills ORDER BY rowid").fetchall()
+        return [(str(w), str(c)) for w, c in rows]
+
+    def case_of(self, waybill_no: str) -> str | None:
+        with contextlib.closing(self._connect()) as conn:
+            row = conn.execute("SELECT case_no FROM waybills WHERE waybill_no = ?", (waybill_no,)).fetchone()
+        return str(row[0]) if row else None

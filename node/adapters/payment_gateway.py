@@ -318,3 +318,64 @@ class GatewayRefusal(DomainError):
             ErrorKind.CONFLICT,
         )
         self.fact = fact
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Where a node finds its gateway
+# ---------------------------------------------------------------------------------------------------------------------
+
+PAYMENTS_FILE = "payments.json"  # in the node's data directory, beside node.json
+MERCHANT_KEY = "payments/merchant.pem"  # the node's merchant key (0600), relative to the data directory
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """``<data_dir>/payments.json``: the gateway's URL and public key, our merchant id and notify URL.
+
+    A node without the file collects no fees online (its cases show the fee, and no payment order).
+    """
+
+    url: str
+    merchant_id: str
+    gateway_public_key: Path  # PEM, as the provider publishes it (the sandbox writes gateway_public.pem)
+    notify_url: str
+    merchant_key: Path
+
+    @classmethod
+    def load(cls, data_dir: Path) -> GatewaySettings | None:
+        path = Path(data_dir) / PAYMENTS_FILE
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} is not a JSON object")
+        return cls(
+            url=str(raw["url"]),
+            merchant_id=str(raw["merchant_id"]),
+            gateway_public_key=Path(raw["gateway_public_key"]),
+            notify_url=str(raw["notify_url"]),
+            merchant_key=Path(raw.get("merchant_key") or Path(data_dir) / MERCHANT_KEY),
+        )
+
+    def save(self, data_dir: Path) -> Path:
+        path = Path(data_dir) / PAYMENTS_FILE
+        data = {
+            "url": self.url,
+            "merchant_id": self.merchant_id,
+            "gateway_public_key": str(self.gateway_public_key),
+            "notify_url": self.notify_url,
+            "merchant_key": str(self.merchant_key),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    def client(self) -> HttpPaymentGateway:
+        return HttpPaymentGateway(
+            self.url,
+            self.merchant_id,
+            ensure_merchant_key(self.merchant_key),
+            load_public_key(self.gateway_public_key.read_bytes()),
+            notify_url=self.notify_url,
+        )

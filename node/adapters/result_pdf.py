@@ -101,6 +101,20 @@ TEMPLATES: dict[str, Template] = {
         "持证人 {holder_name} 经审查准予「{matter_name}」（受理编号 {case_no}），"
         "电子证照标识 {licence_id}，有效期至 {valid_until}。",
     ),
+    "rejection": Template(
+        "不予行政许可决定书",
+        "Decision not to grant",
+        "{holder_name}：你（单位）于 {applied_on} 提出的「{matter_name}」申请（受理编号 {case_no}），"
+        "经审查，不符合法定条件、标准，决定不予办理，理由见下。"
+        "如不服本决定，可以依法申请行政复议或者提起行政诉讼。",
+    ),
+    # 财政电子票据: the receipt of a paid fee, sealed by the collecting department.
+    "receipt": Template(
+        "非税收入电子缴款票据",
+        "Electronic receipt (non-tax revenue)",
+        "兹收到 {holder_name} 缴纳的「{matter_name}」（受理编号 {case_no}）费用，"
+        "金额人民币 {缴款金额} 元，缴款码 {缴款码}。",
+    ),
 }
 
 
@@ -485,3 +499,21 @@ def verify_result(pdf: bytes, trust: TrustBundle, *, at: datetime | None = None)
         f"sealed by {checked.issuer} ({checked.seal_name}); the document is unchanged",
         **common,
     )
+
+
+def verify_qr_against(pdf: bytes, payload: str, trust: TrustBundle) -> Verdict:
+    """A scanned QR checked against the sealed result it claims to be (the issuer's stored copy).
+
+    The department certificate and the content record come from the stored PDF's seal, which must
+    itself verify; a QR naming another document, or whose hash or signature does not match, is tampered.
+    """
+    verdict = verify_result(pdf, trust)
+    if verdict.status is VerdictStatus.TAMPERED or verdict.status is VerdictStatus.UNKNOWN_ISSUER:
+        return verdict
+    signed, seal_der = split_sealed(bytes(pdf))
+    checked = check_signature(seal_der, hashlib.sha256(signed).digest(), trust)
+    content, _ = _content_of(checked)
+    qr = verify_qr_payload(payload, trust, checked.certificate.public_bytes(Encoding.PEM), content)
+    if not qr.valid:
+        return qr
+    return verdict

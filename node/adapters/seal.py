@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image, ImageDraw, ImageFont
 
-from node.adapters.pki.common import write_atomically
+from node.adapters.pki.common import CA_KEY_FILE, write_atomically
 from node.adapters.seal_keys import (
     DEPT_URN_PREFIX,
     CertificateAuthority,
@@ -293,6 +293,39 @@ def ensure_node_seals(
         code: DepartmentSeal.ensure(seals_dir, node_code, code, seal_name(node_name, name), ca)
         for code, name in departments
     }
+
+
+class SealBook:
+    """A node's department seals as the result service uses them: ``<data dir>/seals/<department>/``.
+
+    A seal provisioning made is loaded as it is; a missing (or stale) one is made on first use only where
+    the city CA's key is at hand (``ca_dir``: the local federation and tests, where provisioning and the
+    nodes share a machine). Elsewhere a missing seal is the bilingual ``seal_missing``: provision it.
+    """
+
+    def __init__(self, seals_dir: Path, node_code: str, node_name: str, ca_dir: Path | None = None) -> None:
+        self.seals_dir = Path(seals_dir)
+        self.node_code = node_code
+        self.node_name = node_name
+        self.ca_dir = ca_dir
+        self._loaded: dict[str, DepartmentSeal] = {}
+
+    def __repr__(self) -> str:
+        return f"SealBook({self.node_code}, {self.seals_dir})"
+
+    def seal_for(self, department_code: str, department_name: str) -> DepartmentSeal:
+        seal = self._loaded.get(department_code)
+        now = datetime.now(UTC)
+        if seal is not None and seal.certificate.not_valid_after_utc > now + timedelta(days=1):
+            return seal
+        if self.ca_dir is not None and (Path(self.ca_dir) / CA_KEY_FILE).exists():
+            ca = CertificateAuthority.load(Path(self.ca_dir))
+            name = seal_name(self.node_name, department_name)
+            seal = DepartmentSeal.ensure(self.seals_dir, self.node_code, department_code, name, ca)
+        else:
+            seal = DepartmentSeal.load(self.seals_dir, department_code)
+        self._loaded[department_code] = seal
+        return seal
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:

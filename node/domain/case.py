@@ -44,6 +44,7 @@ __all__ = [
     "CaseState",
     "allowed_actions",
     "check_command",
+    "check_recorded",
     "event_type_for",
     "fold",
     "scope",
@@ -119,6 +120,16 @@ _RULES: dict[EventType, _Rule] = {
     EventType.EVALUATED: _Rule(_ANY_STATE, _Writer.ANY),
     EventType.DEADLINE_FLAGGED: _Rule(_OPEN, _Writer.ANY),
     EventType.JOINT_SESSION_SCHEDULED: _Rule(_OPEN, _Writer.HOLDER),
+    # Results without a trip (issue 15): recorded by the node that holds the payment order, the seal or
+    # the waybill — the accepting or the handling node; never changes the case's state.
+    EventType.PAYMENT_REQUESTED: _Rule(_OPEN | _DECIDED, _Writer.ACCEPTING_OR_HOLDER),
+    EventType.PAYMENT_UPDATED: _Rule(_ANY_STATE, _Writer.ACCEPTING_OR_HOLDER),
+    EventType.RESULT_SEALED: _Rule(_DECIDED, _Writer.HOLDER),
+    EventType.POST_ORDERED: _Rule(_DECIDED, _Writer.ACCEPTING_OR_HOLDER),
+    EventType.POST_TRACKED: _Rule(_DECIDED | {CaseState.DELIVERED}, _Writer.ACCEPTING_OR_HOLDER),
+    EventType.RECEIPT_ISSUED: _Rule(_ANY_STATE, _Writer.ACCEPTING_OR_HOLDER),
+    # Only the node that issued a licence (the holder when it decided) revokes it.
+    EventType.LICENCE_REVOKED: _Rule(frozenset({CaseState.APPROVED, CaseState.DELIVERED}), _Writer.HOLDER),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -165,6 +176,27 @@ _ACTION_EVENTS = {
 
 _METHOD_LABELS = {"window": "窗口领取", "post": "邮寄送达", "electronic": "电子送达"}
 _FLAG_LABELS = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
+PAYMENT_STATE_LABELS = {
+    "created": ("待缴费", "awaiting payment"),
+    "paying": ("支付中", "paying"),
+    "succeeded": ("已缴费", "paid"),
+    "failed": ("缴费失败", "payment failed"),
+    "cancelled": ("缴费单已取消", "payment order cancelled"),
+    "closed": ("缴费单已过期关闭", "payment order expired"),
+    "refunding": ("退款处理中", "refund in progress"),
+    "partially_refunded": ("已部分退款", "partially refunded"),
+    "refunded": ("已退款", "refunded"),
+}
+POST_CODE_LABELS = {
+    "created": ("已下单", "waybill created"),
+    "picked_up": ("已揽收", "picked up"),
+    "in_transit": ("运输中", "in transit"),
+    "out_for_delivery": ("派送中", "out for delivery"),
+    "delivered": ("已签收", "delivered"),
+    "delivery_failed": ("投递失败", "delivery failed"),
+    "returned": ("已退回", "returned to sender"),
+    "cancelled": ("已取消", "cancelled"),
+}
 
 
 # --- the case -----------------------------------------------------------------------------------------
@@ -213,6 +245,11 @@ class Case:
     # Hashes named as ``prev_hash`` by events here but held by no event here: a withheld or not yet
     # replicated step of the history. The case is shown as incomplete until they arrive.
     missing_predecessors: list[str] = field(default_factory=list)
+    # Issue 15: the latest payment order, the sealed result document (never the PDF itself), the post.
+    payment: dict[str, Any] | None = None
+    sealed_result: dict[str, Any] | None = None
+    post: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
 
     @property
     def incomplete(self) -> bool:
@@ -268,6 +305,23 @@ def _summary(event: Event) -> tuple[str, str]:
     if kind is EventType.JOINT_SESSION_SCHEDULED:
         where = "线上" if p["mode"] == "online" else p["place"]
         return f"安排联合审查：{p['date']}，{where}", f"joint session on {p['date']}, {p['place']} ({p['mode']})"
+    if kind in (EventType.PAYMENT_REQUESTED, EventType.PAYMENT_UPDATED):
+        yuan = f"{p['total_fen'] // 100}.{p['total_fen'] % 100:02d}"
+        if kind is EventType.PAYMENT_REQUESTED:
+            return f"开具缴款码，应缴 ¥{yuan}", f"payment order issued: CNY {yuan}"
+        label_zh, label_en = PAYMENT_STATE_LABELS[p["state"]]
+        return f"{label_zh}（¥{yuan}）", f"{label_en} (CNY {yuan})"
+    if kind is EventType.RESULT_SEALED:
+        return f"结果文书已加盖电子印章（{p['document_id']}）", f"result document sealed ({p['document_id']})"
+    if kind is EventType.LICENCE_REVOKED:
+        return f"电子证照已注销：{p['reason']}", f"licence revoked: {p['reason']}"
+    if kind is EventType.RECEIPT_ISSUED:
+        return f"开具电子缴款票据（{p['document_id']}）", f"electronic receipt issued ({p['document_id']})"
+    if kind is EventType.POST_ORDERED:
+        return f"结果已交寄，运单号 {p['waybill_no']}", f"result posted, waybill {p['waybill_no']}"
+    if kind is EventType.POST_TRACKED:
+        label_zh, label_en = POST_CODE_LABELS[p["code"]]
+        return f"邮件{label_zh}", f"post: {label_en}"
     return f"办理时限{_FLAG_LABELS[p['level']]}", f"deadline {p['level']} flag"
 
 
@@ -401,6 +455,34 @@ def _apply(case: Case, event: Event, at: str) -> None:
         case.flags = {**p, "at": at, "node": event.node}
     elif kind is EventType.JOINT_SESSION_SCHEDULED:
         case.joint_session = {**p, "at": at, "node": event.node}
+    elif kind in (EventType.PAYMENT_REQUESTED, EventType.PAYMENT_UPDATED):
+        same = case.payment is not None and case.payment.get("order_id") == p["order_id"]
+        if kind is EventType.PAYMENT_REQUESTED or not same:
+            case.payment = {**p, "at": at, "node": event.node}
+        else:
+            assert case.payment is not None
+            case.payment = {**case.payment, **p, "at": at}
+    elif kind is EventType.RESULT_SEALED:
+        case.sealed_result = {
+            "document_id": p["document_id"],
+            "issuer": p["issuer"],
+            "kind": p.get("kind"),
+            "licence_id": ((p.get("licence") or {}).get("record") or {}).get("identifier"),
+            "at": at,
+            "node": event.node,
+        }
+    elif kind is EventType.LICENCE_REVOKED:
+        if case.sealed_result is not None and case.sealed_result.get("licence_id") == p["identifier"]:
+            case.sealed_result = {**case.sealed_result, "revoked": {"reason": p["reason"], "at": at}}
+    elif kind is EventType.RECEIPT_ISSUED:
+        case.receipt = {"document_id": p["document_id"], "issuer": p["issuer"], "at": at, "node": event.node}
+    elif kind is EventType.POST_ORDERED:
+        case.post = {"waybill_no": p["waybill_no"], "code": "created", "seq": 0, "at": at, "node": event.node}
+    elif kind is EventType.POST_TRACKED:
+        post = case.post or {"waybill_no": p["waybill_no"], "seq": 0}
+        # Callbacks are retried and may arrive late: only a newer step of the same waybill moves the status.
+        if post.get("waybill_no") == p["waybill_no"] and p["seq"] > int(post.get("seq") or 0):
+            case.post = {**post, "code": p["code"], "seq": p["seq"], "at": at}
     # ROUTED changes nothing but the timeline.
 
 
@@ -540,6 +622,29 @@ def check_command(
             "invalid_transition",
             f"案件 {case.case_no} 当前状态为「{case.state.label_zh}」，不能{action_zh}",
             f"case {case.case_no} is {case.state.label_en}; cannot {action.replace('_', ' ')} it now",
+            ErrorKind.CONFLICT,
+        )
+
+
+def check_recorded(case: Case, kind: EventType, at_node: str) -> None:
+    """Raise ``DomainError`` unless ``at_node`` may record a system event of ``kind`` on ``case`` now.
+
+    For the events no person's action makes (payment, sealed result, post): the same table as
+    :func:`check_command` — which state it may follow and which node may write it.
+    """
+    rule = _RULES[kind]
+    if not _writer_ok(rule.writer, case, at_node):
+        raise DomainError(
+            "not_holder",
+            f"本节点 {at_node} 不能为案件 {case.case_no} 记录此事项",
+            f"this node {at_node} may not record {kind} on case {case.case_no}",
+            ErrorKind.FORBIDDEN,
+        )
+    if case.state not in rule.states:
+        raise DomainError(
+            "invalid_transition",
+            f"案件 {case.case_no} 当前状态为「{case.state.label_zh}」，不能记录此事项",
+            f"case {case.case_no} is {case.state.label_en}; cannot record {kind} now",
             ErrorKind.CONFLICT,
         )
 

@@ -32,6 +32,7 @@ MATERIAL_FORMS: frozenset[str] = frozenset({"original", "copy", "electronic"})
 MATERIAL_SOURCES: frozenset[str] = frozenset({"applicant", "shared_library", "issued_by_department"})
 HANDLING_TYPES: frozenset[str] = frozenset({"immediate", "promised"})  # 即办件 / 承诺件
 DELIVERY_OPTIONS: tuple[str, ...] = ("window", "post", "electronic")  # 窗口 / 邮寄 / 电子证照
+FEE_DUE: tuple[str, ...] = ("on_acceptance", "after_approval")  # 受理时缴费 / 审批通过后缴费
 # 通办 scope: where a matter may be accepted relative to its jurisdiction location
 # (全国通办 / 跨省通办 / 全市通办 / 全县通办).
 TONGBAN_SCOPES: frozenset[str] = frozenset({"national", "province", "city", "county"})
@@ -218,6 +219,8 @@ class Matter:
     delivery_options: tuple[str, ...]
     tongban_scope: str
     version: int = 1
+    # When the fee falls due (issue 15): at acceptance (受理时缴费) or once approved (审批通过后缴费).
+    fee_due: str = "after_approval"
 
     def __post_init__(self) -> None:
         what = f"matter {self.code!r}"
@@ -283,6 +286,12 @@ class Matter:
             f"unknown tongban_scope {self.tongban_scope!r}",
         )
         _require(_non_negative_int(self.version) and self.version >= 1, what, "版本号须为正整数", "version >= 1")
+        _require(
+            self.fee_due in FEE_DUE,
+            what,
+            "缴费时点须为 on_acceptance（受理时）或 after_approval（审批通过后）",
+            "fee_due must be on_acceptance or after_approval",
+        )
 
     @property
     def is_immediate(self) -> bool:
@@ -317,6 +326,7 @@ class Matter:
             "delivery_options": list(self.delivery_options),
             "tongban_scope": self.tongban_scope,
             "version": self.version,
+            "fee_due": self.fee_due,
         }
 
     @classmethod
@@ -339,6 +349,7 @@ class Matter:
                 delivery_options=tuple(data["delivery_options"]),
                 tongban_scope=data["tongban_scope"],
                 version=data.get("version", 1),
+                fee_due=data.get("fee_due", "after_approval"),
             )
         except KeyError as missing:
             raise _invalid(

@@ -84,6 +84,14 @@ class EventType(StrEnum):
     EVALUATED = "evaluated"  # 好差评
     DEADLINE_FLAGGED = "deadline_flagged"  # 预警 / 黄牌 / 红牌
     JOINT_SESSION_SCHEDULED = "joint_session_scheduled"  # 多图联审 / 联合验收: the lead sets the session
+    # Results without a trip (issue 15): fees, the sealed result, postal delivery.
+    PAYMENT_REQUESTED = "payment_requested"  # a payment order (缴款码) was issued for the case's fees
+    PAYMENT_UPDATED = "payment_updated"  # the order's state changed (paid, failed, closed, refunded, …)
+    RESULT_SEALED = "result_sealed"  # the result document was sealed; the PDF travels sealed (encrypted)
+    POST_ORDERED = "post_ordered"  # a courier waybill was created for the result
+    POST_TRACKED = "post_tracked"  # a tracking step of that waybill (from a verified callback or a poll)
+    RECEIPT_ISSUED = "receipt_issued"  # the sealed electronic receipt (财政电子票据) of a paid order
+    LICENCE_REVOKED = "licence_revoked"  # the issuing department revoked the case's licence (signed record)
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -98,6 +106,27 @@ BAD_EVALUATION_LEVELS = frozenset({4, 5})
 CATALOGUE_VERSION = "catalogue_version"
 MAX_CATALOGUE_VERSION = 1_000_000_000
 ROUTED_TYPES = frozenset({EventType.ACCEPTED, EventType.TRANSFERRED})
+PAYMENT_STATES = (
+    "created",
+    "paying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "closed",
+    "refunding",
+    "partially_refunded",
+    "refunded",
+)
+POST_CODES = (
+    "created",
+    "picked_up",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "delivery_failed",
+    "returned",
+    "cancelled",
+)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -408,6 +437,28 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         departments = payload.get("departments")
         if not isinstance(departments, list) or not all(isinstance(d, str) for d in departments):
             problems.append("payload.departments must be a list of department codes")
+    elif kind in (EventType.PAYMENT_REQUESTED, EventType.PAYMENT_UPDATED):
+        _text(payload, "order_id", problems)
+        _one_of(payload, "state", PAYMENT_STATES, problems)
+        total = payload.get("total_fen")
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            problems.append(f"payload.total_fen must be a non-negative integer, got {total!r}")
+    elif kind in (EventType.RESULT_SEALED, EventType.RECEIPT_ISSUED):
+        for key in ("document_id", "issuer", "sealed_pdf"):
+            _text(payload, key, problems)
+    elif kind is EventType.LICENCE_REVOKED:
+        _text(payload, "identifier", problems)
+        _text(payload, "reason", problems)
+        if not isinstance(payload.get("signed"), Mapping):
+            problems.append("payload.signed must be an object (the signed revocation record)")
+    elif kind is EventType.POST_ORDERED:
+        _text(payload, "waybill_no", problems)
+    elif kind is EventType.POST_TRACKED:
+        _text(payload, "waybill_no", problems)
+        _one_of(payload, "code", POST_CODES, problems)
+        seq = payload.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            problems.append(f"payload.seq must be a positive integer, got {seq!r}")
     return problems
 
 

@@ -166,6 +166,20 @@ def _demo_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_results(args: argparse.Namespace) -> int:
+    """Issue 15: fees, the sealed result and postal delivery through the running federation."""
+    from node.runtime import federation as fed
+    from node.runtime.demo import ScenarioError
+    from node.runtime.demo_results import run_results_scenario
+
+    try:
+        run_results_scenario(fed.Federation.load(Path(args.var)))
+    except ScenarioError as exc:
+        print(f"tongban: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo_people(args: argparse.Namespace) -> int:
     from node.adapters.demo_people import demo_people_listing
 
@@ -323,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenario.add_argument("--var", default=str(DEFAULT_VAR))
     scenario.add_argument("--package", action="store_true", help="不动产转移登记一件事 instead of the single case")
     scenario.set_defaults(handler=_demo_scenario)
+    results = demo.add_parser("results", help="issue 15: pay a fee, seal, verify and post a result")
+    results.add_argument("--var", default=str(DEFAULT_VAR))
+    results.set_defaults(handler=_demo_results)
 
     people = demo.add_parser("people", help="the demo residents who have reference faces (for face verification)")
     people.add_argument("--json", action="store_true")

@@ -20,11 +20,14 @@ from node.bootstrap import NodeContext, ProcessKind, bootstrap, config_from_env
 from node.config import NodeConfig, task_queue
 from node.service_layer.cases import china_today
 from node.service_layer.commands import SweepDeadlines
+from node.service_layer.results import PollPost, ReconcilePayments
 
 DEADLINE_SWEEP_S = 60.0
 EVALUATE_ALERTS_S = 15.0
 APPOINTMENTS_S = 300.0
 PRUNE_RETENTION_S = 3600.0
+RECONCILE_PAYMENTS_S = 60.0  # issue 15: orders whose notify never came are settled by query
+POLL_POST_S = 300.0  # issue 15: parcels whose tracking callbacks were lost are polled
 
 
 def make_celery(redis_url: str, node_code: str) -> Celery:
@@ -42,12 +45,16 @@ def make_celery(redis_url: str, node_code: str) -> Celery:
             "evaluate-alerts": {"task": "tongban.evaluate_alerts", "schedule": EVALUATE_ALERTS_S},
             "appointments": {"task": "tongban.appointments", "schedule": APPOINTMENTS_S},
             "prune-retention": {"task": "tongban.prune_retention", "schedule": PRUNE_RETENTION_S},
+            "reconcile-payments": {"task": "tongban.reconcile_payments", "schedule": RECONCILE_PAYMENTS_S},
+            "poll-post": {"task": "tongban.poll_post", "schedule": POLL_POST_S},
         },
     )
     app.task(name="tongban.sweep_deadlines")(sweep_deadlines)
     app.task(name="tongban.evaluate_alerts")(evaluate_alerts)
     app.task(name="tongban.appointments")(appointments)
     app.task(name="tongban.prune_retention")(prune_retention)
+    app.task(name="tongban.reconcile_payments")(reconcile_payments)
+    app.task(name="tongban.poll_post")(poll_post)
     return app
 
 
@@ -96,6 +103,28 @@ def prune_retention(now: float | None = None) -> dict[str, int]:
         "audit": SessionStore(state).prune_audit(days * 86400.0, now=at),
         "idempotency_keys": IdempotencyStore(state, config.secret_key).prune(at),
     }
+
+
+def reconcile_payments() -> dict[str, int]:
+    """Issue 15: query the gateway about orders still waiting after 5 minutes and settle them, exactly once."""
+    node = context()
+    if node.results is None:
+        return {"checked": 0, "settled": 0, "closed": 0, "anomalies": 0}
+    report = node.bus.handle(ReconcilePayments())
+    if report is None:  # no gateway configured at this node
+        return {"checked": 0, "settled": 0, "closed": 0, "anomalies": 0}
+    return {
+        "checked": report.checked,
+        "settled": len(report.settled),
+        "closed": len(report.closed),
+        "anomalies": len(report.anomalies),
+    }
+
+
+def poll_post() -> dict[str, int]:
+    """Issue 15: ask the courier about parcels still on their way (a lost callback is caught here)."""
+    node = context()
+    return {"polled": node.bus.handle(PollPost()) if node.results is not None else 0}
 
 
 _config = config_from_env() if os.environ.get("TONGBAN_NODE_CONFIG") else None

@@ -20,6 +20,7 @@ from typing import Any
 from node.adapters.mqtt import down_subtree_pattern, private_client_id, up_pattern
 from node.config import ConfigError, NodeConfig
 from node.runtime.broker_auth import broker_acl, ensure_mqtt_password
+from node.runtime.outside_services import configure_nodes, outside_service_specs
 from node.runtime.provisioning import provision_federation
 from node.runtime.services import (
     BrokerAuth,
@@ -240,6 +241,10 @@ def run(
             progress(f"starting {len(configs)} document stores and brokers …")
             supervisor.start([spec for infra, _ in groups for spec in infra])
             provision_federation(configs, progress)
+            # Issue 15: the sandbox payment gateway and courier, each its own process; then each node's settings.
+            progress("starting the sandbox payment gateway and courier …")
+            supervisor.start(outside_service_specs(federation.var_dir, federation.base_port, configs, log_dir))
+            configure_nodes(federation.var_dir, federation.base_port, configs)
             progress(f"starting {len(configs)} nodes (web, worker, agent) …")
             supervisor.start([spec for _, app in groups for spec in app])
             progress(f"all {len(configs)} nodes healthy after {time.monotonic() - started:.1f}s:")

@@ -87,6 +87,8 @@ class CatalogueService:
             )
         previous: Matter | None = None if is_new else current.get(str(code))  # raises for an unknown code
         changed = {**matter, "version": previous.version + 1 if previous else 1}
+        if previous is not None and "fee_due" not in matter:  # issue 15: the edit form does not show it yet
+            changed["fee_due"] = previous.fee_due
         data = current.to_dict()
         if is_new:
             data["matters"].append(changed)

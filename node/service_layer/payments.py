@@ -148,12 +148,20 @@ class PaymentService:
         region_code: str,
         clock: Callable[[], datetime] = utc_now,
         on_settled: Callable[[PaymentOrder], None] | None = None,
+        on_state_change: Callable[[PaymentOrder], None] | None = None,
     ) -> None:
         self.repository = repository
         self.gateway = gateway
         self.region_code = region_code
         self.clock = clock
         self.on_settled = on_settled
+        # Called once per stored change of an order's state (the compare-and-set makes it once), with the
+        # order as stored: the case records it as an event.
+        self.on_state_change = on_state_change
+
+    def _changed(self, order: PaymentOrder, before: PaymentState) -> None:
+        if order.state is not before and self.on_state_change is not None:
+            self.on_state_change(order)
 
     # -- create --------------------------------------------------------------------------------------------------------
 
@@ -212,6 +220,7 @@ class PaymentService:
             if order is None:
                 return None, None
             before_revision = order.revision
+            before_state = order.state
             paid_before = order.times_settled
             try:
                 outcome = order.apply(fact, self.clock())
@@ -221,6 +230,7 @@ class PaymentService:
             if outcome is not ApplyOutcome.APPLIED:
                 return order, outcome
             if self.repository.save(order, before_revision):
+                self._changed(order, before_state)
                 if order.times_settled > paid_before:
                     log.info("payment order %s settled (gateway version %s)", order.order_id, fact.version)
                     if report is not None:
@@ -317,9 +327,10 @@ class PaymentService:
     def _merchant_close(self, order: PaymentOrder, now: datetime, report: ReconcileReport) -> None:
         if now < order.expires_at:
             return
-        before = order.revision
+        before, before_state = order.revision, order.state
         order.close_expired(now)
         if self.repository.save(order, before):
+            self._changed(order, before_state)
             report.closed.append(order.order_id)
 
     # -- cancel and refund ---------------------------------------------------------------------------------------------
@@ -342,10 +353,11 @@ class PaymentService:
         except DomainError as error:
             if error.kind is not ErrorKind.NOT_FOUND:
                 raise
-            before = order.revision
+            before, before_state = order.revision, order.state
             order.cancel(self.clock())
             if not self.repository.save(order, before):
                 return self.cancel(order_id)
+            self._changed(order, before_state)
             return order
         result = self._apply(order_id, fact)
         assert result is not None
@@ -357,10 +369,11 @@ class PaymentService:
         for order in self.repository.for_case(case_no):
             if order.state not in (PaymentState.SUCCEEDED, PaymentState.PARTIALLY_REFUNDED):
                 continue
-            before = order.revision
+            before, before_state = order.revision, order.state
             order.request_refund(order.total_fen - order.refunded_fen, self.clock())
             if not self.repository.save(order, before):
                 continue  # someone else moved it; the next call sees the new state
+            self._changed(order, before_state)
             try:
                 self._send_refund(order, reason)
             except GatewayUnavailable:

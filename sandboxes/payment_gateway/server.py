@@ -272,7 +272,7 @@ class Gateway:
                 " version, created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, 'created', 1, ?, ?, ?)",
                 (order_id, trade_no, amount, description, notify_url, now, expiry.isoformat(), now),
             )
-            return 201, self.view(self._order(order_id))  # type: ignore[arg-type]
+            return 201, self.view(self._order(order_id))
 
     def _expire_if_due(self, row: sqlite3.Row) -> sqlite3.Row:
         if row["status"] in ("created", "paying") and datetime.fromisoformat(row["expires_at"]) <= _now():
@@ -287,7 +287,7 @@ class Gateway:
         sql += f", {assignments}" if assignments else ""
         self.db.execute(sql + " WHERE merchant_order_id = ?", (status, now, *fields.values(), row["merchant_order_id"]))
         if notify:
-            self._enqueue_notify(self._order(row["merchant_order_id"]))  # type: ignore[arg-type]
+            self._enqueue_notify(self._order(row["merchant_order_id"]))
 
     def query(self, merchant_order_id: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -309,7 +309,7 @@ class Gateway:
                 row = self._order(merchant_order_id)
             elif row["status"] not in ("cancelled", "closed"):
                 return 409, {"error": "order_not_open", **self.view(row)}
-            return 200, self.view(row)  # type: ignore[arg-type]
+            return 200, self.view(row)
 
     # -- the payer ----------------------------------------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class Gateway:
                 (refund_id, order_id, amount, reason, _now().isoformat(), due),
             )
             self._change(row, "refunding", notify=True)
-            return 201, {"refund_id": refund_id, "status": "processing", **self.view(self._order(order_id))}  # type: ignore[arg-type]
+            return 201, {"refund_id": refund_id, "status": "processing", **self.view(self._order(order_id))}
 
     def finish_due_refunds(self) -> None:
         with self.lock:
@@ -390,7 +390,7 @@ class Gateway:
                     "UPDATE refunds SET status = 'succeeded', done_at = ? WHERE refund_id = ?",
                     (_now().isoformat(), refund["refund_id"]),
                 )
-                self._change(row, status, notify=True, refunded_fen=refunded)  # type: ignore[arg-type]
+                self._change(row, status, notify=True, refunded_fen=refunded)
 
     # -- statement ----------------------------------------------------------------------------------------------------
 
@@ -650,32 +650,59 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandboxes.payment_gateway", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--merchant-id", required=True)
-    parser.add_argument("--merchant-public-key", type=Path, required=True, help="PEM of the merchant's RSA key")
-    parser.add_argument("--notify-url", required=True, help="default notify URL (an order may name its own)")
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--data", type=Path, help="same as --state-dir (the sandboxes' common form)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="JSON with merchant_id, merchant_public_key, notify_url and optionally public_url, time_scale, "
+        "duplicate, reorder, delay, lose, seed (the options below override it)",
+    )
+    parser.add_argument("--merchant-id")
+    parser.add_argument("--merchant-public-key", type=Path, help="PEM of the merchant's RSA key")
+    parser.add_argument("--notify-url", help="default notify URL (an order may name its own)")
     parser.add_argument("--public-url", help="base URL of pay pages (default http://HOST:PORT)")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies retry and refund delays")
-    parser.add_argument("--duplicate", type=_fraction, default=0.0, help="fraction of notifies sent twice")
-    parser.add_argument("--reorder", type=_fraction, default=0.0, help="fraction held back behind later ones")
-    parser.add_argument("--delay", type=_fraction, default=0.0, help="fraction delayed by 120 s (scaled)")
-    parser.add_argument("--lose", type=_fraction, default=0.0, help="fraction never sent")
+    parser.add_argument("--time-scale", type=float, help="multiplies retry and refund delays")
+    parser.add_argument("--duplicate", type=_fraction, help="fraction of notifies sent twice")
+    parser.add_argument("--reorder", type=_fraction, help="fraction held back behind later ones")
+    parser.add_argument("--delay", type=_fraction, help="fraction delayed by 120 s (scaled)")
+    parser.add_argument("--lose", type=_fraction, help="fraction never sent")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text("utf-8")) if args.config else {}
+    if not isinstance(config, dict):
+        parser.error("the config must be a JSON object")
+
+    def option(name: str, default: Any = None) -> Any:
+        given = getattr(args, name)
+        return given if given is not None else config.get(name, default)
+
+    state_dir = args.state_dir or args.data
+    merchant_id, notify_url = option("merchant_id"), option("notify_url")
+    public_key_path = option("merchant_public_key")
+    if state_dir is None or not merchant_id or not public_key_path or not notify_url:
+        parser.error("needs --state-dir (or --data), a merchant id, the merchant's public key and a notify URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    merchant_key = serialization.load_pem_public_key(args.merchant_public_key.read_bytes())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    merchant_key = serialization.load_pem_public_key(Path(str(public_key_path)).read_bytes())
     if not isinstance(merchant_key, rsa.RSAPublicKey):
         parser.error("the merchant key must be an RSA public key")
+    faults = Faults(
+        duplicate=float(option("duplicate", 0.0)),
+        reorder=float(option("reorder", 0.0)),
+        delay=float(option("delay", 0.0)),
+        lose=float(option("lose", 0.0)),
+    )
+    seed = option("seed")
     gateway = Gateway(
-        args.state_dir,
-        args.merchant_id,
+        state_dir,
+        str(merchant_id),
         merchant_key,
-        args.notify_url,
-        args.public_url or f"http://{args.host}:{args.port}",
-        time_scale=args.time_scale,
-        faults=Faults(duplicate=args.duplicate, reorder=args.reorder, delay=args.delay, lose=args.lose),
-        seed=args.seed,
+        str(notify_url),
+        str(option("public_url") or f"http://{args.host}:{args.port}"),
+        time_scale=float(option("time_scale", 1.0)),
+        faults=faults,
+        seed=int(seed) if seed is not None else None,
     )
     server = make_server(args.host, args.port, make_app(gateway), threaded=True)
     log.info("sandbox payment gateway on %s:%s", args.host, args.port)

@@ -32,6 +32,7 @@ from node.entrypoints.web import (
     ops,
     packages,
     pages,
+    results,
     sync_api,
 )
 from node.entrypoints.web.http import API_LIFETIMES, API_LIFETIMES_KEY, PAGE_LIFETIMES, PAGE_LIFETIMES_KEY
@@ -68,8 +69,9 @@ def create_app(context: NodeContext) -> Flask:
         around.pages,
         packages.api,
         packages.pages,
+        results.blueprint,
     ):
         app.register_blueprint(blueprint)
     # The signed-in pages: language choice, CSRF check and security headers (see auth).
-    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages", "around", "packages"})
+    auth.use_for_pages(app, {"auth", "pages", "catalogue", "ops.pages", "around", "packages", "results.pages"})
     return app
