@@ -20,12 +20,14 @@ from node import __version__
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
+from node.adapters.library import LIBRARY_DB, MaterialsLibrary, UseLog
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.opsmodel import OpsModel
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.registers import REGISTER_DB, RegisterStore
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
 from node.domain.catalogue import Catalogue, load_seed_catalogue
@@ -43,7 +45,9 @@ from node.service_layer.commands import (
     PublishMatter,
     SweepDeadlines,
 )
+from node.service_layer.identity import IdentityService
 from node.service_layer.messagebus import MessageBus
+from node.service_layer.registers import ensure_demo_people
 from tiers import Division, DivisionTree, yiyang
 
 CALENDAR_OVERRIDES = "workday-overrides.json"
@@ -78,6 +82,12 @@ class NodeContext:
     # The task broker, for the web process's /metrics (a client connects on first use).
     redis: redis.Redis | None = None
     version: str = __version__
+    # Issue 12: the node's registers, materials library and data-use log (web and tool processes), and
+    # the identity use cases with the face verifier (web only: it loads dlib's models).
+    registers: RegisterStore | None = None
+    library: MaterialsLibrary | None = None
+    uses: UseLog | None = None
+    identity_service: IdentityService | None = None
 
     @property
     def catalogue(self) -> Catalogue:
@@ -197,7 +207,34 @@ def bootstrap(
         ),
     )
     _register(context)
+    if kind in (ProcessKind.WEB, ProcessKind.TOOL):
+        _build_identity(context, context.cases.pii)
     return context
+
+
+def _build_identity(context: NodeContext, personal_data: PersonalData) -> None:
+    """Issue 12: registers, library and use log; at the web, the face verifier and the identity use cases."""
+    config = context.config
+    context.registers = RegisterStore(config.data_dir / REGISTER_DB, personal_data)
+    context.library = MaterialsLibrary(config.data_dir / LIBRARY_DB, personal_data)
+    context.uses = UseLog(config.data_dir / LIBRARY_DB)
+    if context.kind is not ProcessKind.WEB:
+        return
+    from node.adapters.face_verifier import FaceVerifier  # loads dlib's models: the web process only
+
+    if config.demo_accounts:  # the demo federation: its residents with faces are there without a CLI step
+        ensure_demo_people(config.code, context.tree, context.registers, context.library, personal_data)
+    context.identity_service = IdentityService(
+        node=config.code,
+        tree=context.tree,
+        verifier=FaceVerifier(context.registers),
+        registers=context.registers,
+        library=context.library,
+        uses=context.uses,
+        personal_data=personal_data,
+        cases=context.cases,
+        handle=context.bus.handle,
+    )
 
 
 def _register(context: NodeContext) -> None:

@@ -118,6 +118,9 @@ _RULES: dict[EventType, _Rule] = {
     EventType.WITHDRAWN: _Rule(_OPEN, _Writer.HOLDER),
     EventType.EVALUATED: _Rule(_ANY_STATE, _Writer.ANY),
     EventType.DEADLINE_FLAGGED: _Rule(_OPEN, _Writer.ANY),
+    # Issue 12: the accepting node records the verification right after the first event, in any state
+    # that first event can leave (accepted, settled on the spot, refused).
+    EventType.IDENTITY_VERIFIED: _Rule(_ANY_STATE, _Writer.ACCEPTING),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -208,6 +211,10 @@ class Case:
     # Hashes named as ``prev_hash`` by events here but held by no event here: a withheld or not yet
     # replicated step of the history. The case is shown as incomplete until they arrive.
     missing_predecessors: list[str] = field(default_factory=list)
+    # Issue 12: the face verification recorded on the case (distance, threshold, model, channel, never a
+    # photo) and the library materials it reuses (links, never copies).
+    identity_verification: dict[str, Any] | None = None
+    material_links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def incomplete(self) -> bool:
@@ -260,7 +267,27 @@ def _summary(event: Event) -> tuple[str, str]:
         return "已撤回", "withdrawn"
     if kind is EventType.EVALUATED:
         return f"评价：{EVALUATION_LEVELS[p['level']]}", f"evaluated: level {p['level']}"
+    if kind is EventType.IDENTITY_VERIFIED:
+        return _identity_summary(p)
     return f"办理时限{_FLAG_LABELS[p['level']]}", f"deadline {p['level']} flag"
+
+
+def _identity_summary(p: dict[str, Any]) -> tuple[str, str]:
+    parts_zh, parts_en = [], []
+    verification = p.get("verification")
+    if isinstance(verification, dict):
+        distance, threshold = verification.get("distance"), verification.get("threshold")
+        if verification.get("match"):
+            parts_zh.append(f"人脸核验通过（距离 {distance}，阈值 {threshold}）")
+            parts_en.append(f"face verified (distance {distance}, threshold {threshold})")
+        else:
+            parts_zh.append(f"人脸核验未通过（距离 {distance}，阈值 {threshold}）")
+            parts_en.append(f"face not verified (distance {distance}, threshold {threshold})")
+    links = p.get("material_links") or []
+    if links:
+        parts_zh.append(f"复用材料库材料 {len(links)} 件")
+        parts_en.append(f"{len(links)} library material(s) reused")
+    return "；".join(parts_zh) or "身份核验记录", "; ".join(parts_en) or "identity record"
 
 
 def _timeline_entry(event: Event, at: str) -> dict[str, Any]:
@@ -390,6 +417,10 @@ def _apply(case: Case, event: Event, at: str) -> None:
         }
     elif kind is EventType.DEADLINE_FLAGGED:
         case.flags = {**p, "at": at, "node": event.node}
+    elif kind is EventType.IDENTITY_VERIFIED:
+        if isinstance(p.get("verification"), dict):
+            case.identity_verification = {**p["verification"], "at": at, "node": event.node}
+        case.material_links.extend(link for link in p.get("material_links") or [] if isinstance(link, dict))
     # ROUTED changes nothing but the timeline.
 
 

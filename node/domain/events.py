@@ -81,6 +81,9 @@ class EventType(StrEnum):
     WITHDRAWN = "withdrawn"
     EVALUATED = "evaluated"  # 好差评
     DEADLINE_FLAGGED = "deadline_flagged"  # 预警 / 黄牌 / 红牌
+    # The applicant's face verification and the library materials the case reuses, written by the accepting
+    # node right after the first event and naming its hash (issue 12; never the photo).
+    IDENTITY_VERIFIED = "identity_verified"
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -383,7 +386,34 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         _one_of(payload, "level", EVALUATION_LEVELS, problems)
     elif kind is EventType.DEADLINE_FLAGGED:
         _one_of(payload, "level", FLAG_LEVELS, problems)
+    elif kind is EventType.IDENTITY_VERIFIED:
+        _identity_problems(payload, problems)
     return problems
+
+
+def _identity_problems(payload: Mapping[str, Any], problems: list[str]) -> None:
+    """The shape of an ``identity_verified`` payload: a verification (or none) and a bounded list of links."""
+    verification = payload.get("verification")
+    if verification is not None:
+        if not isinstance(verification, Mapping):
+            problems.append("payload.verification must be an object")
+        else:
+            if not isinstance(verification.get("match"), bool):
+                problems.append("payload.verification.match must be true or false")
+            for key in ("distance", "threshold"):
+                value = verification.get(key)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+                    problems.append(f"payload.verification.{key} must be a number in [0, 10]")
+            _text(verification, "model", problems)
+            _text(verification, "channel", problems)
+    links = payload.get("material_links")
+    if links is not None and (
+        not isinstance(links, list) or len(links) > 100 or not all(isinstance(link, Mapping) for link in links)
+    ):
+        problems.append("payload.material_links must be a list of at most 100 objects")
+    application = payload.get("application_hash")
+    if not isinstance(application, str) or not _HEX64.match(application):
+        problems.append("payload.application_hash must be the first event's hash (64 hex digits)")
 
 
 # --- the hash chain -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from flask import Flask
 from node.adapters.mqtt import notice_topic
 from node.bootstrap import NodeContext
 from node.entrypoints.web import api, auth, catalogue_pages, health, i18n, limits, metrics, ops, pages, sync_api
+from node.entrypoints.web import identity as identity_api
 from node.entrypoints.web.http import API_LIFETIMES, API_LIFETIMES_KEY, PAGE_LIFETIMES, PAGE_LIFETIMES_KEY
 from node.entrypoints.web.notices import NoticeBoard
 from node.entrypoints.web.templating import template_context
@@ -51,6 +52,7 @@ def create_app(context: NodeContext) -> Flask:
         catalogue_pages.blueprint,
         sync_api.blueprint,
         ops.blueprint,
+        identity_api.blueprint,
     ):
         app.register_blueprint(blueprint)
     # The signed-in pages: language choice, CSRF check and security headers (see auth).
