@@ -348,6 +348,11 @@ _JUNK_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.WITHDRAWN: {},
     EventType.EVALUATED: {"level": 2},
     EventType.DEADLINE_FLAGGED: {"level": "red"},
+    EventType.IDENTITY_VERIFIED: {
+        "application_hash": "a" * 64,
+        "verification": {"match": True, "distance": 0.3, "threshold": 0.55, "model": "m", "channel": "window"},
+        "material_links": [],
+    },
 }
 
 
