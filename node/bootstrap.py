@@ -235,6 +235,7 @@ def _build_identity(context: NodeContext, personal_data: PersonalData) -> None:
         cases=context.cases,
         handle=context.bus.handle,
     )
+    context.bus.subscribe(CaseWritten, context.identity_service.note_written)
 
 
 def _register(context: NodeContext) -> None:

@@ -267,17 +267,25 @@ class UseLog:
         """Give a claimed ticket back (the acceptance wrote nothing)."""
         self._set_claimed(ticket, claim, None)
 
-    def confirm_verification(self, ticket: str, claim: str, case_no: str) -> None:
-        """The claimed ticket now belongs to the case written with it."""
-        self._set_claimed(ticket, claim, case_no)
+    def confirm_verification(
+        self, ticket: str, claim: str, case_no: str, uses_logged: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        """The claimed ticket now belongs to the case written with it; the case's data uses, in the same transaction."""
+        self._set_claimed(ticket, claim, case_no, uses_logged)
 
-    def _set_claimed(self, ticket: str, claim: str, value: str | None) -> None:
+    def _set_claimed(
+        self, ticket: str, claim: str, value: str | None, uses_logged: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        now = time.time()
+        rows = [{**entry, "at": now} for entry in uses_logged]
         with self._engine.begin() as conn:
             conn.execute(
                 update(verifications)
                 .where(and_(verifications.c.ticket == ticket, verifications.c.used_by_case == claim))
                 .values(used_by_case=value)
             )
+            if rows:
+                conn.execute(insert(uses), rows)
 
     # --- uses -------------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ The photo is never kept: it is read, encoded and dropped inside the verifier.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from typing import Any
 from node.adapters.library import MaterialsLibrary, StoredVerification, UseLog
 from node.adapters.pii import PersonalData
 from node.adapters.registers import RegisterStore
-from node.domain.case import ACCEPTOR, ADMIN, CITIZEN, Case
+from node.domain.case import ACCEPTOR, ADMIN, CITIZEN, Case, fold
 from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType
@@ -102,6 +103,19 @@ class IdentityService:
         self.pii = personal_data
         self.cases = cases
         self._handle = handle
+        # The history of the case this thread just wrote (from CaseWritten): spares reading it back.
+        self._written = threading.local()
+
+    def note_written(self, message: CaseWritten) -> None:
+        """Subscribed to ``CaseWritten`` by the composition root: remember the case this thread wrote."""
+        if message.written:
+            self._written.case = (message.written[0].case_no, message.history)
+
+    def _history(self, case_no: str) -> tuple[Event, ...]:
+        noted = getattr(self._written, "case", None)
+        if noted is not None and noted[0] == case_no:
+            return tuple(noted[1])  # events this node signed a moment ago
+        return tuple(self.cases.verifier.verified_case(case_no).events)  # read and checked
 
     @property
     def catalogue(self) -> Catalogue:
@@ -291,6 +305,7 @@ class IdentityService:
         prepared = self._prepare(actor, command, ticket, library_ids)
         codes = [record.material_code for record in prepared.records]
         command = replace(command, materials=tuple(dict.fromkeys((*command.materials, *codes))))
+        self._written.case = None
         try:
             outcome = self._handle(command)
         except BaseException:
@@ -299,12 +314,11 @@ class IdentityService:
         if outcome.case is None or outcome.case_no is None:  # incomplete: nothing written, the ticket stays usable
             self.uses.release_verification(prepared.stored.ticket, prepared.claim)
             return outcome
-        self.uses.confirm_verification(prepared.stored.ticket, prepared.claim, outcome.case_no)
-        case = self._record_on_case(actor, outcome.case_no, prepared)
+        case = self._record_on_case(actor, outcome.case_no, command.matter_code, prepared)
         return replace(outcome, case=case)
 
-    def _record_on_case(self, actor: Actor, case_no: str, prepared: _Prepared) -> Case:
-        matter = self.catalogue.get(self.cases.load(case_no).matter_code)
+    def _record_on_case(self, actor: Actor, case_no: str, matter_code: str, prepared: _Prepared) -> Case:
+        matter = self.catalogue.get(matter_code)
         links = [
             reuse(
                 record,
@@ -319,9 +333,9 @@ class IdentityService:
             for record in prepared.records
         ]
         verification: Verification = prepared.stored.verification
-        known = self.cases.verifier.verified_case(case_no).events
+        known = self._history(case_no)
         first = next(event for event in known if event.prev_hash is None)
-        case = self.cases.load(case_no)
+        case = fold(known)
         payload = {
             "application_hash": first.hash,
             "verification": {
@@ -376,8 +390,8 @@ class IdentityService:
                 "outcome": "recorded_on_case",
             }
         )
-        self.uses.log_many(entries)
-        return self.cases.load(case_no)
+        self.uses.confirm_verification(prepared.stored.ticket, prepared.claim, case_no, entries)
+        return fold([*known, event])
 
     # --- the library --------------------------------------------------------------------------------------
 
