@@ -174,3 +174,29 @@ def test_the_demo_federation_seeds_its_residents_without_a_cli_step(
     assert node.library is not None
     assert ensure_demo_people(node.config.code, node.tree, node.registers, node.library, node.cases.pii) == 3
     assert node.library.count() == 6  # two documents each, not added twice
+
+
+def post_pair(client: FlaskClient, headers: dict[str, str], id_number: str, frontal: bytes, turned: bytes | None):
+    data = {"id_number": id_number, "channel": "kiosk", "photo": (io.BytesIO(frontal), "front.jpg")}
+    if turned is not None:
+        data["photo_turned"] = (io.BytesIO(turned), "turned.jpg")
+    return client.post("/api/v1/identity/verify", data=data, headers=headers, content_type="multipart/form-data")
+
+
+def test_a_kiosk_needs_the_head_turn_and_a_flat_repeat_fails_it(ziyang: NodeContext, client: FlaskClient) -> None:
+    zhou = person(ZHOU).record.id_number
+    headers = token_for(client, ziyang, "acceptor")
+    missing = post_pair(client, headers, zhou, photo("obama-480p.jpg"), None)
+    assert missing.status_code == 400 and missing.get_json()["error"] == "liveness_required"
+    # The demo pair: obama-480p.jpg facing the camera, then test_obama1.jpg with the head turned.
+    alive = post_pair(client, headers, zhou, photo("obama-480p.jpg"), photo("test_obama1.jpg"))
+    assert alive.status_code == 200, alive.get_json()
+    body = alive.get_json()
+    assert body["match"] is True and body["liveness"]["passed"] is True and body["channel"] == "kiosk"
+    # The same frontal photo twice (a print held up twice) is the person, but shows no turn: refused.
+    flat = post_pair(client, headers, zhou, photo("obama-480p.jpg"), photo("obama-480p.jpg"))
+    assert flat.status_code == 200
+    body = flat.get_json()
+    assert body["match"] is False and body["liveness"]["passed"] is False
+    assert body["liveness"]["message_zh"] and body["liveness"]["message_en"]
+    assert "person" not in body

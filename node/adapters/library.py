@@ -76,6 +76,7 @@ verifications = Table(
     Column("threshold", Float, nullable=False),
     Column("model", String, nullable=False),
     Column("channel", String, nullable=False),
+    Column("liveness", Integer, nullable=True),  # the head-turn check: 1 passed, 0 failed, null not made
     Column("actor", String, nullable=False),
     Column("at", Float, nullable=False),
     Column("used_by_case", String, nullable=True),
@@ -202,6 +203,7 @@ class StoredVerification:
     owner_key: str
     verification: Verification
     channel: str
+    liveness: bool | None
     actor: str
     at: float
     used_by_case: str | None
@@ -229,6 +231,7 @@ class UseLog:
                     threshold=verification.threshold,
                     model=verification.model,
                     channel=channel,
+                    liveness=None if verification.liveness is None else int(verification.liveness.passed),
                     actor=actor,
                     at=time.time(),
                     used_by_case=None,
@@ -248,6 +251,7 @@ class UseLog:
             owner_key=row.owner_key,
             verification=Verification(bool(row.match), row.distance, row.threshold, row.model),
             channel=row.channel,
+            liveness=None if row.liveness is None else bool(row.liveness),
             actor=row.actor,
             at=row.at,
             used_by_case=row.used_by_case,

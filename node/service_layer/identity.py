@@ -35,7 +35,7 @@ from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.events import Event, EventType
 from node.domain.identifiers import mask_id_number, validate_id_number
-from node.domain.identity import IdentityVerifier, Verification
+from node.domain.identity import IdentityVerifier, TurnDirection, Verification
 from node.domain.materials import GRADE_LABELS, LibraryMaterial, MaterialGrade, OnFile, materials_on_file, reuse
 from node.domain.messages import CaseWritten
 from node.domain.permissions import HANDLING_ROLES
@@ -51,6 +51,8 @@ VERIFY_ROLES = HANDLING_ROLES
 # Who may put a checked or uploaded material into the library: the roles that accept at a window.
 LIBRARY_WRITERS = frozenset({ACCEPTOR, ADMIN})
 CHANNELS = ("window", "kiosk", "online")
+# Where no member of staff sees the applicant in front of the camera, the liveness check is required.
+UNATTENDED_CHANNELS = frozenset({"kiosk", "online"})
 # A verification may be used by an acceptance this long after it was made, and once.
 TICKET_LIFETIME_S = 15 * 60
 MAX_REUSED = 20
@@ -126,16 +128,38 @@ class IdentityService:
 
     # --- verification -------------------------------------------------------------------------------------
 
-    def verify(self, actor: Actor, id_number: str, photo: bytes, channel: str = "window") -> dict[str, Any]:
-        """``{match, distance, threshold, model, channel, verification_id}`` and, after a match, ``person``."""
+    def verify(
+        self,
+        actor: Actor,
+        id_number: str,
+        photo: bytes,
+        channel: str = "window",
+        *,
+        turned_photo: bytes | None = None,
+        direction: TurnDirection | None = None,
+    ) -> dict[str, Any]:
+        """``{match, distance, threshold, model, channel, verification_id}`` and, after a match, ``person``.
+
+        With ``turned_photo`` (required at a kiosk and online, where nobody watches the camera) the head-turn
+        liveness check runs too and ``match`` needs both photos to match and the head to have turned.
+        """
         if actor.role not in VERIFY_ROLES:
             raise _role_not_allowed(VERIFY_ROLES)
         if channel not in CHANNELS:
             raise DomainError(
                 "invalid_channel", "核验渠道应为 window、kiosk 或 online", "the channel must be window, kiosk or online"
             )
+        if channel in UNATTENDED_CHANNELS and turned_photo is None:
+            raise DomainError(
+                "liveness_required",
+                "自助终端和网上核验须再上传一张转头照片（photo_turned）用于活体检测",
+                "a kiosk or online verification needs a second photo with the head turned (photo_turned)",
+            )
         number = validate_id_number(id_number)
-        verification = self.verifier.verify(photo, number)  # raises the reasons it cannot decide
+        if turned_photo is None:
+            verification = self.verifier.verify(photo, number)  # raises the reasons it cannot decide
+        else:
+            verification = self.verifier.verify_with_liveness(photo, turned_photo, number, direction=direction)
         key = self.pii.lookup_key(number)
         ticket = self.uses.store_verification(key, verification, channel, actor.username)
         self.uses.log(
@@ -339,8 +363,9 @@ class IdentityService:
         payload = {
             "application_hash": first.hash,
             "verification": {
-                **{k: v for k, v in verification.to_dict().items() if k != "liveness"},
+                **verification.to_dict(),
                 "channel": prepared.stored.channel,
+                "liveness": prepared.stored.liveness,
                 "verified_at": datetime.fromtimestamp(prepared.stored.at, UTC).isoformat(timespec="seconds"),
                 "verified_by": prepared.stored.actor,
             },

@@ -1,6 +1,7 @@
 """REST API of identity under ``/api/v1/identity``: face verification, register data, library, data uses.
 
-- ``POST /verify`` (staff token; multipart ``id_number``, ``photo``, optional ``channel``) →
+- ``POST /verify`` (staff token; multipart ``id_number``, ``photo``, optional ``channel``, and for the
+  head-turn liveness check ``photo_turned`` with optional ``turn`` — required at ``kiosk`` and ``online``) →
   ``{match, distance, threshold, model, channel, verification_id}`` (+ ``person`` after a match), or 4xx
   ``{error, message_zh, message_en}`` when it cannot decide;
 - ``POST /person`` (JSON ``id_number``, ``verification_id``, optional ``matter_code``) → the register data
@@ -127,7 +128,12 @@ def verify() -> ResponseReturnValue:
     id_number = str(_field(form, "id_number")).upper()
     channel = _field(form, "channel", required=False) or "window"
     photo = _file(files, "photo")
-    return jsonify(service().verify(g.actor, id_number, photo, channel))
+    turned = _file(files, "photo_turned") if "photo_turned" in files else None
+    direction = _field(form, "turn", required=False)
+    if direction not in (None, "left", "right"):
+        raise DomainError("invalid_turn", "转头方向应为 left 或 right", "turn must be left or right")
+    result = service().verify(g.actor, id_number, photo, channel, turned_photo=turned, direction=direction)  # type: ignore[arg-type]
+    return jsonify(result)
 
 
 @blueprint.post("/person")
