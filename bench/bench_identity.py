@@ -272,30 +272,38 @@ def bench_library(root: Path, people: int, lookups: int) -> dict[str, Any]:
     )
     chosen = population.people[:people]
     registers.put_people(chosen)
+    batch: list[dict[str, Any]] = []
     for index, person in enumerate(chosen):
         key = pii.lookup_key(person.id_number)
-        for code, grade in (("M001", "issued"), ("M002", "issued")):
-            library.add(
-                material_id=f"lib:bench:{index}:{code}",
-                owner_key=key,
-                material_code=code,
-                grade=grade,
-                issuer="public_security",
-                issued_on="2020-01-01",
-                valid_until=None,
-                content=f"{code}:{index}".encode(),
+        for code in ("M001", "M002"):
+            batch.append(
+                {
+                    "material_id": f"lib:bench:{index}:{code}",
+                    "owner_key": key,
+                    "material_code": code,
+                    "grade": "issued",
+                    "issuer": "public_security",
+                    "issued_on": "2020-01-01",
+                    "valid_until": None,
+                    "content": f"{code}:{index}".encode(),
+                }
             )
+        if len(batch) >= 5000:
+            library.add_many(batch)
+            batch = []
+    library.add_many(batch)
     filled_s = time.perf_counter() - started
     matter = load_seed_catalogue().get(MATTER)
     rng = random.Random(12)
-    timings = []
+    timings, cpu = [], []
     for _ in range(lookups):
         person = rng.choice(chosen)
-        begun = time.perf_counter()
+        begun, begun_cpu = time.perf_counter(), time.process_time()
         record = registers.person(person.id_number)
         key = pii.lookup_key(person.id_number)
         on_file = materials_on_file(matter, library.of_owner(key), key, date.today())
         timings.append(time.perf_counter() - begun)
+        cpu.append(time.process_time() - begun_cpu)
         assert record is not None and sum(1 for item in on_file if item.usable) == 2
     result = figures(timings)
     return {
@@ -303,6 +311,7 @@ def bench_library(root: Path, people: int, lookups: int) -> dict[str, Any]:
         "library_records": library.count(),
         "fill_s": round(filled_s, 1),
         "lookup": result,
+        "lookup_cpu": figures(cpu),
         "goal_p99_ms": GOAL_LOOKUP_P99_MS,
         "goal_met": result["p99_ms"] <= GOAL_LOOKUP_P99_MS,
     }

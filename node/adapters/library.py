@@ -140,32 +140,60 @@ class MaterialsLibrary:
         media_type: str = "application/octet-stream",
     ) -> LibraryMaterial:
         """Store a material once: the record (validated by the domain) and its file, sealed, in one transaction."""
-        if not isinstance(content, bytes) or not content:
-            raise DomainError("material_file_missing", "请上传材料文件", "the material's file is missing")
-        if len(content) > MAX_MATERIAL_BYTES:
-            raise DomainError(
-                "material_file_too_large",
-                f"材料文件不能超过 {MAX_MATERIAL_BYTES // 1048576} MB",
-                f"a material file must not exceed {MAX_MATERIAL_BYTES // 1048576} MB",
+        return self.add_many(
+            [
+                {
+                    "material_id": material_id,
+                    "owner_key": owner_key,
+                    "material_code": material_code,
+                    "grade": grade,
+                    "issuer": issuer,
+                    "issued_on": issued_on,
+                    "valid_until": valid_until,
+                    "content": content,
+                    "media_type": media_type,
+                }
+            ]
+        )[0]
+
+    def add_many(self, items: Iterable[dict[str, Any]]) -> list[LibraryMaterial]:
+        """Several materials (the keyword arguments of :meth:`add` each), all or none, in one transaction."""
+        records: list[LibraryMaterial] = []
+        rows: list[dict[str, Any]] = []
+        sealed_files: list[dict[str, str]] = []
+        now = time.time()
+        for item in items:
+            content = item["content"]
+            if not isinstance(content, bytes) or not content:
+                raise DomainError("material_file_missing", "请上传材料文件", "the material's file is missing")
+            if len(content) > MAX_MATERIAL_BYTES:
+                raise DomainError(
+                    "material_file_too_large",
+                    f"材料文件不能超过 {MAX_MATERIAL_BYTES // 1048576} MB",
+                    f"a material file must not exceed {MAX_MATERIAL_BYTES // 1048576} MB",
+                )
+            media_type = item.get("media_type") or "application/octet-stream"
+            if not isinstance(media_type, str) or not 0 < len(media_type) <= 100 or not media_type.isprintable():
+                media_type = "application/octet-stream"
+            record = LibraryMaterial(
+                material_id=item["material_id"],
+                owner_key=item["owner_key"],
+                material_code=item["material_code"],
+                grade=item["grade"],
+                sha256=hashlib.sha256(content).hexdigest(),
+                issuer=item["issuer"],
+                issued_on=item["issued_on"],
+                valid_until=item.get("valid_until"),
             )
-        if not isinstance(media_type, str) or not 0 < len(media_type) <= 100 or not media_type.isprintable():
-            media_type = "application/octet-stream"
-        record = LibraryMaterial(
-            material_id=material_id,
-            owner_key=owner_key,
-            material_code=material_code,
-            grade=grade,  # type: ignore[arg-type]
-            sha256=hashlib.sha256(content).hexdigest(),
-            issuer=issuer,
-            issued_on=issued_on,  # type: ignore[arg-type]
-            valid_until=valid_until,  # type: ignore[arg-type]
-        )
-        sealed = self._pii.seal({"content": base64.b64encode(content).decode("ascii")})
-        row = {**record.to_dict(), "media_type": media_type, "created_at": time.time()}
-        with self._engine.begin() as conn:
-            conn.execute(insert(materials).values(**row))
-            conn.execute(insert(files).values(material_id=record.material_id, sealed=sealed))
-        return record
+            records.append(record)
+            rows.append({**record.to_dict(), "media_type": media_type, "created_at": now})
+            sealed = self._pii.seal({"content": base64.b64encode(content).decode("ascii")})
+            sealed_files.append({"material_id": record.material_id, "sealed": sealed})
+        if rows:
+            with self._engine.begin() as conn:
+                conn.execute(insert(materials), rows)
+                conn.execute(insert(files), sealed_files)
+        return records
 
     def get(self, material_id: str) -> LibraryMaterial | None:
         if not isinstance(material_id, str) or not 0 < len(material_id) <= 80:
