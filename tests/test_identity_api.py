@@ -173,7 +173,7 @@ def test_the_demo_federation_seeds_its_residents_without_a_cli_step(
     assert node.registers is not None and node.registers.counts()["with_face"] == 3
     assert node.library is not None
     assert ensure_demo_people(node.config.code, node.tree, node.registers, node.library, node.cases.pii) == 3
-    assert node.library.count() == 6  # two documents each, not added twice
+    assert node.library.count() == 9  # three documents each, not added twice
 
 
 def post_pair(client: FlaskClient, headers: dict[str, str], id_number: str, frontal: bytes, turned: bytes | None):

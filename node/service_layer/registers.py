@@ -3,8 +3,8 @@
 The population is generated for every village of the demo tree at once (deterministic, so every node
 draws the same people), then each node keeps only the records it holds under
 :func:`node.domain.registers.held_at` (the residence's own node and its ancestors). The demo residents of
-``node/data/demo_people.json`` join with their reference face encodings, and each gets two documents a
-department issued into the library (居民身份证 M001, 居民户口簿 M002), so the window can reuse them.
+``node/data/demo_people.json`` join with their reference face encodings, and each gets three documents a
+department issued into the library (居民身份证 M001, 居民户口簿 M002, 不动产权证书 M005), so the window can reuse them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = ["DEMO_MATERIALS", "RegisterFill", "ensure_demo_people", "fill_registe
 DEMO_MATERIALS = (
     ("M001", "居民身份证", "public_security", date(2018, 3, 1), date(2038, 3, 1)),
     ("M002", "居民户口簿", "public_security", date(2015, 6, 1), None),
+    ("M005", "不动产权证书", "real_estate", date(2019, 9, 1), None),
 )
 
 
