@@ -9,6 +9,7 @@ person's photo is refused.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -63,6 +64,18 @@ def verify(url: str, token: str, photo: str) -> requests.Response:
         headers={"Authorization": f"Bearer {token}"},
         timeout=120,
     )
+
+
+def test_registers_generate_fills_every_node_with_its_share(federation: Federation) -> None:
+    command = [sys.executable, "-m", "node.entrypoints.cli", "registers", "generate", "--var", str(federation.var_dir)]
+    done = subprocess.run(
+        [*command, "--all-nodes", "--people-per-village", "4", "--json"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    held = {line["node"]: line["held_with_face"] for line in map(json.loads, done.stdout.strip().splitlines())}
+    # Each demo resident is held at their village's node and every node above it: 资阳区's three here,
+    # 赫山区's three at 赫山区 (its villages are not nodes of this federation), all six at the city.
+    assert held == {CITY: 6, ZIYANG: 3, ZIYANG_TOWN: 3, ZIYANG_VILLAGE: 3, HESHAN: 3}
 
 
 def test_a_village_verifies_reuses_and_the_case_is_approved_in_another_county(federation: Federation) -> None:
