@@ -119,6 +119,12 @@ def test_verified_acceptance_records_the_verification_and_links_on_the_case(node
     assert set(recorded[0].payload["verification"]) >= {"match", "distance", "threshold", "model", "channel"}
     assert "photo" not in str(recorded[0].payload)
 
+    # Any staff member of a node holding the case reads what was recorded (no personal data in it).
+    recorded_view = client.get(f"/api/v1/identity/cases/{body['case_no']}", headers=headers(client, node, "ops"))
+    assert recorded_view.status_code == 200
+    assert recorded_view.get_json()["identity_verification"]["distance"] == verified["distance"]
+    assert len(recorded_view.get_json()["material_links"]) == 2
+
     # The same verification cannot accept a second case.
     again = accept(client, node, ZHOU, verified["verification_id"], [])
     assert again.status_code == 409 and again.get_json()["error"] == "verification_used"

@@ -8,6 +8,7 @@
   and the matter's materials on file, after a matching verification only;
 - ``POST /cases``: ``POST /api/v1/cases``'s body plus ``verification_id`` and ``library_materials`` (ids)
   → the accepted case with the verification and the material links recorded on it;
+- ``GET /cases/<case_no>`` (any staff token) → the verification and material links recorded on a case;
 - ``POST /materials`` (multipart ``id_number``, ``material_code``, ``grade``, ``valid_until``, ``file``) → a
   material checked at the window or uploaded, stored once in the library;
 - ``POST /public/uses`` (the applicant: ``case_no`` + ``id_number``, as the progress query) → every use of
@@ -188,6 +189,20 @@ def accept() -> ResponseReturnValue:
     assert outcome.case is not None
     view = case_view(g.actor, context().cases.staff_view(g.actor, outcome.case))
     return jsonify({"outcome": outcome.outcome, **view, **identity_view(outcome)}), 201
+
+
+@blueprint.get("/cases/<case_no>")
+@require_role()
+def case_identity(case_no: str) -> ResponseReturnValue:
+    """The verification and the library links recorded on a case held here (the handling node's view too)."""
+    case = context().cases.load(case_no)
+    return jsonify(
+        {
+            "case_no": case.case_no,
+            "identity_verification": case.identity_verification,
+            "material_links": case.material_links,
+        }
+    )
 
 
 @blueprint.post("/materials")
