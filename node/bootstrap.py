@@ -27,6 +27,7 @@ from node.adapters.opsmodel import OpsModel
 from node.adapters.pii import PersonalData
 from node.adapters.pki import NodeIdentity
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.register_docs import RegisterDocuments
 from node.adapters.registers import REGISTER_DB, RegisterStore
 from node.config import ConfigError, NodeConfig
 from node.domain.case import scope
@@ -215,7 +216,10 @@ def bootstrap(
 def _build_identity(context: NodeContext, personal_data: PersonalData) -> None:
     """Issue 12: registers, library and use log; at the web, the face verifier and the identity use cases."""
     config = context.config
-    context.registers = RegisterStore(config.data_dir / REGISTER_DB, personal_data)
+    documents = RegisterDocuments(
+        context.store, context.cases.events, context.identity.ca_pem, personal_data, context.tree
+    )
+    context.registers = RegisterStore(config.data_dir / REGISTER_DB, personal_data, documents)
     context.library = MaterialsLibrary(config.data_dir / LIBRARY_DB, personal_data)
     context.uses = UseLog(config.data_dir / LIBRARY_DB)
     if context.kind is not ProcessKind.WEB:

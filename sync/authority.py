@@ -27,6 +27,7 @@ from node.adapters.pki import certificate_doc, verify_certificate, verify_depart
 from node.domain.errors import DomainError
 from node.domain.events import GENESIS_TYPES, Event, owns_case_number, parse_event_doc_id
 from node.domain.hlc import NODE_PATTERN, Timestamp
+from sync.registers import is_register, register_problem
 from tiers import DivisionTree
 
 Doc = dict[str, Any]
@@ -187,6 +188,8 @@ class LinkPolicy:
             if doc.get("_deleted"):
                 return "deletion of the catalogue"
             return catalogue_problem(doc, self.ca_pem, self.tree.root)
+        if is_register(doc_id):  # issue 12: register records, authored by the city or the residence's county
+            return register_problem(doc, peer, self.tree, from_child)
         return "not a document that travels between nodes"
 
     def _immutable_problem(self, doc: Doc, held: dict[str, str], what: str) -> str | None:

@@ -20,11 +20,13 @@ import pytest
 import requests
 
 from node.adapters.demo_people import load_demo_people
+from node.bootstrap import ProcessKind, bootstrap
+from node.domain.registers import generate_population
 from node.runtime.demo import fetch_json, login
 from node.runtime.federation import Federation
 from tests.conftest import wait_for
 from tests.test_e2e_federation import free_base_port
-from tiers.demo import CITY, HESHAN, HESHAN_VILLAGE, ZIYANG, ZIYANG_TOWN, ZIYANG_VILLAGE
+from tiers.demo import CITY, HESHAN, HESHAN_VILLAGE, ZIYANG, ZIYANG_TOWN, ZIYANG_VILLAGE, ZIYANG_VILLAGE_2
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +78,40 @@ def test_registers_generate_fills_every_node_with_its_share(federation: Federati
     # Each demo resident is held at their village's node and every node above it: 资阳区's three here,
     # 赫山区's three at 赫山区 (its villages are not nodes of this federation), all six at the city.
     assert held == {CITY: 6, ZIYANG: 3, ZIYANG_TOWN: 3, ZIYANG_VILLAGE: 3, HESHAN: 3}
+
+
+def test_register_records_published_at_the_city_reach_the_residence_subtree_only(federation: Federation) -> None:
+    command = [sys.executable, "-m", "node.entrypoints.cli", "registers", "generate", "--var", str(federation.var_dir)]
+    done = subprocess.run(
+        [*command, "--node", CITY, "--publish", "--people-per-village", "8", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["published"] > 24
+    # Residents drawn beyond the 4 per village the nodes loaded locally (the test above): only documents carry them.
+    villages = [ZIYANG_VILLAGE, ZIYANG_VILLAGE_2, HESHAN_VILLAGE]
+    loaded = {
+        p.id_number for p in generate_population(villages, people_per_division=4, enterprises_per_division=0).people
+    }
+    people = generate_population(villages, people_per_division=8, enterprises_per_division=0).people
+    ziyang = next(p for p in people if p.residence_code == ZIYANG_VILLAGE and p.id_number not in loaded)
+    heshan = next(p for p in people if p.residence_code == HESHAN_VILLAGE and p.id_number not in loaded)
+    village = bootstrap(federation.node_config(ZIYANG_VILLAGE), ProcessKind.TOOL, connect_mqtt=False)
+    county = bootstrap(federation.node_config(HESHAN), ProcessKind.TOOL, connect_mqtt=False)
+    assert village.registers is not None and county.registers is not None
+
+    assert wait_for(lambda: village.registers.person(ziyang.id_number) is not None, 180, 1.0), (
+        "the city's record of a 资阳区 resident did not reach the village"
+    )
+    assert village.registers.person(ziyang.id_number).name == ziyang.name  # type: ignore[union-attr]
+    assert wait_for(lambda: county.registers.person(heshan.id_number) is not None, 60, 1.0)
+    # Never outside the residence's subtree.
+    assert village.registers.person(heshan.id_number) is None
+    assert county.registers.person(ziyang.id_number) is None
+    held = county.store.all_docs("register:person:", "register:person:\ufff0")
+    assert held and all(county.tree.is_in_subtree(doc["residence_code"], HESHAN) for doc in held)
 
 
 def test_a_village_verifies_reuses_and_the_case_is_approved_in_another_county(federation: Federation) -> None:

@@ -11,8 +11,8 @@ It implements :class:`node.domain.identity.ReferenceLookup` for the face verifie
 encodings are references (a deceased or moved-out person's face never verifies).
 
 Which records a node holds is :func:`node.domain.registers.held_at`'s rule; ``tongban registers
-generate`` fills the register (see :mod:`node.entrypoints.cli`). The registers are loaded per node
-(they are not replicated as documents yet: see docs/identity.md).
+generate`` fills the register (see :mod:`node.entrypoints.cli`). A record not loaded here is looked up
+among the register documents the city or the county replicated to this node (``documents``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, se
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.pii import PersonalData
+from node.adapters.register_docs import RegisterDocuments
 from node.adapters.sqlite import create_tables, sqlite_engine
 from node.domain.errors import DomainError
 from node.domain.registers import EnterpriseRecord, PersonRecord
@@ -61,9 +62,11 @@ enterprises = Table(
 class RegisterStore:
     """The person and enterprise records this node holds, personal fields sealed with the data key."""
 
-    def __init__(self, path: Path, personal_data: PersonalData) -> None:
+    def __init__(self, path: Path, personal_data: PersonalData, documents: RegisterDocuments | None = None) -> None:
         self.path = path
         self._pii = personal_data
+        # Records replicated to this node as signed documents (node/adapters/register_docs.py): read on a miss.
+        self.documents = documents
         self._engine = sqlite_engine(path)
         create_tables(metadata, self._engine, path)
 
@@ -126,7 +129,11 @@ class RegisterStore:
             sealed = conn.execute(
                 select(people.c.sealed).where(people.c.key == self._pii.lookup_key(id_number))
             ).scalar()
-        return self._open_person(sealed) if sealed else None
+        if sealed:
+            return self._open_person(sealed)
+        # Not loaded here: a record the city or the county replicated to this node, checked on every read
+        # (so a status changed at the author is seen at once).
+        return self.documents.find_person(id_number) if self.documents is not None else None
 
     def _open_person(self, sealed: str) -> PersonRecord | None:
         data = self._pii.open(sealed)

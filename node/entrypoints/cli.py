@@ -140,7 +140,7 @@ def _demo_people(args: argparse.Namespace) -> int:
 
 def _registers_generate(args: argparse.Namespace) -> int:
     from node.bootstrap import ProcessKind, bootstrap
-    from node.service_layer.registers import fill_register
+    from node.service_layer.registers import fill_register, publish_register
 
     if args.all_nodes:
         from node.runtime import federation as fed
@@ -169,6 +169,14 @@ def _registers_generate(args: argparse.Namespace) -> int:
             "materials_added": filled.materials,
             **{f"held_{key}": value for key, value in context.registers.counts().items()},
         }
+        if args.publish:
+            summary["published"] = publish_register(
+                context.config.code,
+                context.tree,
+                context.registers,
+                context.identity,
+                people_per_village=args.people_per_village,
+            )
         if args.json:
             print(json.dumps(summary, ensure_ascii=False))
         else:
@@ -281,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--people-per-village", type=int, default=60)
     generate.add_argument("--enterprises-per-village", type=int, default=2)
     generate.add_argument("--all-nodes", action="store_true", help="every node of the local federation (--var)")
+    generate.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the records this node authors (city: all, county: its residents) as signed documents "
+        "that replicate to each residence's subtree",
+    )
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(handler=_registers_generate)
 

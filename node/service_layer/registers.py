@@ -15,12 +15,13 @@ from datetime import date
 from node.adapters.demo_people import load_demo_people
 from node.adapters.library import MaterialsLibrary
 from node.adapters.pii import PersonalData
+from node.adapters.pki import NodeIdentity
 from node.adapters.registers import RegisterStore
 from node.domain.registers import PersonRecord, generate_population, held_at
 from tiers import DivisionTree, Tier
 from tiers.demo import DEMO_NODES
 
-__all__ = ["DEMO_MATERIALS", "RegisterFill", "ensure_demo_people", "fill_register"]
+__all__ = ["DEMO_MATERIALS", "RegisterFill", "ensure_demo_people", "fill_register", "publish_register"]
 
 # (material code, name, issuing department, issued on, valid until) of the demo residents' library documents.
 DEMO_MATERIALS = (
@@ -87,6 +88,26 @@ def ensure_demo_people(
     for person in held:
         _demo_materials(person, library, personal_data)
     return len(held)
+
+
+def publish_register(
+    node: str,
+    tree: DivisionTree,
+    registers: RegisterStore,
+    identity: NodeIdentity,
+    *,
+    people_per_village: int = 60,
+) -> int:
+    """Write the records this node authors (the city: everyone; a county: its residents) as signed documents.
+
+    They replicate to the nodes of each residence's subtree (sync/registers.py). Returns how many were written.
+    """
+    if registers.documents is None:
+        return 0
+    villages = _demo_villages(tree)
+    population = generate_population(villages, people_per_division=people_per_village, enterprises_per_division=0)
+    demo = [p.record for p in load_demo_people()]
+    return registers.documents.publish([*population.people, *demo], identity)
 
 
 def fill_register(
