@@ -20,6 +20,7 @@ from node import __version__
 from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
+from node.adapters.lazy_verifier import LazyFaceVerifier
 from node.adapters.library import LIBRARY_DB, MaterialsLibrary, UseLog
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
@@ -84,7 +85,7 @@ class NodeContext:
     redis: redis.Redis | None = None
     version: str = __version__
     # Issue 12: the node's registers, materials library and data-use log (web and tool processes), and
-    # the identity use cases with the face verifier (web only: it loads dlib's models).
+    # the identity use cases with the face verifier (web only; dlib's models load on its first use).
     registers: RegisterStore | None = None
     library: MaterialsLibrary | None = None
     uses: UseLog | None = None
@@ -224,14 +225,12 @@ def _build_identity(context: NodeContext, personal_data: PersonalData) -> None:
     context.uses = UseLog(config.data_dir / LIBRARY_DB)
     if context.kind is not ProcessKind.WEB:
         return
-    from node.adapters.face_verifier import FaceVerifier  # loads dlib's models: the web process only
-
     if config.demo_accounts:  # the demo federation: its residents with faces are there without a CLI step
         ensure_demo_people(config.code, context.tree, context.registers, context.library, personal_data)
     context.identity_service = IdentityService(
         node=config.code,
         tree=context.tree,
-        verifier=FaceVerifier(context.registers),
+        verifier=LazyFaceVerifier(context.registers),  # dlib's models load on the first verification
         registers=context.registers,
         library=context.library,
         uses=context.uses,
