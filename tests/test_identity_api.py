@@ -200,3 +200,31 @@ def test_a_kiosk_needs_the_head_turn_and_a_flat_repeat_fails_it(ziyang: NodeCont
     assert body["match"] is False and body["liveness"]["passed"] is False
     assert body["liveness"]["message_zh"] and body["liveness"]["message_en"]
     assert "person" not in body
+
+
+def test_the_web_workers_of_a_demo_node_seed_at_the_same_time_without_failing(tmp_path: Path) -> None:
+    import threading
+
+    from node.adapters.library import MaterialsLibrary
+    from node.adapters.pii import PersonalData
+    from node.adapters.registers import RegisterStore
+    from tiers import yiyang
+
+    pii, tree, failures = PersonalData.ensure(tmp_path / "keys.json"), yiyang(), []
+
+    def seed() -> None:  # what each gunicorn worker does at start-up on a demo node
+        try:
+            registers = RegisterStore(tmp_path / "registers.sqlite3", pii)
+            library = MaterialsLibrary(tmp_path / "library.sqlite3", pii)
+            ensure_demo_people(ZIYANG_VILLAGE, tree, registers, library, pii)
+        except Exception as exc:  # the assertion below shows it
+            failures.append(repr(exc))
+
+    workers = [threading.Thread(target=seed) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert MaterialsLibrary(tmp_path / "library.sqlite3", pii).count() == 9
+    assert RegisterStore(tmp_path / "registers.sqlite3", pii).counts()["with_face"] == 3

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, and_, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.adapters.pii import PersonalData
 from node.adapters.sqlite import create_tables, sqlite_engine
@@ -156,8 +157,12 @@ class MaterialsLibrary:
             ]
         )[0]
 
-    def add_many(self, items: Iterable[dict[str, Any]]) -> list[LibraryMaterial]:
-        """Several materials (the keyword arguments of :meth:`add` each), all or none, in one transaction."""
+    def add_many(self, items: Iterable[dict[str, Any]], *, if_absent: bool = False) -> list[LibraryMaterial]:
+        """Several materials (the keyword arguments of :meth:`add` each), all or none, in one transaction.
+
+        ``if_absent``: a material id already stored is left as it is (idempotent seeding: several processes
+        of a node may seed the same demo documents at once).
+        """
         records: list[LibraryMaterial] = []
         rows: list[dict[str, Any]] = []
         sealed_files: list[dict[str, str]] = []
@@ -191,8 +196,12 @@ class MaterialsLibrary:
             sealed_files.append({"material_id": record.material_id, "sealed": sealed})
         if rows:
             with self._engine.begin() as conn:
-                conn.execute(insert(materials), rows)
-                conn.execute(insert(files), sealed_files)
+                if if_absent:
+                    conn.execute(sqlite_insert(materials).on_conflict_do_nothing(), rows)
+                    conn.execute(sqlite_insert(files).on_conflict_do_nothing(), sealed_files)
+                else:
+                    conn.execute(insert(materials), rows)
+                    conn.execute(insert(files), sealed_files)
         return records
 
     def get(self, material_id: str) -> LibraryMaterial | None:

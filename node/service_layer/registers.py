@@ -58,25 +58,25 @@ def _demo_material_id(owner_key: str, code: str) -> str:
 
 def _demo_materials(person: PersonRecord, library: MaterialsLibrary, personal_data: PersonalData) -> int:
     key = personal_data.lookup_key(person.id_number)
-    added = 0
-    for code, name, issuer, issued_on, valid_until in DEMO_MATERIALS:
-        material_id = _demo_material_id(key, code)
-        if library.get(material_id) is not None:
-            continue
-        content = f"电子证照（演示）{name}\n签发：{issuer}\n证照编号：{material_id}\n".encode()
-        library.add(
-            material_id=material_id,
-            owner_key=key,
-            material_code=code,
-            grade="issued",
-            issuer=issuer,
-            issued_on=issued_on,
-            valid_until=valid_until,
-            content=content,
-            media_type="text/plain; charset=utf-8",
-        )
-        added += 1
-    return added
+    missing = [entry for entry in DEMO_MATERIALS if library.get(_demo_material_id(key, entry[0])) is None]
+    library.add_many(
+        [
+            {
+                "material_id": _demo_material_id(key, code),
+                "owner_key": key,
+                "material_code": code,
+                "grade": "issued",
+                "issuer": issuer,
+                "issued_on": issued_on,
+                "valid_until": valid_until,
+                "content": f"电子证照（演示）{name}\n签发：{issuer}\n编号：{_demo_material_id(key, code)}\n".encode(),
+                "media_type": "text/plain; charset=utf-8",
+            }
+            for code, name, issuer, issued_on, valid_until in missing
+        ],
+        if_absent=True,  # the web workers of a demo node seed at the same time
+    )
+    return len(missing)
 
 
 def ensure_demo_people(
