@@ -25,6 +25,8 @@ from node.adapters.catalogue_doc import PublishedCatalogue
 from node.adapters.courier import WAYBILLS_DB, CourierSettings, WaybillBook
 from node.adapters.docstore import DocStore
 from node.adapters.eventstore import EventStore, EventVerifier
+from node.adapters.lazy_verifier import LazyFaceVerifier
+from node.adapters.library import LIBRARY_DB, MaterialsLibrary, UseLog
 from node.adapters.mqtt import MqttLink, wake_topic
 from node.adapters.nodestate import NodeState
 from node.adapters.nonces import NONCES_DB, NonceLog
@@ -38,6 +40,8 @@ from node.adapters.pki.revocation import PublishedRevocations
 from node.adapters.questions_store import QUESTIONS_DB, QuestionStore
 from node.adapters.ratings_store import RATINGS_DB, RatingStore
 from node.adapters.readmodel import READMODEL_DB, Projector, ReadModel
+from node.adapters.register_docs import RegisterDocuments
+from node.adapters.registers import REGISTER_DB, RegisterStore
 from node.adapters.seal import SealBook
 from node.adapters.seal_keys import TrustBundle
 from node.adapters.signed_reports import ReportSigner
@@ -62,10 +66,12 @@ from node.service_layer.commands import (
     PublishMatter,
     SweepDeadlines,
 )
+from node.service_layer.identity import IdentityService
 from node.service_layer.messagebus import MessageBus
 from node.service_layer.packages import PackageService
 from node.service_layer.payments import PaymentService
 from node.service_layer.ratings import RatingService
+from node.service_layer.registers import ensure_demo_people
 from node.service_layer.results import PollPost, ReconcilePayments, ResultService
 from tiers import Division, DivisionTree, yiyang
 
@@ -123,6 +129,12 @@ class NodeContext:
     version: str = __version__
     # Issue 15: fees, sealed results and post; built for the web and the worker (see _results).
     results: ResultService | None = None
+    # Issue 12: the node's registers, materials library and data-use log (web and tool processes), and
+    # the identity use cases with the face verifier (web only; dlib's models load on its first use).
+    registers: RegisterStore | None = None
+    library: MaterialsLibrary | None = None
+    uses: UseLog | None = None
+    identity_service: IdentityService | None = None
 
     @property
     def catalogue(self) -> Catalogue:
@@ -278,6 +290,8 @@ def bootstrap(
     if kind in (ProcessKind.WEB, ProcessKind.WORKER):
         context.results = _results(context)
     _register(context)
+    if kind in (ProcessKind.WEB, ProcessKind.TOOL):
+        _build_identity(context, context.cases.pii)
     return context
 
 
@@ -340,6 +354,31 @@ def _results(context: NodeContext) -> ResultService:
         waybills=WaybillBook(config.data_dir / WAYBILLS_DB) if courier is not None else None,
     )
     return results
+def _build_identity(context: NodeContext, personal_data: PersonalData) -> None:
+    """Issue 12: registers, library and use log; at the web, the face verifier and the identity use cases."""
+    config = context.config
+    documents = RegisterDocuments(
+        context.store, context.cases.events, context.identity.ca_pem, personal_data, context.tree
+    )
+    context.registers = RegisterStore(config.data_dir / REGISTER_DB, personal_data, documents)
+    context.library = MaterialsLibrary(config.data_dir / LIBRARY_DB, personal_data)
+    context.uses = UseLog(config.data_dir / LIBRARY_DB)
+    if context.kind is not ProcessKind.WEB:
+        return
+    if config.demo_accounts:  # the demo federation: its residents with faces are there without a CLI step
+        ensure_demo_people(config.code, context.tree, context.registers, context.library, personal_data)
+    context.identity_service = IdentityService(
+        node=config.code,
+        tree=context.tree,
+        verifier=LazyFaceVerifier(context.registers),  # dlib's models load on the first verification
+        registers=context.registers,
+        library=context.library,
+        uses=context.uses,
+        personal_data=personal_data,
+        cases=context.cases,
+        handle=context.bus.handle,
+    )
+    context.bus.subscribe(CaseWritten, context.identity_service.note_written)
 
 
 def _register(context: NodeContext) -> None:

@@ -31,6 +31,7 @@ from node.adapters.pki.revocation import CRL_DOC, crl_digest, crl_problem, parse
 from node.domain.errors import DomainError
 from node.domain.events import GENESIS_TYPES, Event, owns_case_number, parse_event_doc_id
 from node.domain.hlc import NODE_PATTERN, Timestamp
+from sync.registers import is_register, register_problem
 from tiers import DivisionTree
 
 Doc = dict[str, Any]
@@ -208,6 +209,8 @@ class LinkPolicy:
                 return "deletion of the revocation list"
             problem = crl_problem(doc, self.ca_pem)
             return problem or self._replay_problem(doc, held, "revocation list number", self._crl_key)
+        if is_register(doc_id):  # issue 12: register records, authored by the city or the residence's county
+            return register_problem(doc, peer, self.tree, from_child)
         return "not a document that travels between nodes"
 
     def _catalogue_key(self, doc: Any) -> tuple[int, str] | None:

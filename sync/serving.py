@@ -16,6 +16,7 @@ from node.adapters.docstore import DocStore
 from node.domain.errors import DomainError
 from node.domain.events import Event, event_id_range
 from sync.authority import LinkPolicy, Refusal
+from sync.registers import is_register, register_visible
 from sync.routing import case_of, case_scope, goes_everywhere, touches_subtree, widens_scope
 from sync.trust import TrustFilter
 from tiers import DivisionTree
@@ -54,6 +55,8 @@ class LinkServer:
         """Whether ``child``'s subtree may hold ``doc_id``; ``scopes`` caches case scopes across calls."""
         if goes_everywhere(doc_id):
             return True
+        if is_register(doc_id):  # issue 12: a register record goes to its residence's subtree only
+            return register_visible(doc_id, child, self.tree)
         case_no = case_of(doc_id)
         if case_no is None:
             return False  # heartbeats and the rest travel up only

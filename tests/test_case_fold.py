@@ -356,6 +356,11 @@ _JUNK_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.POST_TRACKED: {"waybill_no": "SX1234567890", "seq": 2, "code": "picked_up"},
     EventType.LICENCE_REVOKED: {"identifier": "1.2.156.3005.2.X", "reason": "违法经营", "signed": {}},
     EventType.RECEIPT_ISSUED: {"document_id": "C.P1", "issuer": "430903000000/civil_affairs", "sealed_pdf": "x"},
+    EventType.IDENTITY_VERIFIED: {
+        "application_hash": "a" * 64,
+        "verification": {"match": True, "distance": 0.3, "threshold": 0.55, "model": "m", "channel": "window"},
+        "material_links": [],
+    },
 }
 
 

@@ -130,6 +130,9 @@ _RULES: dict[EventType, _Rule] = {
     EventType.RECEIPT_ISSUED: _Rule(_ANY_STATE, _Writer.ACCEPTING_OR_HOLDER),
     # Only the node that issued a licence (the holder when it decided) revokes it.
     EventType.LICENCE_REVOKED: _Rule(frozenset({CaseState.APPROVED, CaseState.DELIVERED}), _Writer.HOLDER),
+    # Issue 12: the accepting node records the verification right after the first event, in any state
+    # that first event can leave (accepted, settled on the spot, refused).
+    EventType.IDENTITY_VERIFIED: _Rule(_ANY_STATE, _Writer.ACCEPTING),
 }
 
 # --- roles and actions --------------------------------------------------------------------------------
@@ -250,6 +253,10 @@ class Case:
     sealed_result: dict[str, Any] | None = None
     post: dict[str, Any] | None = None
     receipt: dict[str, Any] | None = None
+    # Issue 12: the face verification recorded on the case (distance, threshold, model, channel, never a
+    # photo) and the library materials it reuses (links, never copies).
+    identity_verification: dict[str, Any] | None = None
+    material_links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def incomplete(self) -> bool:
@@ -322,7 +329,27 @@ def _summary(event: Event) -> tuple[str, str]:
     if kind is EventType.POST_TRACKED:
         label_zh, label_en = POST_CODE_LABELS[p["code"]]
         return f"邮件{label_zh}", f"post: {label_en}"
+    if kind is EventType.IDENTITY_VERIFIED:
+        return _identity_summary(p)
     return f"办理时限{_FLAG_LABELS[p['level']]}", f"deadline {p['level']} flag"
+
+
+def _identity_summary(p: dict[str, Any]) -> tuple[str, str]:
+    parts_zh, parts_en = [], []
+    verification = p.get("verification")
+    if isinstance(verification, dict):
+        distance, threshold = verification.get("distance"), verification.get("threshold")
+        if verification.get("match"):
+            parts_zh.append(f"人脸核验通过（距离 {distance}，阈值 {threshold}）")
+            parts_en.append(f"face verified (distance {distance}, threshold {threshold})")
+        else:
+            parts_zh.append(f"人脸核验未通过（距离 {distance}，阈值 {threshold}）")
+            parts_en.append(f"face not verified (distance {distance}, threshold {threshold})")
+    links = p.get("material_links") or []
+    if links:
+        parts_zh.append(f"复用材料库材料 {len(links)} 件")
+        parts_en.append(f"{len(links)} library material(s) reused")
+    return "；".join(parts_zh) or "身份核验记录", "; ".join(parts_en) or "identity record"
 
 
 def _timeline_entry(event: Event, at: str) -> dict[str, Any]:
@@ -483,6 +510,10 @@ def _apply(case: Case, event: Event, at: str) -> None:
         # Callbacks are retried and may arrive late: only a newer step of the same waybill moves the status.
         if post.get("waybill_no") == p["waybill_no"] and p["seq"] > int(post.get("seq") or 0):
             case.post = {**post, "code": p["code"], "seq": p["seq"], "at": at}
+    elif kind is EventType.IDENTITY_VERIFIED:
+        if isinstance(p.get("verification"), dict):
+            case.identity_verification = {**p["verification"], "at": at, "node": event.node}
+        case.material_links.extend(link for link in p.get("material_links") or [] if isinstance(link, dict))
     # ROUTED changes nothing but the timeline.
 
 

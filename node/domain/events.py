@@ -92,6 +92,9 @@ class EventType(StrEnum):
     POST_TRACKED = "post_tracked"  # a tracking step of that waybill (from a verified callback or a poll)
     RECEIPT_ISSUED = "receipt_issued"  # the sealed electronic receipt (财政电子票据) of a paid order
     LICENCE_REVOKED = "licence_revoked"  # the issuing department revoked the case's licence (signed record)
+    # The applicant's face verification and the library materials the case reuses, written by the accepting
+    # node right after the first event and naming its hash (issue 12; never the photo).
+    IDENTITY_VERIFIED = "identity_verified"
 
 
 GENESIS_TYPES = frozenset({EventType.ACCEPTED, EventType.REFUSED})
@@ -459,6 +462,8 @@ def payload_problems(event_type: EventType | str, payload: Mapping[str, Any]) ->
         seq = payload.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             problems.append(f"payload.seq must be a positive integer, got {seq!r}")
+    elif kind is EventType.IDENTITY_VERIFIED:
+        _identity_problems(payload, problems)
     return problems
 
 
@@ -466,6 +471,31 @@ def routed_by(event: Event) -> int | None:
     """The catalogue version an accepted or transferred event names (None: written before versions were named)."""
     version = event.payload.get(CATALOGUE_VERSION)
     return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _identity_problems(payload: Mapping[str, Any], problems: list[str]) -> None:
+    """The shape of an ``identity_verified`` payload: a verification (or none) and a bounded list of links."""
+    verification = payload.get("verification")
+    if verification is not None:
+        if not isinstance(verification, Mapping):
+            problems.append("payload.verification must be an object")
+        else:
+            if not isinstance(verification.get("match"), bool):
+                problems.append("payload.verification.match must be true or false")
+            for key in ("distance", "threshold"):
+                value = verification.get(key)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+                    problems.append(f"payload.verification.{key} must be a number in [0, 10]")
+            _text(verification, "model", problems)
+            _text(verification, "channel", problems)
+    links = payload.get("material_links")
+    if links is not None and (
+        not isinstance(links, list) or len(links) > 100 or not all(isinstance(link, Mapping) for link in links)
+    ):
+        problems.append("payload.material_links must be a list of at most 100 objects")
+    application = payload.get("application_hash")
+    if not isinstance(application, str) or not _HEX64.match(application):
+        problems.append("payload.application_hash must be the first event's hash (64 hex digits)")
 
 
 # --- the hash chain -----------------------------------------------------------------------------------

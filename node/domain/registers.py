@@ -32,6 +32,7 @@ from node.domain.identifiers import (
     validate_id_number,
 )
 from node.domain.identity import MappingReferences, face_encodings
+from tiers import DivisionTree
 
 __all__ = [
     "ENTERPRISE_STATUSES",
@@ -40,6 +41,7 @@ __all__ = [
     "PersonRecord",
     "Population",
     "generate_population",
+    "held_at",
     "mask_name",
     "reference_lookup",
 ]
@@ -233,6 +235,18 @@ def reference_lookup(people: Iterable[PersonRecord]) -> MappingReferences:
     return MappingReferences(
         (p.id_number, p.face_encodings) for p in people if p.status == "active" and p.face_encodings
     )
+
+
+def held_at(node: str, residence_code: str, tree: DivisionTree) -> bool:
+    """Whether ``node`` holds the record of someone registered at ``residence_code``.
+
+    A record is held where it is needed: at the residence's own node and every node above it up to the
+    city (the residence subtree's path), so a village verifies its residents with the uplink down and a
+    county or the city can serve anyone living below it. A residence outside the tree is held at the city only.
+    """
+    if residence_code not in tree:
+        return node == tree.root
+    return node in tree and tree.is_in_subtree(residence_code, node)
 
 
 # --- Synthetic population --------------------------------------------------------------------------------

@@ -193,6 +193,55 @@ def _demo_people(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registers_generate(args: argparse.Namespace) -> int:
+    from node.bootstrap import ProcessKind, bootstrap
+    from node.service_layer.registers import fill_register, publish_register
+
+    if args.all_nodes:
+        from node.runtime import federation as fed
+
+        federation = fed.Federation.load(Path(args.var))
+        configs = [federation.node_config(code) for code in federation.codes]
+    else:
+        configs = [_node_config(args)]
+    for config in configs:
+        context = bootstrap(config, ProcessKind.TOOL, connect_mqtt=False)
+        assert context.registers is not None and context.library is not None
+        filled = fill_register(
+            context.config.code,
+            context.tree,
+            context.registers,
+            context.library,
+            context.cases.pii,
+            people_per_village=args.people_per_village,
+            enterprises_per_village=args.enterprises_per_village,
+        )
+        summary = {
+            "node": context.config.code,
+            "people": filled.people,
+            "enterprises": filled.enterprises,
+            "demo_people": filled.demo_people,
+            "materials_added": filled.materials,
+            **{f"held_{key}": value for key, value in context.registers.counts().items()},
+        }
+        if args.publish:
+            summary["published"] = publish_register(
+                context.config.code,
+                context.tree,
+                context.registers,
+                context.identity,
+                people_per_village=args.people_per_village,
+            )
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False))
+        else:
+            print(
+                f"register of {summary['node']}: {filled.people} people and {filled.enterprises} enterprises "
+                f"written ({filled.demo_people} demo residents with faces, {filled.materials} library documents added)"
+            )
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from node.entrypoints import verify
 
@@ -344,6 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
     people = demo.add_parser("people", help="the demo residents who have reference faces (for face verification)")
     people.add_argument("--json", action="store_true")
     people.set_defaults(handler=_demo_people)
+
+    registers = sub.add_parser("registers", help="the node's reference registers (人口库, 法人库)").add_subparsers(
+        dest="action", required=True
+    )
+    generate = registers.add_parser(
+        "generate", help="fill the node's register with its share of the demo tree's synthetic population"
+    )
+    _add_node_selection(generate)
+    generate.add_argument("--people-per-village", type=int, default=60)
+    generate.add_argument("--enterprises-per-village", type=int, default=2)
+    generate.add_argument("--all-nodes", action="store_true", help="every node of the local federation (--var)")
+    generate.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the records this node authors (city: all, county: its residents) as signed documents "
+        "that replicate to each residence's subtree",
+    )
+    generate.add_argument("--json", action="store_true")
+    generate.set_defaults(handler=_registers_generate)
 
     verify = sub.add_parser(
         "verify", help="verify a sealed result PDF offline: valid / tampered / revoked / expired / unknown issuer"

@@ -27,6 +27,7 @@ from node.entrypoints.web import (
     catalogue_pages,
     health,
     i18n,
+    identity,
     limits,
     metrics,
     ops,
@@ -70,6 +71,7 @@ def create_app(context: NodeContext) -> Flask:
         packages.api,
         packages.pages,
         results.blueprint,
+        identity.blueprint,
     ):
         app.register_blueprint(blueprint)
     # The signed-in pages: language choice, CSRF check and security headers (see auth).

@@ -91,7 +91,10 @@ def matter_groups() -> list[tuple[Any, list[Matter]]]:
 
 
 def _render_accept(
-    values: dict[str, Any], status: int = 200, error: dict[str, str] | None = None
+    values: dict[str, Any],
+    status: int = 200,
+    error: dict[str, str] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> ResponseReturnValue:
     catalogue = context().catalogue
     code = values.get("matter_code", "")
@@ -103,8 +106,42 @@ def _render_accept(
         values=values,
         error=error,
         example_code=context().division.code,
+        identity=identity,
     )
     return page, status
+
+
+@blueprint.post("/accept/identify")
+@staff_page(*ACCEPT_ROLES)
+def accept_identify() -> ResponseReturnValue:
+    """刷脸: verify the applicant's photo at the window; after a match the acceptance form is filled in."""
+    service = context().identity_service
+    matter_code = request.form.get("matter_code", "").strip()[:64]
+    id_number = request.form.get("id_number", "").strip().upper()[:40]
+    values: dict[str, Any] = {"matter_code": matter_code, "applicant_kind": "person", "applicant_id": id_number}
+    upload = request.files.get("photo")
+    photo = upload.read() if upload is not None else b""
+    if service is None or not id_number or not photo:
+        return _render_accept(values, 400, both(lazy_gettext("请填写身份证号码并拍摄或上传照片")))
+    try:
+        result = service.verify(g.actor, id_number, photo, "window")
+    except DomainError as exc:
+        return _render_accept(values, STATUS[exc.kind], bilingual(exc))
+    identity: dict[str, Any] = {"verification": result}
+    if not result["match"]:
+        message = both(lazy_gettext("人脸核验未通过：照片与该身份证号码的登记人像不符，请改用身份证件人工核验"))
+        return _render_accept(values, 409, message, identity)
+    person = result.get("person") or {}
+    values |= {"applicant_name": person.get("name", ""), "verification_ticket": result["verification_id"]}
+    if person.get("residence_code"):
+        values["residence_code"] = person["residence_code"]
+    if matter_code in context().catalogue:
+        on_file = service.on_file_for(id_number, matter_code)
+        identity["on_file"] = on_file
+        values["materials"] = [item["material_code"] for item in on_file if item["on_file"]]
+        values["library_material"] = [item["material_id"] for item in on_file if item["on_file"]]
+    identity["person"] = person
+    return _render_accept(values, 200, None, identity)
 
 
 @blueprint.route("/accept", methods=["GET", "POST"])
@@ -115,8 +152,15 @@ def accept() -> ResponseReturnValue:
     form = request.form
     values: dict[str, Any] = {key: form.get(key, "") for key in form if key not in ("csrf_token", "materials")}
     values["materials"] = form.getlist("materials")
+    values["library_material"] = form.getlist("library_material")
     try:
-        outcome = context().bus.handle(accept_case_from_form(g.actor, form))
+        command = accept_case_from_form(g.actor, form)
+        service = context().identity_service
+        if service is not None:  # with a face verification and reused library materials (issue 12)
+            ticket = form.get("verification_ticket", "").strip()[:64] or None
+            outcome = service.accept(g.actor, command, ticket, values["library_material"])  # bounded by the service
+        else:
+            outcome = context().bus.handle(command)
     except DomainError as exc:
         return _render_accept(values, STATUS[exc.kind], bilingual(exc))
     if outcome.outcome == "incomplete":
@@ -348,4 +392,7 @@ def query() -> ResponseReturnValue:
         result = citizen_progress(case_no, identifier)
     except DomainError as exc:
         return render_template("query.html", values=values, result=None, error=bilingual(exc)), STATUS[exc.kind]
-    return render_template("query.html", values=values, result=result)
+    # Issue 12: every use of the applicant's data at this node (who, where, for which case).
+    service = context().identity_service
+    uses = service.uses_of(identifier) if service is not None else None
+    return render_template("query.html", values=values, result=result, data_uses=uses)
