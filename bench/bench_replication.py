@@ -131,6 +131,20 @@ class Ports:
         raise RuntimeError("no free loopback port left in the bench's block")
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group (from /proc)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on: pgrp is 5, utime 14, stime 15
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def helper(checkout: Path, *argv: str) -> dict[str, Any]:
     """Run bench/link_run.py under ``checkout``'s code (see its docstring); its JSON line."""
     env = {k: v for k, v in os.environ.items() if k != "TONGBAN_NODE_CONFIG"}
@@ -245,6 +259,8 @@ class LinkBench:
         name, port = self._fresh_store(tag)
         try:
             first = next(iter(self.checkouts))
+            groups = {"village_store": "village-docstore", "parent_store": name}
+            before = self._cpu(groups)
             result = helper(
                 self.checkouts["new"],
                 "store",
@@ -253,11 +269,24 @@ class LinkBench:
                 f"http://127.0.0.1:{port}",
                 "tongban",
             )
+            result["cpu_s"] = self._cpu_used(groups, before, result, parent=0.0)
             result["arrived"] = event_count(f"http://127.0.0.1:{port}", "tongban")
             return result
         finally:
             self.supervisor.stop(name)
             shutil.rmtree(self.var / tag, ignore_errors=True)
+
+    def _cpu(self, groups: dict[str, str]) -> dict[str, float]:
+        return {label: group_cpu_s(self.supervisor.running[name].process.pid) for label, name in groups.items()}
+
+    def _cpu_used(
+        self, groups: dict[str, str], before: dict[str, float], result: dict[str, Any], **fixed: float
+    ) -> dict[str, float]:
+        """CPU seconds of each process of the run: the replicating process itself (its own count) and the stores."""
+        after = self._cpu(groups)
+        used = {"village": result.pop("process_cpu_s"), **fixed}
+        used.update({label: after[label] - before[label] for label in groups})
+        return {label: round(seconds, 2) for label, seconds in used.items()}
 
     def run_link(self, name: str) -> dict[str, Any]:
         """A fresh parent (its own store, broker and web under ``name``'s code), then the village's push to it."""
@@ -291,7 +320,10 @@ class LinkBench:
             self.supervisor.start([web])
             village = self.villages[name]
             NodeConfig(**{**village.__dict__, "parent_url": parent.url}).save()
+            groups = {"village_store": "village-docstore", "parent": names[2], "parent_store": names[0]}
+            before = self._cpu(groups)
             result = helper(checkout, "push", str(village.config_path))
+            result["cpu_s"] = self._cpu_used(groups, before, result)
             result["arrived"] = event_count(parent.docstore_url, parent.docstore_db)
             return result
         finally:
@@ -328,10 +360,14 @@ def link_main(args: argparse.Namespace) -> int:
                 if result["arrived"] != setup["events"] or result["errors"]:
                     raise RuntimeError(f"round {round_ + 1} {method}: {result}")
                 rate = result["written"] / result["seconds"]
-                runs.append({"round": round_ + 1, "method": method, "docs_s": round(rate, 1), **result})
+                cpu_us = {k: round(v / result["written"] * 1e6) for k, v in result["cpu_s"].items()}
+                cpu_us["total"] = sum(cpu_us.values())
+                row = {"round": round_ + 1, "method": method, "docs_s": round(rate, 1), "cpu_us_per_doc": cpu_us}
+                runs.append({**row, **result})
                 print(
                     f"round {round_ + 1}  {method:<16} {result['written']:>7} docs "
-                    f"{result['seconds']:>7.2f} s {rate:>8.0f} docs/s  (load {os.getloadavg()[0]:.1f})",
+                    f"{result['seconds']:>7.2f} s {rate:>8.0f} docs/s  CPU µs/doc {cpu_us}  "
+                    f"(load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
     finally:
@@ -359,10 +395,21 @@ def link_figures(runs: list[dict[str, Any]], methods: list[str], rounds: int) ->
         per_round.append(row)
     median = {m: round(statistics.median(rate[r, m] for r in range(1, rounds + 1)), 1) for m in methods}
     summary: dict[str, Any] = {**median, "link_over_store": round(median["new"] / median[STORE], 3)}
+    # CPU per document summed over the processes of a run: what the run costs, whatever else the machine does.
+    cpu = {
+        m: {
+            part: round(statistics.median(run["cpu_us_per_doc"].get(part, 0) for run in runs if run["method"] == m))
+            for part in ("village", "village_store", "parent", "parent_store", "total")
+        }
+        for m in methods
+    }
+    summary["cpu_us_per_doc"] = cpu
+    summary["cpu_link_over_store"] = round(cpu["new"]["total"] / cpu[STORE]["total"], 3)
     if "anchor" in methods:
         summary["link_over_anchor"] = round(median["new"] / median["anchor"], 3)
         summary["checks_cost"] = round(1 - median["new"] / median["anchor"], 3)
         summary["anchor_over_store"] = round(median["anchor"] / median[STORE], 3)
+        summary["cpu_link_over_anchor"] = round(cpu["new"]["total"] / cpu["anchor"]["total"], 3)
     return {"per_round": per_round, "median": summary}
 
 
@@ -377,6 +424,9 @@ def print_link_table(figures: dict[str, Any], methods: list[str], rounds: int) -
         line += f"{row['link_over_store']:>12.2f}"
         line += f"{row['link_over_anchor']:>13.2f}" if "anchor" in methods else ""
         print(line)
+    print("\nCPU µs per document (median; village = the replicating process, parent = the parent's web)")
+    for m in methods:
+        print(f"  {labels[m]:<14} {figures['median']['cpu_us_per_doc'][m]}")
 
 
 def main() -> None:

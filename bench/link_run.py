@@ -38,11 +38,17 @@ def push(config_path: str) -> dict[str, Any]:
     context = bootstrap(NodeConfig.load(Path(config_path)), connect_mqtt=False)
     context.projector.catch_up()  # nothing left to project: the set-up did it
     link = Link(context)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     written = link.sync(push=True, pull=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     stats = link.stats()["push"]
-    return {"seconds": seconds, "written": written, "errors": stats["errors"], "last_error": stats["last_error"]}
+    return {
+        "seconds": seconds,
+        "process_cpu_s": cpu,
+        "written": written,
+        "errors": stats["errors"],
+        "last_error": stats["last_error"],
+    }
 
 
 def store(source_url: str, source_db: str, target_url: str, target_db: str) -> dict[str, Any]:
@@ -52,10 +58,16 @@ def store(source_url: str, source_db: str, target_url: str, target_db: str) -> d
 
     source = StorePeer(DocStore(source_url, source_db, timeout=120))
     target = StorePeer(DocStore(target_url, target_db, timeout=120))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = replicate(source, target)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "written": result.docs_written, "errors": len(result.errors), "last_error": None}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "seconds": seconds,
+        "process_cpu_s": cpu,
+        "written": result.docs_written,
+        "errors": len(result.errors),
+        "last_error": None,
+    }
 
 
 def main(argv: list[str]) -> int:
