@@ -148,19 +148,43 @@ class LinkServer:
                     todo.append(event.prev_hash)
         return found
 
-    def revs_diff(self, revs: dict[str, list[str]]) -> dict[str, Doc]:
+    def revs_diff(self, revs: dict[str, list[str]], held_out: dict[str, str | None] | None = None) -> dict[str, Doc]:
         """Which revisions the parent lacks. A child asking about a document it may not author and the
         parent lacks is told "missing": its push of that document is then refused and counted.
-        """
-        return self.store.revs_diff(revs)
 
-    def accept_push(self, child: str, docs: list[Any]) -> tuple[list[Doc], int]:
+        Events and certificates (one revision each) are answered from the look-up of the revisions held
+        here that :meth:`accept_push` needs anyway; ``held_out`` receives it (id → revision held, None when
+        absent) so that the push which follows need not ask the store again. Ids held under another
+        revision, and all other documents, are asked of the store's own ``_revs_diff``.
+        """
+        once = [doc_id for doc_id in revs if doc_id.startswith(("event:", "cert:"))]
+        held = self.store.current_revs(sorted(once)) if once else {}
+        ask = {doc_id: wanted for doc_id, wanted in revs.items() if not doc_id.startswith(("event:", "cert:"))}
+        answer: dict[str, Doc] = {}
+        for doc_id in once:
+            if doc_id not in held:
+                if revs[doc_id]:  # absent here: every revision offered is missing
+                    answer[doc_id] = {"missing": list(revs[doc_id])}
+            elif any(rev != held[doc_id] for rev in revs[doc_id]):
+                ask[doc_id] = revs[doc_id]  # held under another revision: the store's own answer
+        if held_out is not None:
+            held_out.update({doc_id: held.get(doc_id) for doc_id in once})
+        answer.update(self.store.revs_diff(ask) if ask else {})
+        return answer
+
+    def accept_push(
+        self, child: str, docs: list[Any], known: dict[str, str | None] | None = None
+    ) -> tuple[list[Doc], int]:
         """Write what the child may author (new_edits=false); returns (failures, refused count).
 
         Refusals are never written; they are handed to ``on_refused`` (recorded for city operations).
+        ``known``: revisions held here from a look-up moments ago (:meth:`revs_diff`'s ``held_out``); the
+        other ids are looked up now.
         """
-        ids = [doc["_id"] for doc in docs if isinstance(doc, dict) and isinstance(doc.get("_id"), str)]
-        held = self.store.current_revs(sorted(set(ids)))
+        ids = {doc["_id"] for doc in docs if isinstance(doc, dict) and isinstance(doc.get("_id"), str)}
+        known = known or {}
+        held = {doc_id: rev for doc_id, rev in known.items() if doc_id in ids and rev is not None}
+        held.update(self.store.current_revs(sorted(ids - known.keys())))
         accepted, refused = self.policy.from_child(docs, child, held)
         if refused and self.on_refused is not None:
             self.on_refused(refused)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -45,6 +48,51 @@ _REPLAYS = ReplayCache()
 
 class BadRequest(Exception):
     pass
+
+
+class RecentLookups:
+    """Revisions held here as a child's ``revs_diff`` just looked them up, for that child's ``bulk_docs`` to reuse.
+
+    The parent must know which revision of each pushed event or certificate it holds (they are written once,
+    never changed: :mod:`sync.authority`); the child asks ``revs_diff`` about the same ids just before it
+    pushes them, and on pouchdb-server that look-up is the most expensive part of a push
+    (docs/benchmarks.md, issue 10). Each entry serves one push, for at most ``ttl_s`` seconds; beyond
+    ``capacity`` the oldest go. Anything not found here is looked up again. Per process, like the replay cache.
+
+    The look-up is then up to ``ttl_s`` older than the write instead of milliseconds. What the child may push is
+    authored in its subtree and reaches this node only through that child, so in that time it can only have been
+    written by the child itself — and an entry serves one push, so a second push of the same id is looked up
+    afresh — or, if this node lost it (a restore from backup), by its own parent's copy coming back down.
+    """
+
+    def __init__(self, ttl_s: float = 10.0, capacity: int = 50_000) -> None:
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self._held: OrderedDict[tuple[str, str], tuple[str | None, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, child: str, held: dict[str, str | None]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for doc_id, rev in held.items():
+                self._held.pop((child, doc_id), None)
+                self._held[child, doc_id] = (rev, now)
+            while len(self._held) > self.capacity:
+                self._held.popitem(last=False)
+
+    def take(self, child: str, doc_ids: set[str]) -> dict[str, str | None]:
+        """The fresh entries for ``doc_ids`` (removed: each serves once)."""
+        oldest = time.monotonic() - self.ttl_s
+        found: dict[str, str | None] = {}
+        with self._lock:
+            for doc_id in doc_ids:
+                entry = self._held.pop((child, doc_id), None)
+                if entry is not None and entry[1] >= oldest:
+                    found[doc_id] = entry[0]
+        return found
+
+
+_LOOKUPS = RecentLookups()
 
 
 def _refused_rows(refusals: list[Refusal]) -> None:
@@ -185,7 +233,10 @@ def revs_diff() -> ResponseReturnValue:
         for revs in body.values()
     ):
         raise BadRequest("expected {id: [rev, …]}")
-    return jsonify(server().revs_diff(body))
+    held: dict[str, str | None] = {}
+    answer = server().revs_diff(body, held_out=held)
+    _LOOKUPS.remember(g.child, held)
+    return jsonify(answer)
 
 
 @blueprint.post("/bulk_get")
@@ -206,7 +257,8 @@ def bulk_docs() -> ResponseReturnValue:
     docs = _object(_body()).get("docs", [])
     if not isinstance(docs, list) or len(docs) > MAX_IDS:
         raise BadRequest("docs must be a list")
-    failures, refused = server().accept_push(g.child, docs)
+    ids = {doc["_id"] for doc in docs if isinstance(doc, dict) and isinstance(doc.get("_id"), str)}
+    failures, refused = server().accept_push(g.child, docs, known=_LOOKUPS.take(g.child, ids))
     context().wake()
     return jsonify({"failures": failures, "refused": refused})
 
