@@ -43,7 +43,7 @@ import requests
 
 from node.adapters.demo_people import load_demo_people
 from node.adapters.library import LIBRARY_DB, MaterialsLibrary
-from node.adapters.pii import PersonalData
+from node.adapters.pii import PersonalData, create_keyring
 from node.adapters.registers import REGISTER_DB, RegisterStore
 from node.bootstrap import ProcessKind, bootstrap, publish_own_documents
 from node.config import NodeConfig
@@ -272,7 +272,8 @@ def bench_accept(village: Village, count: int, clients: int) -> dict[str, Any]:
 def bench_library(root: Path, people: int, lookups: int) -> dict[str, Any]:
     tree = yiyang()
     villages = [code for code in tree.descendants(HESHAN) if tree.tier(code) is Tier.VILLAGE]
-    pii = PersonalData.ensure(root / "keys.json")
+    create_keyring(root / "keys.json", "city")
+    pii = PersonalData.load(root / "keys.json")
     registers = RegisterStore(root / REGISTER_DB, pii)
     library = MaterialsLibrary(root / LIBRARY_DB, pii)
     started = time.perf_counter()

@@ -106,11 +106,11 @@ def _bad_inputs() -> list[tuple[str, object, int, str]]:
     truncated = photo("obama_obama.jpg")
     stranger = make_id_number("430902", date(1990, 5, 5), 18)
     return [
-        ("not an image", (zhou, b"%PDF-1.4 not a photo at all"), 400, "photo_not_image"),
-        ("truncated JPEG", (zhou, truncated[: len(truncated) // 2]), 400, "photo_corrupt"),
-        ("30 megapixels", (zhou, _jpeg((6000, 5000))), 400, "photo_too_large"),
-        ("no face", (zhou, _jpeg((640, 480))), 400, "photo_no_face"),
-        ("several faces", (zhou, photo("two_people.jpg")), 400, "photo_several_faces"),
+        ("not an image", (zhou, b"%PDF-1.4 not a photo at all"), 422, "photo_not_image"),
+        ("truncated JPEG", (zhou, truncated[: len(truncated) // 2]), 422, "photo_corrupt"),
+        ("30 megapixels", (zhou, _jpeg((6000, 5000))), 422, "photo_too_large"),
+        ("no face", (zhou, _jpeg((640, 480))), 422, "photo_no_face"),
+        ("several faces", (zhou, photo("two_people.jpg")), 422, "photo_several_faces"),
         ("ID not in the register", (stranger, photo("obama3.jpg")), 404, "identity_no_reference"),
         ("malformed ID number", ("43090219900505001", photo("obama3.jpg")), 400, "id_number_format"),
     ]
@@ -151,7 +151,7 @@ def test_missing_fields_wrong_type_and_roles(ziyang: NodeContext, client: FlaskC
 def test_a_photo_over_the_upload_limit_is_refused_with_json(ziyang: NodeContext, client: FlaskClient) -> None:
     big = b"\xff\xd8" + b"\0" * (11 * 1024 * 1024)
     response = post_photo(client, token_for(client, ziyang, "acceptor"), person(ZHOU).record.id_number, big)
-    assert response.status_code in (400, 413)
+    assert response.status_code in (413, 422)
     assert response.get_json()["error"] in ("body_too_large", "photo_too_large")
 
 
@@ -187,7 +187,7 @@ def test_a_kiosk_needs_the_head_turn_and_a_flat_repeat_fails_it(ziyang: NodeCont
     zhou = person(ZHOU).record.id_number
     headers = token_for(client, ziyang, "acceptor")
     missing = post_pair(client, headers, zhou, photo("obama-480p.jpg"), None)
-    assert missing.status_code == 400 and missing.get_json()["error"] == "liveness_required"
+    assert missing.status_code == 422 and missing.get_json()["error"] == "liveness_required"
     # The demo pair: obama-480p.jpg facing the camera, then test_obama1.jpg with the head turned.
     alive = post_pair(client, headers, zhou, photo("obama-480p.jpg"), photo("test_obama1.jpg"))
     assert alive.status_code == 200, alive.get_json()
@@ -206,11 +206,12 @@ def test_the_web_workers_of_a_demo_node_seed_at_the_same_time_without_failing(tm
     import threading
 
     from node.adapters.library import MaterialsLibrary
-    from node.adapters.pii import PersonalData
+    from node.adapters.pii import PersonalData, create_keyring
     from node.adapters.registers import RegisterStore
     from tiers import yiyang
 
-    pii, tree, failures = PersonalData.ensure(tmp_path / "keys.json"), yiyang(), []
+    create_keyring(tmp_path / "keys.json", "city")
+    pii, tree, failures = PersonalData.load(tmp_path / "keys.json"), yiyang(), []
 
     def seed() -> None:  # what each gunicorn worker does at start-up on a demo node
         try:

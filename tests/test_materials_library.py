@@ -154,7 +154,7 @@ def test_refusals_write_nothing(node: NodeContext, client: FlaskClient) -> None:
                 },
                 headers=headers(client, node),
             ),
-            400,
+            422,
             "applicant_name_mismatch",
         )
     )
@@ -228,7 +228,7 @@ def test_the_window_stores_a_checked_material_once_and_the_applicant_sees_every_
             headers=headers(client, node),
             content_type="multipart/form-data",
         )
-        assert refused.status_code == 400 and refused.get_json()["error"] == error
+        assert refused.status_code == 422 and refused.get_json()["error"] == error
 
     verified = verify(client, node, TAN.id_number, "kit_harington_john2.jpeg")
     assert verified["match"], verified

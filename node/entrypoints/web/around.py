@@ -20,7 +20,14 @@ from node.domain.assistant import normalise_question
 from node.domain.case import ACCEPTOR, ADMIN, APPROVER, OPS, SUPERVISOR
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.auth import staff_page
-from node.entrypoints.web.http import STATUS, context, error_response, json_body, json_http_error, require_role
+from node.entrypoints.web.http import (
+    context,
+    domain_error_json,
+    error_response,
+    json_body,
+    json_http_error,
+    require_role,
+)
 from node.entrypoints.web.i18n import bilingual, both
 from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import limiter
@@ -50,13 +57,7 @@ def services() -> AroundTheCase:
 api.register_error_handler(HTTPException, json_http_error)
 
 
-@api.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> ResponseReturnValue:
-    # A request of the right shape that a rule refuses (a slot in the past, an unanswered department)
-    # is unprocessable, not malformed: 422; only a body that is not a JSON object is a 400.
-    if exc.kind is ErrorKind.INVALID and exc.code != "invalid_json":
-        return jsonify(exc.to_dict()), 422
-    return jsonify(exc.to_dict()), STATUS[exc.kind]
+api.register_error_handler(DomainError, domain_error_json)
 
 
 # --- 智能问答 -------------------------------------------------------------------------------------------------

@@ -83,6 +83,29 @@ def json_http_error(exc: HTTPException) -> ResponseReturnValue:
     return response, status
 
 
+# Refusals of a request's shape (what its OpenAPI schema states): 400. Every other INVALID refusal is
+# a rule the schema cannot state (a slot in the past, a photo with no face, an unanswered department):
+# 422, so a request the description calls valid is never answered "malformed".
+SHAPE_ERRORS = frozenset(
+    {
+        "invalid_json",
+        "missing_field",
+        "multipart_required",
+        "field_too_long",
+        "invalid_field",
+        "id_number_format",
+        "post_address_invalid",
+    }
+)
+
+
+def domain_error_json(exc: DomainError) -> ResponseReturnValue:
+    """A DomainError of an API route as bilingual JSON: 400 for the shape, 422 for a rule, else by kind."""
+    if exc.kind is ErrorKind.INVALID and exc.code not in SHAPE_ERRORS:
+        return jsonify(exc.to_dict()), 422
+    return jsonify(exc.to_dict()), STATUS[exc.kind]
+
+
 def json_body() -> dict[str, Any]:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:

@@ -32,10 +32,10 @@ from node.domain.errors import DomainError, missing_field
 from node.domain.identity import MAX_PHOTO_BYTES
 from node.entrypoints.web.commands import accept_case_from_json
 from node.entrypoints.web.http import (
-    STATUS,
     case_view,
     citizen_progress,
     context,
+    domain_error_json,
     error_response,
     json_body,
     require_role,
@@ -58,9 +58,7 @@ def service() -> IdentityService:
     return found
 
 
-@blueprint.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> ResponseReturnValue:
-    return jsonify(exc.to_dict()), STATUS[exc.kind]
+blueprint.register_error_handler(DomainError, domain_error_json)
 
 
 @blueprint.errorhandler(HTTPException)

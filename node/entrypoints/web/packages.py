@@ -14,7 +14,7 @@ from node.domain.case import ACCEPTOR, ADMIN, APPROVER, SUPERVISOR
 from node.domain.errors import DomainError, ErrorKind
 from node.entrypoints.web.auth import staff_page
 from node.entrypoints.web.commands import accept_package_from_json
-from node.entrypoints.web.http import STATUS, context, json_body, json_http_error, require_role
+from node.entrypoints.web.http import STATUS, context, domain_error_json, json_body, json_http_error, require_role
 from node.entrypoints.web.i18n import bilingual
 from node.entrypoints.web.idempotency import idempotent
 from node.service_layer.packages import PackageService
@@ -34,13 +34,7 @@ def service() -> PackageService:
 api.register_error_handler(HTTPException, json_http_error)
 
 
-@api.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> ResponseReturnValue:
-    # A request of the right shape that a rule refuses (a slot in the past, an unanswered department)
-    # is unprocessable, not malformed: 422; only a body that is not a JSON object is a 400.
-    if exc.kind is ErrorKind.INVALID and exc.code != "invalid_json":
-        return jsonify(exc.to_dict()), 422
-    return jsonify(exc.to_dict()), STATUS[exc.kind]
+api.register_error_handler(DomainError, domain_error_json)
 
 
 @api.get("/packages")

@@ -27,7 +27,7 @@ from node.domain.case import APPROVER, PAYMENT_STATE_LABELS, POST_CODE_LABELS
 from node.domain.errors import DomainError, ErrorKind
 from node.domain.seal import Verdict, VerdictStatus
 from node.entrypoints.web.auth import STAFF_ROLES, staff_page
-from node.entrypoints.web.http import STATUS, context, error_page, json_body, require_role
+from node.entrypoints.web.http import STATUS, context, domain_error_json, error_page, json_body, require_role
 from node.entrypoints.web.i18n import bilingual, both, lang
 from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.results import ResultService
@@ -91,7 +91,7 @@ def api_result_pdf(case_no: str) -> ResponseReturnValue:
     try:
         return _pdf(results().result_pdf(case_no), case_no)
     except DomainError as exc:
-        return jsonify(exc.to_dict()), STATUS[exc.kind]
+        return domain_error_json(exc)
 
 
 @blueprint.get("/api/v1/cases/<case_no>/receipt.pdf")
@@ -100,7 +100,7 @@ def api_receipt_pdf(case_no: str) -> ResponseReturnValue:
     try:
         return _pdf(results().receipt_pdf(case_no), case_no, "receipt")
     except DomainError as exc:
-        return jsonify(exc.to_dict()), STATUS[exc.kind]
+        return domain_error_json(exc)
 
 
 def _payment_json(case_no: str) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def api_payment(case_no: str) -> ResponseReturnValue:
     try:
         return jsonify(_payment_json(case_no))
     except DomainError as exc:
-        return jsonify(exc.to_dict()), STATUS[exc.kind]
+        return domain_error_json(exc)
 
 
 @blueprint.post("/api/v1/cases/<case_no>/payment")
@@ -137,7 +137,7 @@ def api_request_payment(case_no: str) -> ResponseReturnValue:
         results().request_payment(case_no)
         return jsonify(_payment_json(case_no)), 201
     except DomainError as exc:
-        return jsonify(exc.to_dict()), STATUS[exc.kind]
+        return domain_error_json(exc)
 
 
 @blueprint.post("/api/v1/cases/<case_no>/post")
@@ -153,7 +153,7 @@ def api_send_by_post(case_no: str) -> ResponseReturnValue:
             )
         case = results().send_by_post(case_no, *(str(value)[:400] for value in values))
     except DomainError as exc:
-        return jsonify(exc.to_dict()), STATUS[exc.kind]
+        return domain_error_json(exc)
     post = {k: v for k, v in (case.post or {}).items() if k in ("waybill_no", "code", "seq", "at")}
     return jsonify({"case_no": case_no, "post": post}), 201
 
