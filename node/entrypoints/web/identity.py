@@ -40,6 +40,7 @@ from node.entrypoints.web.http import (
     json_body,
     require_role,
 )
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.cases import AcceptOutcome
 from node.service_layer.identity import VERIFY_ROLES, IdentityService
@@ -89,21 +90,32 @@ def multipart() -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
             "请以 multipart/form-data 上传（字段 id_number 与 photo）",
             "send multipart/form-data (fields id_number and photo)",
         )
-    _stream, form, files = parse_form_data(
-        request.environ,
-        stream_factory=_in_memory,
-        max_content_length=MAX_UPLOAD,
-        max_form_memory_size=512 * 1024,  # per non-file field, and the parser's buffer
-        silent=False,
-    )
+    try:
+        _stream, form, files = parse_form_data(
+            request.environ,
+            stream_factory=_in_memory,
+            max_content_length=MAX_UPLOAD,
+            max_form_memory_size=512 * 1024,  # per non-file field, and the parser's buffer
+            silent=False,
+        )
+    except ValueError:  # no boundary, a broken part: a form that cannot be read
+        raise DomainError(
+            "multipart_unreadable",
+            "上传的表单无法读取，请重新上传（multipart/form-data）",
+            "the uploaded form cannot be read; send it again as multipart/form-data",
+        ) from None
     return form, files
 
 
 def _field(form: MultiDict[str, str], key: str, required: bool = True) -> str | None:
+    if key not in form:
+        if required:
+            raise missing_field(key)
+        return None
     value = form.get(key, "").strip()
     if not value:
         if required:
-            raise missing_field(key)
+            raise DomainError("field_blank", f"字段 {key} 不能为空", f"field {key!r} is blank")
         return None
     if len(value) > MAX_FIELD:
         raise DomainError("field_too_long", f"字段 {key} 过长", f"field {key!r} is too long")
@@ -116,7 +128,7 @@ def _file(files: MultiDict[str, FileStorage], key: str) -> bytes:
         raise missing_field(key)
     data = upload.read()
     if not data:
-        raise missing_field(key)
+        raise DomainError("file_empty", f"上传的 {key} 文件是空的", f"the uploaded {key} is empty")
     return data
 
 
@@ -175,6 +187,7 @@ def identity_view(outcome: AcceptOutcome) -> dict[str, Any]:
 
 @blueprint.post("/cases")
 @require_role("acceptor", "admin")
+@idempotent
 def accept() -> ResponseReturnValue:
     body = json_body()
     command = accept_case_from_json(g.actor, body)
@@ -205,6 +218,7 @@ def case_identity(case_no: str) -> ResponseReturnValue:
 
 @blueprint.post("/materials")
 @require_role("acceptor", "admin")
+@idempotent
 def add_material() -> ResponseReturnValue:
     form, files = multipart()
     upload = files.get("file")

@@ -619,10 +619,11 @@ def _staff(summary: str, **operation: Any) -> dict[str, Any]:
 
 
 def _creates(operation: dict[str, Any]) -> dict[str, Any]:
+    """A creating operation: 201 when it created something (200 when it answered without, e.g. a notice)."""
     return {
         **operation,
         "parameters": [*operation.get("parameters", []), *_IDEMPOTENT],
-        "responses": {"201": _ANY, **{k: v for k, v in operation["responses"].items() if k != "200"}},
+        "responses": {"201": _ANY, **operation["responses"]},
     }
 
 
@@ -858,6 +859,155 @@ AROUND_PATHS: dict[str, Any] = {
 }
 SPEC["paths"].update(AROUND_PATHS)
 
+# --- results (issue 15) and identity (issue 12) --------------------------------------------------------------
+_PDF = {
+    "description": "the sealed PDF",
+    "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+}
+_CASE_PARAM = [_path_param("case_no", CASE_NO)]
+_MULTIPART_PHOTO = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["id_number", "photo"],
+                "properties": {
+                    "id_number": _ID_NUMBER,
+                    "photo": {"type": "string", "format": "binary"},
+                    "photo_turned": {"type": "string", "format": "binary"},
+                    "channel": {"enum": ["window", "kiosk", "online"]},
+                    "turn": {"enum": ["left", "right"]},
+                },
+            }
+        }
+    },
+}
+_MULTIPART_MATERIAL = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["id_number", "material_code", "grade", "file"],
+                "properties": {
+                    "id_number": _ID_NUMBER,
+                    "material_code": {"type": "string", "minLength": 1, "maxLength": 20, "pattern": NOT_BLANK},
+                    "grade": {"type": "string", "minLength": 1, "maxLength": 20, "pattern": NOT_BLANK},
+                    "valid_until": {"type": "string", "format": "date"},
+                    "file": {"type": "string", "format": "binary"},
+                },
+            }
+        }
+    },
+}
+RESULT_AND_IDENTITY_PATHS: dict[str, Any] = {
+    "/api/v1/cases/{case_no}/result.pdf": {
+        "get": {
+            "summary": "The sealed result document (staff)",
+            "security": _BEARER,
+            "parameters": _CASE_PARAM,
+            "responses": {"200": _PDF, **_STAFF_ERRORS},
+        }
+    },
+    "/api/v1/cases/{case_no}/receipt.pdf": {
+        "get": {
+            "summary": "The sealed electronic receipt of a paid fee (staff)",
+            "security": _BEARER,
+            "parameters": _CASE_PARAM,
+            "responses": {"200": _PDF, **_STAFF_ERRORS},
+        }
+    },
+    "/api/v1/cases/{case_no}/payment": {
+        "get": _staff("The case's payment order (缴款码, state, amounts)", parameters=_CASE_PARAM),
+        "post": _creates(_staff("Issue the payment code again (staff)", parameters=_CASE_PARAM)),
+    },
+    "/api/v1/cases/{case_no}/post": {
+        "post": _creates(
+            _staff(
+                "Send the decided case's result by post (staff): the recipient's name, phone and address",
+                parameters=_CASE_PARAM,
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "required": ["name", "phone", "address"],
+                        "properties": {"name": text(100), "phone": text(20), "address": text(400)},
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/identity/verify": {
+        "post": _staff(
+            "Face verification: a photo and an ID number (acceptor, approver, admin)", requestBody=_MULTIPART_PHOTO
+        )
+    },
+    "/api/v1/identity/person": {
+        "post": _staff(
+            "The register data after a match (the verification's id)",
+            requestBody=_body(
+                {
+                    "type": "object",
+                    "required": ["id_number", "verification_id"],
+                    "properties": {
+                        "id_number": _ID_NUMBER,
+                        "verification_id": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "matter_code": {"type": ["string", "null"], "maxLength": 64},
+                    },
+                }
+            ),
+        )
+    },
+    "/api/v1/identity/cases": {
+        "post": _creates(
+            _staff(
+                "Accept a case with a face verification and library materials (acceptor, admin)",
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "required": ["matter_code", "applicant"],
+                        "properties": {
+                            "matter_code": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "applicant": _APPLICANT,
+                            "materials": {"type": "array", "maxItems": MAX_MATERIALS, "items": _MATERIAL_CODE},
+                            "verification_id": {"type": ["string", "null"], "maxLength": 100},
+                            "library_materials": {
+                                "type": ["array", "null"],
+                                "maxItems": 20,
+                                "items": {"type": "string", "minLength": 1, "maxLength": 80},
+                            },
+                        },
+                    }
+                ),
+            )
+        )
+    },
+    "/api/v1/identity/cases/{case_no}": {
+        "get": _staff("The verification and library links recorded on a case", parameters=_CASE_PARAM)
+    },
+    "/api/v1/identity/materials": {
+        "post": _creates(
+            _staff("Store a material in the library once (acceptor, admin)", requestBody=_MULTIPART_MATERIAL)
+        )
+    },
+    "/api/v1/identity/public/uses": {
+        "post": _public(
+            "Every use of the applicant's data at this node (case number plus ID number)",
+            requestBody=_body(
+                {
+                    "type": "object",
+                    "required": ["case_no", "id_number"],
+                    "properties": {
+                        "case_no": {"type": "string", "minLength": 1},
+                        "id_number": {"type": "string", "minLength": 1},
+                    },
+                }
+            ),
+        )
+    },
+}
+SPEC["paths"].update(RESULT_AND_IDENTITY_PATHS)
+
 
 def _location_codes(matter: Matter, tree: DivisionTree, here: str, catalogue: Catalogue) -> list[str]:
     """The division codes that give ``matter`` a handling node when accepted at ``here`` (the acceptance's check)."""
@@ -919,6 +1069,13 @@ def spec_for(catalogue: Catalogue, tree: DivisionTree, here: str) -> dict[str, A
     body = spec["paths"]["/api/v1/cases"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     if variants:  # a catalogue with no matter this node can accept leaves the body as SPEC has it
         body["oneOf"] = variants
+    # The identity route accepts what POST /cases accepts, with a verification and library materials.
+    identity = spec["paths"]["/api/v1/identity/cases"]["post"]["requestBody"]["content"]["application/json"]
+    extra = identity["schema"]["properties"]
+    identity["schema"] = copy.deepcopy(body)
+    identity["schema"].setdefault("properties", {}).update(
+        {key: extra[key] for key in ("verification_id", "library_materials")}
+    )
     spec["components"]["schemas"].update(locations)
     spec["components"]["schemas"]["Division"] = {"enum": [division.code for division in tree]}
     with _cache_lock:

@@ -29,6 +29,7 @@ from node.domain.seal import Verdict, VerdictStatus
 from node.entrypoints.web.auth import STAFF_ROLES, staff_page
 from node.entrypoints.web.http import STATUS, context, domain_error_json, error_page, json_body, require_role
 from node.entrypoints.web.i18n import bilingual, both, lang
+from node.entrypoints.web.idempotency import idempotent
 from node.entrypoints.web.limits import QUERY_PER_ADDRESS, QUERY_PER_CASE, case_number_key, configured, limiter
 from node.service_layer.results import ResultService
 
@@ -132,6 +133,7 @@ def api_payment(case_no: str) -> ResponseReturnValue:
 
 @blueprint.post("/api/v1/cases/<case_no>/payment")
 @require_role(*STAFF_ROLES)
+@idempotent
 def api_request_payment(case_no: str) -> ResponseReturnValue:
     try:
         results().request_payment(case_no)
@@ -142,6 +144,7 @@ def api_request_payment(case_no: str) -> ResponseReturnValue:
 
 @blueprint.post("/api/v1/cases/<case_no>/post")
 @require_role(*STAFF_ROLES)
+@idempotent
 def api_send_by_post(case_no: str) -> ResponseReturnValue:
     """``{name, phone, address}`` of the recipient → the waybill (``{case_no, post}``)."""
     try:
