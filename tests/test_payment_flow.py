@@ -311,3 +311,31 @@ def test_a_broken_gateway_settings_file_costs_the_fees_not_the_node(
         f"/api/v1/cases/{created.get_json()['case_no']}/payment", headers=token_for(client, node, "acceptor")
     )
     assert refused.status_code == 409 and refused.get_json()["error"] == "payments_not_configured"
+
+
+def test_a_package_charges_all_its_fees_in_one_order(make_world: Callable[..., World]) -> None:
+    """一次性缴费: 不动产转移及抵押登记一件事 charges the transfer's and the mortgage's fee once, together."""
+    world = make_world()
+    acceptor = token_for(world.client, world.node, "acceptor")
+    created = world.client.post(
+        "/api/v1/packages/430900-YJS-0006/cases",
+        json={
+            "applicant": {"kind": "person", "id_number": RESIDENT, "name": "王建国"},
+            "materials": ["M001", "M003", "M005", "M020", "M022"],
+            "property_code": HESHAN_VILLAGE,
+        },
+        headers=acceptor,
+    )
+    assert created.status_code == 201, created.get_json()
+    subs = {s["matter_code"]: s["case_no"] for s in created.get_json()["sub_cases"]}
+    world.act(subs["430900-QR-0010"], "real_estate", "approve")
+    assert world.payment(subs["430900-QR-0010"]) is None  # the mortgage charges nothing of its own
+    world.act(subs[TRANSFER], "real_estate", "approve")
+    payment = world.payment(subs[TRANSFER])
+    assert payment["total_fen"] == 16000 and len(payment["items"]) == 2
+    assert {item["code"] for item in payment["items"]} == {TRANSFER, "430900-QR-0010"}
+    assert "已支付" in pay(payment["pay_url"])
+    assert wait_for(lambda: world.payment(subs[TRANSFER])["state"] == "succeeded", timeout=20)
+    for matter, case_no in subs.items():
+        if matter != TRANSFER:
+            assert world.payment(case_no) is None

@@ -47,6 +47,7 @@ from node.domain.events import Event, EventType
 from node.domain.identifiers import make_credit_code
 from node.domain.licence import Licence, make_identifier, revocation_record
 from node.domain.messages import CaseWritten
+from node.domain.packages import packages_from
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, fee_items_for_matter
 from node.domain.seal import Verdict, VerdictStatus
 from node.service_layer.cases import CHINA, CaseService, china_today
@@ -243,6 +244,19 @@ class ResultService:
         return catalogue.get(case.matter_code) if case.matter_code in catalogue else None
 
     def fee_items(self, case: Case) -> list[FeeItem]:
+        """The fees this case's order charges: its matter's, or for a 一件事 package the whole package's.
+
+        一次性缴费: a package's fees are all charged once, on its first sub-case (when that sub-case's
+        fee falls due); the other sub-cases charge nothing of their own.
+        """
+        package = case.package
+        if package is not None and isinstance(package.get("code"), str):
+            if package.get("position") != 0:
+                return []
+            catalogue = self.cases.catalogue
+            found = packages_from(catalogue.to_dict(), catalogue).get(package["code"])
+            if found is not None:
+                return [item for code in found.matters for item in fee_items_for_matter(catalogue.get(code))]
         matter = self.matter_of(case)
         return fee_items_for_matter(matter) if matter is not None else []
 
