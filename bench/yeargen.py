@@ -488,13 +488,14 @@ class YearGenerator:
             builder.to_day(self, 1, rng)
             builder.add(EventType.WITHDRAWN, handling, approver, 0, {"reason": "申请人申请撤回"})
             return self._finish(builder, path, matter, accepting, handling, applicant, CaseState.WITHDRAWN)
-        if side < WITHDRAWAL_SHARE + TRANSFER_SHARE:
+        # A transfer goes to a sibling at the same tier (which handles the same matter; the trust rules
+        # quarantine a transfer to a node that does not). A handler with no sibling keeps the case.
+        parent = self.tree.parent(handling)
+        siblings = [c for c in self.tree.children(parent) if c != handling] if parent else []
+        if side < WITHDRAWAL_SHARE + TRANSFER_SHARE and siblings:
             path = "transferred"
             builder.to_day(self, rng.randrange(0, 3), rng)
-            siblings = [c for c in self.tree.children(self.tree.parent(handling) or handling) if c != handling]
-            target = rng.choice(siblings) if siblings else self.tree.root
-            if target == handling:
-                target = self.tree.root
+            target = rng.choice(siblings)
             builder.add(
                 EventType.TRANSFERRED, handling, approver, 0, {"new_handling_node": target, "reason": TRANSFER_REASON}
             )
