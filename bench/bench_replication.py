@@ -290,6 +290,7 @@ class LinkBench:
 
     def run_link(self, name: str) -> dict[str, Any]:
         """A fresh parent (its own store, broker and web under ``name``'s code), then the village's push to it."""
+        from node.runtime.federation import broker_auth_for
         from node.runtime.provisioning import provision_node
 
         self.runs += 1
@@ -310,7 +311,10 @@ class LinkBench:
             self.supervisor.start(
                 [
                     docstore_spec(names[0], parent.data_dir / "docstore", parent.docstore_port),
-                    mosquitto_spec(names[1], parent.data_dir / "mosquitto", parent.mqtt_port),
+                    # Brokers refuse anonymous clients: the parent's processes sign in with its password.
+                    mosquitto_spec(
+                        names[1], parent.data_dir / "mosquitto", parent.mqtt_port, auth=broker_auth_for(parent)
+                    ),
                 ]
             )
             provision_node(parent, self.signers.ca)
