@@ -147,6 +147,7 @@ def test_a_package_accepted_at_a_village_is_reviewed_in_parallel_in_another_coun
     assert sum(1 for e in final["timeline"] if e["type"] == "supplement_requested") == 2
     assert sum(1 for e in final["timeline"] if e["type"] == "supplement_provided") == 2
     assert any("merged notice" in line for line in lines)
+    assert any("one payment of ¥80.00" in line for line in lines)
 
 
 def freeze(federation: Federation, code: str, sig: signal.Signals) -> None:

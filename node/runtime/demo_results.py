@@ -28,7 +28,7 @@ from tiers.demo import HESHAN, HESHAN_VILLAGE
 MATTER = "430900-QR-0009"  # 不动产转移登记（存量房买卖）: real estate, county, 80 yuan after approval
 
 
-def _get(url: str, token: str | None = None, data: dict[str, str] | None = None) -> bytes:
+def fetch_page(url: str, token: str | None = None, data: dict[str, str] | None = None) -> bytes:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
@@ -73,8 +73,8 @@ def run_results_scenario(federation: Federation, print_line: Callable[[str], Non
     order = payment() or {}
     amount = order["total_fen"] / 100
     print_line(f"3. payment code {order['payment_code']} for ¥{amount:.2f}; paying at {order['pay_url']}")
-    _get(order["pay_url"])
-    if "已支付".encode() not in _get(order["pay_url"], data={"action": "pay"}):
+    fetch_page(order["pay_url"])
+    if "已支付".encode() not in fetch_page(order["pay_url"], data={"action": "pay"}):
         raise ScenarioError("the sandbox gateway did not take the payment")
     wait_for("the payment to be seen at the village", lambda: (payment() or {}).get("state") == "succeeded")
     print_line("4. paid: the gateway's notify reached 赫山区 and the payment replicated to the village")
@@ -84,7 +84,7 @@ def run_results_scenario(federation: Federation, print_line: Callable[[str], Non
         return any(entry["type"] == "result_sealed" for entry in timeline)
 
     wait_for("the sealed result at the village", sealed)
-    pdf = _get(f"{village_url}/api/v1/cases/{case_no}/result.pdf", token=acceptor)
+    pdf = fetch_page(f"{village_url}/api/v1/cases/{case_no}/result.pdf", token=acceptor)
     trust = TrustBundle.load(Path(federation.var_dir) / "ca")
     good = verify_result(pdf, trust)
     damaged = bytearray(pdf)

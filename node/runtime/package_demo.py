@@ -2,8 +2,8 @@
 
 A village window of 资阳区 accepts the package for a property in 赫山区; 赫山区's real-estate,
 housing and tax departments review in parallel; two ask for a supplement, which the village
-window hears of in one merged notice and answers once; all approve; one delivery closes it. The
-package's one combined fee is shown; paying it online is the payment work of issue 15, not wired here.
+window hears of in one merged notice and answers once; all approve; the package's one payment is
+made through the sandbox gateway; one delivery closes it.
 Prints the package with each sub-case's department, handling node, state and decision
 time; raises :class:`ScenarioError` (non-zero exit) if any step fails.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from node.domain.identifiers import make_id_number
 from node.runtime.demo import ScenarioError, call, login, wait_for
+from node.runtime.demo_results import fetch_page
 from node.runtime.federation import Federation
 from tiers import yiyang
 from tiers.demo import HESHAN
@@ -100,8 +101,20 @@ def run_package_scenario(federation: Federation, print_line: Callable[[str], Non
     print_line("4. both departments approve")
 
     wait_for("every decision at the village", lambda: call(view_url, token=acceptor)["state"] == "decided")
+    first = subs["real_estate"]  # the package's first sub-case carries its one order (一次性缴费)
+
+    def payment() -> dict[str, Any] | None:
+        return call(f"{village_url}/api/v1/cases/{first}/payment", token=acceptor)["payment"]
+
+    wait_for("the package's payment code at the village", lambda: payment() is not None)
+    order = payment() or {}
+    fetch_page(order["pay_url"])
+    if "已支付".encode() not in fetch_page(order["pay_url"], data={"action": "pay"}):
+        raise ScenarioError("the sandbox gateway did not take the payment")
+    wait_for("the payment to be seen at the village", lambda: (payment() or {}).get("state") == "succeeded")
+    print_line(f"5. one payment of ¥{order['total_fen'] / 100:.2f} for the whole package, paid through the gateway")
     final = call(f"{view_url}/deliver", {"method": "post"}, acceptor)
-    print_line(f"5. one delivery by post closes the package (one combined fee: {final['fee_yuan']} 元)\n")
+    print_line("6. one delivery by post closes the package\n")
     print_line(f"{package_no} — {final['name']} — {final['state_zh']} / {final['state_en']}")
     for sub in final["sub_cases"]:
         node_name = tree.get(sub["handling_node"]).name
