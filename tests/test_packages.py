@@ -125,8 +125,6 @@ def test_one_window_three_departments_one_supplement_one_delivery(county_node: N
     timeline_cases = {e["case_no"] for e in delivered.get_json()["timeline"]}
     assert timeline_cases == {s["case_no"] for s in subs.values()}
 
-    page = client.get(f"/packages/{package_no}")
-    assert page.status_code in (200, 302)
 
 
 def test_a_refusal_stops_the_other_departments_where_the_package_says_so(county_node: NodeContext) -> None:
@@ -241,14 +239,13 @@ def test_a_joint_inspection_ends_in_one_consolidated_decision(county_node: NodeC
 def test_a_package_the_node_cannot_route_is_refused_whole(county_node: NodeContext) -> None:
     client = client_for(county_node)
     acceptor = token_for(client, county_node, "acceptor")
-    before = county_node.readmodel.held_counts() if hasattr(county_node.readmodel, "held_counts") else None
+    before = county_node.readmodel.count()
     answer = client.post(
         f"/api/v1/packages/{TRANSFER}/cases",
         json={"applicant": {"kind": "person", "name": "周建国", "id_number": SELLER}, "materials": TRANSFER_MATERIALS},
         headers=acceptor,
     )
     assert answer.status_code in (400, 422) and answer.get_json()["message_zh"]
-    if before is not None:
-        assert county_node.readmodel.held_counts() == before
+    assert county_node.readmodel.count() == before  # no sub-case of the refused package was written
     unknown = client.post("/api/v1/packages/NOPE/cases", json={"applicant": {}}, headers=acceptor)
     assert unknown.status_code in (400, 404, 422)

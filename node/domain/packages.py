@@ -162,6 +162,11 @@ class Package:
         return sorted({catalogue.get(m).department for m in self.matters})
 
 
+def catalogue_packages(catalogue: Catalogue) -> dict[str, Package]:
+    """The packages ``catalogue`` carries, validated against its matters (read from what it holds, no copy)."""
+    return packages_from({"packages": list(catalogue.package_data)}, catalogue)
+
+
 def packages_from(document: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Package]:
     """The packages of a catalogue document (``packages``: a list), validated against its matters."""
     listed = document.get("packages") or []

@@ -12,7 +12,7 @@ from node.adapters.catalogue_doc import PublishedCatalogue
 from node.domain.case import ADMIN
 from node.domain.catalogue import Catalogue, Matter
 from node.domain.errors import DomainError, ErrorKind
-from node.domain.packages import packages_from
+from node.domain.packages import catalogue_packages
 from node.service_layer.commands import PublishCatalogue, PublishDelegation, PublishMatter
 from tiers import Capability, DivisionTree, Tier, capabilities
 
@@ -66,7 +66,7 @@ class CatalogueService:
     def _publish(self, role: str, document: Mapping[str, Any]) -> Catalogue:
         _check_author(role, self.tier)
         catalogue = Catalogue.from_dict(document)
-        packages_from(catalogue.to_dict(), catalogue)  # a package naming a matter the catalogue lacks is refused
+        catalogue_packages(catalogue)  # a package naming a matter the catalogue lacks is refused
         self.published.publish(catalogue)
         return catalogue
 

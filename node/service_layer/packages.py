@@ -27,10 +27,10 @@ from node.domain.packages import (
     PREVIEW_WORKING_DAYS,
     Package,
     PackageView,
+    catalogue_packages,
     check_consolidation,
     check_delivery,
     check_supplement,
-    packages_from,
     read_package,
 )
 from node.service_layer.cases import CaseService
@@ -63,7 +63,7 @@ class PackageService:
     def packages(self) -> dict[str, Package]:
         catalogue = self.cases.catalogue
         if self._cache is None or self._cache[0] is not catalogue:
-            self._cache = (catalogue, packages_from(catalogue.to_dict(), catalogue))
+            self._cache = (catalogue, catalogue_packages(catalogue))
         return self._cache[1]
 
     def package(self, code: object) -> Package:

@@ -47,7 +47,7 @@ from node.domain.events import Event, EventType
 from node.domain.identifiers import make_credit_code
 from node.domain.licence import Licence, make_identifier, revocation_record
 from node.domain.messages import CaseWritten
-from node.domain.packages import packages_from
+from node.domain.packages import catalogue_packages
 from node.domain.payment import FeeItem, PaymentOrder, PaymentState, fee_items_for_matter
 from node.domain.seal import Verdict, VerdictStatus
 from node.service_layer.cases import CHINA, CaseService, china_today
@@ -254,7 +254,7 @@ class ResultService:
             if package.get("position") != 0:
                 return []
             catalogue = self.cases.catalogue
-            found = packages_from(catalogue.to_dict(), catalogue).get(package["code"])
+            found = catalogue_packages(catalogue).get(package["code"])
             if found is not None:
                 return [item for code in found.matters for item in fee_items_for_matter(catalogue.get(code))]
         matter = self.matter_of(case)
